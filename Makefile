@@ -1,0 +1,122 @@
+# vlv.c — build, test, sanitize.
+#   make train_vlv && ./train_vlv      the main job
+#   make test                          everything below: check, test-asan, test-ofast, test-mutants
+#   make check                         every check against the PyTorch twin (regenerated when it changes)
+#   make test-asan                     the same checks under AddressSanitizer + UBSanitizer
+#   make test-ofast                    the same checks built with -Ofast (fast-math)
+#   make test-mutants                  deliberately broken backwards must make the checks fail
+# Switches: NO_OMP=1 (no OpenMP), NO_NATIVE=1 (no -march=native), PYTHON=... (a python with torch).
+
+CC ?= gcc
+PYTHON ?= /usr/bin/python3
+CFLAGS ?= -O3
+CFLAGS += -Wall -Wextra -std=gnu11
+LDLIBS = -lm
+
+# -march=native only when the compiler accepts it (some cross/ARM compilers do not)
+ifneq ($(NO_NATIVE),1)
+  ifeq ($(shell $(CC) -march=native -E -x c /dev/null >/dev/null 2>&1 && echo ok),ok)
+    CFLAGS += -march=native
+  endif
+endif
+
+# OpenMP: use it when a test program with -fopenmp compiles and links; else build serial,
+# and say so. macOS: Homebrew's libomp with Apple clang.
+OMP_TEST = printf '\#include <omp.h>\nint main(void){return omp_get_max_threads();}\n' > /tmp/vlv_omp_test.c &&
+ifneq ($(NO_OMP),1)
+  ifeq ($(shell $(OMP_TEST) $(CC) -fopenmp /tmp/vlv_omp_test.c -o /tmp/vlv_omp_test >/dev/null 2>&1 && echo ok),ok)
+    CFLAGS += -fopenmp
+    OMP_STATUS = OpenMP on
+  else ifeq ($(shell $(OMP_TEST) $(CC) -Xpreprocessor -fopenmp -I$$(brew --prefix libomp 2>/dev/null)/include /tmp/vlv_omp_test.c -L$$(brew --prefix libomp 2>/dev/null)/lib -lomp -o /tmp/vlv_omp_test >/dev/null 2>&1 && echo ok),ok)
+    BREW_OMP := $(shell brew --prefix libomp)
+    CFLAGS += -Xpreprocessor -fopenmp -I$(BREW_OMP)/include
+    LDLIBS += -L$(BREW_OMP)/lib -lomp
+    OMP_STATUS = OpenMP on (Homebrew libomp)
+  else
+    OMP_STATUS = OpenMP not found: building single-threaded (install libgomp or libomp)
+  endif
+else
+  OMP_STATUS = OpenMP off (NO_OMP=1)
+endif
+ifneq ($(findstring OpenMP on,$(OMP_STATUS)),OpenMP on)
+  CFLAGS += -Wno-unknown-pragmas
+endif
+$(info $(OMP_STATUS))
+
+HEADERS = $(wildcard vlvc/*.h)
+
+train_vlv: train_vlv.c $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+test_vlv: test_vlv.c train_vlv.c $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# -Ofast (fast-math: no infinities or NaNs assumed) must not break GELU, softmax or the
+# NaN checks: the same checks, built that way
+test_vlv_ofast: test_vlv.c train_vlv.c $(HEADERS)
+	$(CC) $(filter-out -O3,$(CFLAGS)) -Ofast -o $@ $< $(LDLIBS)
+
+# sanitizers: every error is fatal (no recovery), leaks included
+SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+test_vlv_asan: test_vlv.c train_vlv.c $(HEADERS)
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(SANITIZE) -o $@ $< $(LDLIBS)
+
+# ---------------------------------------------------------------------------
+# the reference: dev/vlv.py writes a checkpoint and a debug state per config. The configs
+# differ on purpose: an odd batch, head counts other than 2, N_q != number of patches,
+# unequal widths for the parts, single-block parts, and v-prediction.
+TESTDIR = data/test
+TEST_CONFIGS = small awkward
+CFG_small = --batch 3 --seed 1
+CFG_awkward = --batch 5 --seed 2 --img_size 12 --patch 4 --n_q 6 --vocab 13 --cap_len 7 \
+  --d_v 24 --nh_v 3 --L_v 1 --L_a 2 --nh_a 4 --d_t 16 --nh_t 4 --L_t 1 \
+  --d_d 20 --nh_d 5 --L_d 2 --d_freq 8 --d_g 12 --nh_g 3 --L_g 1 --prediction v
+
+$(TESTDIR)/%.ckpt $(TESTDIR)/%.state: dev/vlv.py Makefile
+	@mkdir -p $(TESTDIR)
+	$(PYTHON) dev/vlv.py dump $(CFG_$*) --out_ckpt $(TESTDIR)/$*.ckpt --out_state $(TESTDIR)/$*.state
+
+REFERENCES = $(foreach c,$(TEST_CONFIGS),$(TESTDIR)/$(c).ckpt $(TESTDIR)/$(c).state)
+
+# For each config: every tensor (test_vlv), the C -> PyTorch -> C checkpoint round trip, and
+# the readers' handling of broken files. Logs go to $(TESTDIR)/*.log; the last line sums up.
+define run_checks
+	@set -e; rm -f $(TESTDIR)/summary.log; for c in $(TEST_CONFIGS); do \
+	  echo "=== $$c: model vs PyTorch"; \
+	  $(1) $(TESTDIR)/$$c.ckpt $(TESTDIR)/$$c.state --save-trained $(TESTDIR)/$$c.trained.ckpt > $(TESTDIR)/$$c.log 2>&1 \
+	    || { cat $(TESTDIR)/$$c.log; echo "test_vlv failed on $$c (log: $(TESTDIR)/$$c.log)"; exit 1; }; \
+	  cat $(TESTDIR)/$$c.log; \
+	  echo "=== $$c: checkpoint round trip C -> PyTorch -> C"; \
+	  $(PYTHON) dev/vlv.py roundtrip $(TESTDIR)/$$c.trained.ckpt $(TESTDIR)/$$c.roundtrip.ckpt; \
+	  $(1) --compare $(TESTDIR)/$$c.trained.ckpt $(TESTDIR)/$$c.roundtrip.ckpt | tee -a $(TESTDIR)/summary.log; \
+	  echo "=== $$c: broken files"; \
+	  $(1) --readers $(TESTDIR)/$$c.ckpt $(TESTDIR)/$$c.state | tee -a $(TESTDIR)/summary.log; \
+	  tail -n 1 $(TESTDIR)/$$c.log >> $(TESTDIR)/summary.log; \
+	done; \
+	awk '/ passed, .* failed$$/ { p += $$1; f += $$3 } END { printf "%d passed, %d failed\n", p, f; exit f > 0 }' $(TESTDIR)/summary.log
+endef
+
+check: test_vlv $(REFERENCES)
+	$(call run_checks,./test_vlv)
+
+test-asan: test_vlv_asan $(REFERENCES)
+	$(call run_checks,ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./test_vlv_asan)
+
+test-ofast: test_vlv_ofast $(REFERENCES)
+	$(call run_checks,./test_vlv_ofast)
+
+test-mutants: $(REFERENCES)
+	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/mutants.sh $(TESTDIR)/small
+
+# check first; the sanitizer and mutant runs only when it passed
+test:
+	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory test-ofast
+	$(MAKE) --no-print-directory test-mutants
+
+clean:
+	rm -f train_vlv test_vlv test_vlv_asan test_vlv_ofast
+	rm -rf $(TESTDIR)
+
+.PHONY: test check test-asan test-ofast test-mutants clean

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Mutation test of test_vlv: break train_vlv.c on purpose, one way at a time (a flipped sign,
+# a dropped term, a wrong factor, a frozen part that trains, ...), rebuild test_vlv and
+# check that it FAILS against the PyTorch reference. A mutant that passes means the tests
+# cannot see that bug. Usage: dev/mutants.sh data/test/small   (the reference's path stem)
+set -euo pipefail
+ref=${1:?usage: dev/mutants.sh REFERENCE_STEM (e.g. data/test/small)}
+CC=${CC:-gcc}
+CFLAGS=${CFLAGS:--O2}
+LDLIBS=${LDLIBS:--lm}
+PYTHON_BIN=${PYTHON_BIN:-python3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r "$root/vlvc" "$root/test_vlv.c" "$work/"
+cp "$ref.ckpt" "$ref.state" "$work/"
+ckpt="$work/$(basename "$ref").ckpt"
+state="$work/$(basename "$ref").state"
+
+# name @@ text in train_vlv.c @@ its replacement (each text must occur exactly once; \n is a newline)
+mutants=(
+  "layernorm backward: sign of the n*mean(g*n) term@@dx[c] += s * (g - g_mean - (x[c] - m) * s * gn_mean);@@dx[c] += s * (g - g_mean + (x[c] - m) * s * gn_mean);"
+  "layernorm backward: weight gradient not normalized@@dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];@@dw += dy * inp[(size_t)n * C + c];"
+  "attention backward: dk with the wrong sign@@dkj[c] += ds * qi[c];@@dkj[c] -= ds * qi[c];"
+  "attention backward: softmax's centering term dropped@@float ds = a[j] * (da[j] - a_da) * scale;@@float ds = a[j] * da[j] * scale;"
+  "gelu backward: 0.5 (1 + tanh) term dropped@@float grad = 0.5f * (1.0f + th) + 0.5f@@float grad = 0.5f"
+  "silu backward: derivative of x dropped@@dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));@@dinp[i] += dout[i] * s;"
+  "modulate backward: dscale without x@@dsc[c] += dy * x[row + c];@@dsc[c] += dy;"
+  "gated residual backward: no gate gradient@@dg[c] += d * y[row + c];@@dg[c] += 0.0f;"
+  "matmul backward: bias gradient doubled@@if (dbias) { dbias[o] += db; }@@if (dbias) { dbias[o] += 2.0f * db; }"
+  "embed backward: position gradient dropped@@if (dpos) { dpos[c] += d[c]; }@@if (dpos) { dpos[c] += 0.0f; }"
+  "cross-attention backward: no gradient to the context@@matmul_backward(dctx, g->kv.w, g->kv.b, d->kv, ctx, p->kv.w, B * S, Cc, 2 * C);@@matmul_backward(NULL, g->kv.w, g->kv.b, d->kv, ctx, p->kv.w, B * S, Cc, 2 * C);"
+  "cross-entropy: PAD targets counted@@if (targets[n] != TOKEN_PAD) {@@if (targets[n] >= 0) {"
+  "text encoder: not causal@@c->L_t, B, Nq, C, c->nh_t, 1);\n    norm_forward@@c->L_t, B, Nq, C, c->nh_t, 0);\n    norm_forward"
+  "stage 1: the frozen text encoder trains@@case STAGE1: return 1 << GROUP_VIT | 1 << GROUP_ADAPTER;@@case STAGE1: return 1 << GROUP_VIT | 1 << GROUP_ADAPTER | 1 << GROUP_TEXTENC;"
+  "AdamW: no bias correction of v@@(sqrtf(m->v[j] / bc2) + opt->eps)@@(sqrtf(m->v[j]) + opt->eps)"
+  "AdamW: weight decay on biases and norms too@@float decay = t->ndim >= 2 ?@@float decay = t->ndim >= 1 ?"
+  "AdamW: gradient clipping ignored@@if (clip > 1.0f) { clip = 1.0f; }@@clip = 1.0f;"
+  "DDIM: x0 from eps with swapped coefficients@@eps = out; x0 = (x[j] - sb * eps) / sa;@@eps = out; x0 = (x[j] - sa * eps) / sb;"
+  "greedy: decoding does not stop at EOS@@if (pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD)) { continue; }@@if (0) { continue; }"
+)
+
+caught=0; missed=0; broken=0
+printf '%-58s %s\n' "mutant" "result"
+for entry in "${mutants[@]}"; do
+  name=${entry%%@@*}; rest=${entry#*@@}
+  find=${rest%%@@*}; repl=${rest#*@@}
+  if ! FIND="$find" REPL="$repl" "$PYTHON_BIN" - "$root/train_vlv.c" "$work/train_vlv.c" <<'PY'
+import os, sys
+src = open(sys.argv[1]).read()
+find, repl = (os.environ[k].replace('\\n', '\n') for k in ('FIND', 'REPL'))
+if src.count(find) != 1:
+    sys.exit(1)
+open(sys.argv[2], 'w').write(src.replace(find, repl))
+PY
+  then
+    printf '%-58s %s\n' "$name" "NOT APPLIED (the text is not in train_vlv.c exactly once)"; broken=$((broken + 1)); continue
+  fi
+  if ! $CC $CFLAGS -o "$work/test_vlv" "$work/test_vlv.c" $LDLIBS 2>"$work/cc.log"; then
+    printf '%-58s %s\n' "$name" "DOES NOT COMPILE"; cat "$work/cc.log"; broken=$((broken + 1)); continue
+  fi
+  if "$work/test_vlv" "$ckpt" "$state" > "$work/run.log" 2>&1; then
+    printf '%-58s %s\n' "$name" "MISSED: the checks still pass"; missed=$((missed + 1))
+  else
+    fails=$(grep -c '^FAIL' "$work/run.log" || true)
+    first=$(grep -m1 '^FAIL' "$work/run.log" | awk '{print $2}' || true)
+    [ -n "$first" ] || first="(exited: $(tail -n 1 "$work/run.log"))"
+    printf '%-58s %s\n' "$name" "caught: $fails checks fail, first $first"; caught=$((caught + 1))
+  fi
+done
+echo "mutants: $caught caught, $missed missed, $broken not applied"
+echo "$caught passed, $((missed + broken)) failed"
+[ "$missed" -eq 0 ] && [ "$broken" -eq 0 ]

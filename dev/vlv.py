@@ -1,0 +1,813 @@
+#!/usr/bin/env python3
+"""
+The PyTorch twin of vlv.c: the miniature Vision-Language-Vision auto-encoder.
+
+    image -> vit -> adapter -> z -> textenc -> c -> dit    (reconstruct the image by diffusion)
+                                               c -> capdec (write the caption)
+
+doc/model.md defines the model and doc/formats.md the files; this file follows them exactly,
+down to the order of the parameter tensors. It writes the reference that test_vlv.c checks
+the C code against:
+
+    python3 dev/vlv.py dump --out_ckpt model.bin --out_state state.bin [config flags]
+    python3 dev/vlv.py roundtrip IN.bin OUT.bin      # read a checkpoint, write it back
+
+The dump holds every activation, loss and gradient, computed in float64 from the float32
+weights of the checkpoint it writes, so that the only rounding in the reference is the final
+one to float32. Runs on torch 1.13 and 2.x.
+"""
+import argparse
+import copy
+import itertools
+import math
+import struct
+import sys
+import time
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CKPT_MAGIC, STATE_MAGIC, VERSION = 20261126, 20261127, 1
+HEADER_INTS = 64
+PAD, BOS, EOS, UNK, FIRST_WORD = 0, 1, 2, 3, 4
+STAGES = ('stage0', 'stage0b', 'stage1', 'stage2')
+assert sys.byteorder == 'little', 'the file formats are little-endian; this writer assumes a little-endian host'
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration: the fields, in the order of header slots 2..23 (doc/formats.md)
+
+@dataclass
+class Config:
+    img_size: int = 8
+    patch: int = 4
+    n_q: int = 5
+    vocab: int = 12
+    cap_len: int = 6
+    d_v: int = 16
+    L_v: int = 2
+    nh_v: int = 2
+    L_a: int = 2
+    nh_a: int = 2
+    d_t: int = 16
+    L_t: int = 2
+    nh_t: int = 2
+    d_d: int = 16
+    L_d: int = 2
+    nh_d: int = 2
+    d_freq: int = 8
+    d_g: int = 16
+    L_g: int = 2
+    nh_g: int = 2
+    prediction: int = 0  # 0 = ε, 1 = v
+    n_timesteps: int = 1000
+
+    @property
+    def n_patches(self):  # Np
+        return (self.img_size // self.patch) ** 2
+
+    @property
+    def patch_dim(self):  # P·P·3
+        return self.patch * self.patch * 3
+
+
+class FormatError(Exception):
+    pass
+
+
+def check_config(cfg, where):
+    """The sanity checks every reader applies; raises FormatError naming `where`."""
+    problems = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == 'prediction':
+            if value not in (0, 1):
+                problems.append(f'prediction = {value} (must be 0 or 1)')
+        elif value <= 0:
+            problems.append(f'{f.name} = {value} (must be positive)')
+    if not problems:
+        for width, heads in (('d_v', 'nh_v'), ('d_v', 'nh_a'), ('d_t', 'nh_t'), ('d_d', 'nh_d'), ('d_g', 'nh_g')):
+            if getattr(cfg, width) % getattr(cfg, heads):
+                problems.append(f'{width} = {getattr(cfg, width)} not divisible by {heads} = {getattr(cfg, heads)}')
+        if cfg.img_size % cfg.patch:
+            problems.append(f'img_size = {cfg.img_size} not divisible by patch = {cfg.patch}')
+        if cfg.d_d % 4:
+            problems.append(f'd_d = {cfg.d_d} not divisible by 4 (2D sin-cos positions)')
+        if cfg.d_freq % 2:
+            problems.append(f'd_freq = {cfg.d_freq} is odd')
+    if problems:
+        raise FormatError(f'{where}: bad config: ' + '; '.join(problems))
+
+
+def expected_params(cfg):
+    """(name, shape) of every parameter tensor in checkpoint order, straight from doc/model.md."""
+    c, out = cfg, []
+
+    def linear(name, n_out, n_in):
+        out.extend([(f'{name}.weight', (n_out, n_in)), (f'{name}.bias', (n_out,))])
+
+    def norm(name, C):
+        out.extend([(f'{name}.weight', (C,)), (f'{name}.bias', (C,))])
+
+    def self_attn(name, C):
+        linear(f'{name}.qkv', 3 * C, C)
+        linear(f'{name}.proj', C, C)
+
+    def cross_attn(name, C, C_ctx):
+        linear(f'{name}.q', C, C)
+        linear(f'{name}.kv', 2 * C, C_ctx)
+        linear(f'{name}.proj', C, C)
+
+    def mlp(name, C):
+        linear(f'{name}.fc', 4 * C, C)
+        linear(f'{name}.proj', C, 4 * C)
+
+    def block(name, C):  # B(C)
+        norm(f'{name}.ln1', C), self_attn(f'{name}.attn', C), norm(f'{name}.ln2', C), mlp(f'{name}.mlp', C)
+
+    linear('vit.patch', c.d_v, c.patch_dim)
+    out.append(('vit.pos', (c.n_patches, c.d_v)))
+    for l in range(c.L_v):
+        block(f'vit.blocks.{l}', c.d_v)
+    norm('vit.ln_f', c.d_v)
+
+    out.append(('adapter.queries', (c.n_q, c.d_v)))
+    for l in range(c.L_a):
+        b = f'adapter.blocks.{l}'
+        norm(f'{b}.ln1', c.d_v), self_attn(f'{b}.attn', c.d_v), norm(f'{b}.ln2', c.d_v)
+        cross_attn(f'{b}.cross', c.d_v, c.d_v), norm(f'{b}.ln3', c.d_v), mlp(f'{b}.mlp', c.d_v)
+    norm('adapter.ln_f', c.d_v)
+    linear('adapter.out1', c.d_t, c.d_v)
+    linear('adapter.out2', c.d_t, c.d_t)
+
+    out.extend([('textenc.wte', (c.vocab, c.d_t)), ('textenc.wpe', (c.n_q, c.d_t))])
+    for l in range(c.L_t):
+        block(f'textenc.blocks.{l}', c.d_t)
+    norm('textenc.ln_f', c.d_t)
+
+    linear('dit.patch', c.d_d, c.patch_dim)
+    linear('dit.t_mlp1', c.d_d, c.d_freq)
+    linear('dit.t_mlp2', c.d_d, c.d_d)
+    for l in range(c.L_d):
+        b = f'dit.blocks.{l}'
+        linear(f'{b}.ada', 6 * c.d_d, c.d_d), self_attn(f'{b}.attn', c.d_d), norm(f'{b}.ln_c', c.d_d)
+        cross_attn(f'{b}.cross', c.d_d, c.d_t), mlp(f'{b}.mlp', c.d_d)
+    linear('dit.final_ada', 2 * c.d_d, c.d_d)
+    linear('dit.final', c.patch_dim, c.d_d)
+
+    linear('capdec.prefix1', c.d_g, c.d_t)
+    linear('capdec.prefix2', c.d_g, c.d_g)
+    out.extend([('capdec.wte', (c.vocab, c.d_g)), ('capdec.wpe', (c.n_q + c.cap_len, c.d_g))])
+    for l in range(c.L_g):
+        block(f'capdec.blocks.{l}', c.d_g)
+    norm('capdec.ln_f', c.d_g)
+    return out
+
+
+def num_params(cfg):
+    return sum(math.prod(shape) for _, shape in expected_params(cfg))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+def gelu(x):  # tanh approximation
+    return F.gelu(x, approximate='tanh')
+
+
+def patchify(img, P):
+    """[B, H, W, 3] -> [B, Np, P·P·3]: patch n = r·(W/P) + q, inside it index (py·P + px)·3 + ch."""
+    B, H, W, _ = img.shape
+    x = img.reshape(B, H // P, P, W // P, P, 3).permute(0, 1, 3, 2, 4, 5)  # [B, r, q, py, px, ch]
+    return x.reshape(B, (H // P) * (W // P), P * P * 3)
+
+
+def unpatchify(x, P, H, W):
+    B = x.shape[0]
+    x = x.reshape(B, H // P, W // P, P, P, 3).permute(0, 1, 3, 2, 4, 5)  # [B, r, py, q, px, ch]
+    return x.reshape(B, H, W, 3)
+
+
+def attention(q, k, v, n_head, causal):
+    """softmax(q·kᵀ/√hs)·v per head. q [B, Tq, C]; k, v [B, Tk, C]; channel c is in head c // hs."""
+    B, Tq, C = q.shape
+    Tk, hs = k.shape[1], C // n_head
+    q = q.reshape(B, Tq, n_head, hs).transpose(1, 2)  # [B, NH, Tq, hs]
+    k = k.reshape(B, Tk, n_head, hs).transpose(1, 2)
+    v = v.reshape(B, Tk, n_head, hs).transpose(1, 2)
+    att = q @ k.transpose(-2, -1) / math.sqrt(hs)  # [B, NH, Tq, Tk]
+    if causal:  # query i may not look at key j > i
+        future = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).triu(1)
+        att = att.masked_fill(future, float('-inf'))
+    return (att.softmax(-1) @ v).transpose(1, 2).reshape(B, Tq, C)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, C, n_head, causal):
+        super().__init__()
+        self.qkv = nn.Linear(C, 3 * C)
+        self.proj = nn.Linear(C, C)
+        self.n_head, self.causal = n_head, causal
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self.proj(attention(q, k, v, self.n_head, self.causal))
+
+
+class CrossAttention(nn.Module):
+    """Queries from x (width C), keys and values from a context (width C_ctx); never masked."""
+
+    def __init__(self, C, C_ctx, n_head):
+        super().__init__()
+        self.q = nn.Linear(C, C)
+        self.kv = nn.Linear(C_ctx, 2 * C)
+        self.proj = nn.Linear(C, C)
+        self.n_head = n_head
+
+    def forward(self, x, ctx):
+        k, v = self.kv(ctx).chunk(2, dim=-1)
+        return self.proj(attention(self.q(x), k, v, self.n_head, causal=False))
+
+
+class MLP(nn.Module):
+    def __init__(self, C):
+        super().__init__()
+        self.fc = nn.Linear(C, 4 * C)
+        self.proj = nn.Linear(4 * C, C)
+
+    def forward(self, x):
+        return self.proj(gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Standard pre-LN block (vit, textenc, capdec)."""
+
+    def __init__(self, C, n_head, causal):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(C)
+        self.attn = SelfAttention(C, n_head, causal)
+        self.ln2 = nn.LayerNorm(C)
+        self.mlp = MLP(C)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class AdapterBlock(nn.Module):
+    """Causal self-attention over the queries, cross-attention to the visual tokens, MLP."""
+
+    def __init__(self, C, n_head):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(C)
+        self.attn = SelfAttention(C, n_head, causal=True)
+        self.ln2 = nn.LayerNorm(C)
+        self.cross = CrossAttention(C, C, n_head)
+        self.ln3 = nn.LayerNorm(C)
+        self.mlp = MLP(C)
+
+    def forward(self, x, visual):
+        x = x + self.attn(self.ln1(x))
+        x = x + self.cross(self.ln2(x), visual)
+        return x + self.mlp(self.ln3(x))
+
+
+def modulate(x, shift, scale):
+    """adaLN: LN₀(x)·(1 + scale) + shift, LN₀ without weight or bias; shift, scale [B, C]."""
+    x = F.layer_norm(x, x.shape[-1:], eps=1e-5)
+    return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero block: gated modulated self-attention, plain cross-attention, gated modulated MLP."""
+
+    def __init__(self, C, C_ctx, n_head):
+        super().__init__()
+        self.ada = nn.Linear(C, 6 * C)
+        self.attn = SelfAttention(C, n_head, causal=False)
+        self.ln_c = nn.LayerNorm(C)
+        self.cross = CrossAttention(C, C_ctx, n_head)
+        self.mlp = MLP(C)
+
+    def forward(self, x, s, c):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(s).chunk(6, dim=-1)
+        x = x + gate1[:, None, :] * self.attn(modulate(x, shift1, scale1))
+        x = x + self.cross(self.ln_c(x), c)
+        return x + gate2[:, None, :] * self.mlp(modulate(x, shift2, scale2))
+
+
+class InOrder(nn.Module):
+    """nn.Module lists a module's own tensors before its children's; the checkpoint interleaves
+    them (vit.patch before vit.pos, capdec.prefix1 before capdec.wte). `order` names the
+    attributes, parameters or submodules, in checkpoint order."""
+    order = ()
+
+    def named_parameters(self, prefix='', recurse=True, **kwargs):
+        if not recurse:
+            yield from super().named_parameters(prefix, recurse, **kwargs)
+            return
+        for name in self.order:
+            item, full = getattr(self, name), f'{prefix}.{name}' if prefix else name
+            if isinstance(item, nn.Parameter):
+                yield full, item
+            else:
+                yield from item.named_parameters(full, True, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The five parts
+
+class ViT(InOrder):
+    order = ('patch', 'pos', 'blocks', 'ln_f')
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.patch = nn.Linear(cfg.patch_dim, cfg.d_v)
+        self.pos = nn.Parameter(torch.zeros(cfg.n_patches, cfg.d_v))
+        self.blocks = nn.ModuleList(Block(cfg.d_v, cfg.nh_v, causal=False) for _ in range(cfg.L_v))
+        self.ln_f = nn.LayerNorm(cfg.d_v)
+        self.P = cfg.patch
+
+    def forward(self, img):  # [B, H, W, 3] -> visual tokens [B, Np, d_v]
+        x = self.patch(patchify(img, self.P)) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+
+class Adapter(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.queries = nn.Parameter(torch.zeros(cfg.n_q, cfg.d_v))
+        self.blocks = nn.ModuleList(AdapterBlock(cfg.d_v, cfg.nh_a) for _ in range(cfg.L_a))
+        self.ln_f = nn.LayerNorm(cfg.d_v)
+        self.out1 = nn.Linear(cfg.d_v, cfg.d_t)
+        self.out2 = nn.Linear(cfg.d_t, cfg.d_t)
+
+    def forward(self, visual):  # -> z [B, N_q, d_t], the continuous caption embeddings
+        x = self.queries.expand(visual.shape[0], -1, -1)
+        for block in self.blocks:
+            x = block(x, visual)
+        return self.out2(gelu(self.out1(self.ln_f(x))))
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.wte = nn.Parameter(torch.zeros(cfg.vocab, cfg.d_t))
+        self.wpe = nn.Parameter(torch.zeros(cfg.n_q, cfg.d_t))
+        self.blocks = nn.ModuleList(Block(cfg.d_t, cfg.nh_t, causal=True) for _ in range(cfg.L_t))
+        self.ln_f = nn.LayerNorm(cfg.d_t)
+
+    def forward(self, tokens=None, z=None):  # tokens [B, N_q] or z [B, N_q, d_t] -> c [B, N_q, d_t]
+        x = (F.embedding(tokens, self.wte) if z is None else z) + self.wpe
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+
+def sincos_2d(grid, C):
+    """Fixed [grid², C] table: row r·grid + q is [sin(qω), cos(qω), sin(rω), cos(rω)], ω_i = 10000^(-i/k)."""
+    k = C // 4
+    omega = 10000.0 ** (-torch.arange(k, dtype=torch.float64) / k)
+    r, q = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                          indexing='ij')
+    r, q = r.reshape(-1, 1) * omega, q.reshape(-1, 1) * omega
+    return torch.cat([q.sin(), q.cos(), r.sin(), r.cos()], dim=1)
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.patch = nn.Linear(cfg.patch_dim, cfg.d_d)
+        self.t_mlp1 = nn.Linear(cfg.d_freq, cfg.d_d)
+        self.t_mlp2 = nn.Linear(cfg.d_d, cfg.d_d)
+        self.blocks = nn.ModuleList(DiTBlock(cfg.d_d, cfg.d_t, cfg.nh_d) for _ in range(cfg.L_d))
+        self.final_ada = nn.Linear(cfg.d_d, 2 * cfg.d_d)
+        self.final = nn.Linear(cfg.d_d, cfg.patch_dim)
+        self.P, self.H = cfg.patch, cfg.img_size
+        # constants, built in float64 and cast to the model's dtype where used
+        self.register_buffer('pos2d', sincos_2d(cfg.img_size // cfg.patch, cfg.d_d), persistent=False)
+        half = cfg.d_freq // 2
+        self.register_buffer('phi', torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half),
+                             persistent=False)
+
+    def forward(self, x_t, t, c):  # x_t [B, H, W, 3], t [B] integers, c [B, N_q, d_t] -> ε̂ or v̂
+        x = self.patch(patchify(x_t, self.P)) + self.pos2d.to(x_t.dtype)
+        tphi = t.to(x_t.dtype)[:, None] * self.phi.to(x_t.dtype)
+        f = torch.cat([tphi.cos(), tphi.sin()], dim=-1)  # timestep features [B, d_freq]
+        s = F.silu(self.t_mlp2(F.silu(self.t_mlp1(f))))  # SiLU(temb), drives all modulations
+        for block in self.blocks:
+            x = block(x, s, c)
+        shift, scale = self.final_ada(s).chunk(2, dim=-1)
+        return unpatchify(self.final(modulate(x, shift, scale)), self.P, self.H, self.H)
+
+
+class CaptionDecoder(InOrder):
+    order = ('prefix1', 'prefix2', 'wte', 'wpe', 'blocks', 'ln_f')
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.prefix1 = nn.Linear(cfg.d_t, cfg.d_g)
+        self.prefix2 = nn.Linear(cfg.d_g, cfg.d_g)
+        self.wte = nn.Parameter(torch.zeros(cfg.vocab, cfg.d_g))
+        self.wpe = nn.Parameter(torch.zeros(cfg.n_q + cfg.cap_len, cfg.d_g))
+        self.blocks = nn.ModuleList(Block(cfg.d_g, cfg.nh_g, causal=True) for _ in range(cfg.L_g))
+        self.ln_f = nn.LayerNorm(cfg.d_g)
+        self.n_q = cfg.n_q
+
+    def forward(self, c, tokens):  # c [B, N_q, d_t] or None (no prefix), tokens [B, T_c] -> logits [B, T_c, V]
+        T_c = tokens.shape[1]
+        x = F.embedding(tokens, self.wte)
+        if c is None:  # the token rows alone, still at positions N_q ... N_q+T_c-1
+            x = x + self.wpe[self.n_q:self.n_q + T_c]
+        else:
+            prefix = self.prefix2(gelu(self.prefix1(c)))
+            x = torch.cat([prefix, x], dim=1) + self.wpe[:self.n_q + T_c]
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_f(x[:, -T_c:])  # only the caption rows matter
+        return x @ self.wte.t()  # tied head
+
+
+def caption_loss(logits, tokens):
+    """Row j predicts token j+1; the last row and the rows whose target is PAD are not counted."""
+    V = logits.shape[-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1), ignore_index=PAD)
+
+
+def alphas_cumprod(T):
+    """Scaled-linear schedule: √β linear from √0.00085 to √0.012; ᾱ_t = ∏_{s≤t} (1 − β_s), in double."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, T, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, dim=0)
+
+
+class VLV(InOrder):
+    order = ('vit', 'adapter', 'textenc', 'dit', 'capdec')
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.vit, self.adapter, self.textenc = ViT(cfg), Adapter(cfg), TextEncoder(cfg)
+        self.dit, self.capdec = DiT(cfg), CaptionDecoder(cfg)
+        self.register_buffer('abar', alphas_cumprod(cfg.n_timesteps), persistent=False)
+        got, want = [(n, tuple(p.shape)) for n, p in self.named_parameters()], expected_params(cfg)
+        bad = [(i, g, w) for i, (g, w) in enumerate(itertools.zip_longest(got, want)) if g != w]
+        assert not bad, f'parameters differ from doc/model.md (index, model, doc): {bad[:3]}'
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self):
+        """For training from scratch: N(0, 0.02) matrices and tables, zero biases, unit LN weights,
+        and adaLN-Zero: the DiT's modulation and output linears start at zero."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for p in (self.vit.pos, self.adapter.queries, self.textenc.wte, self.textenc.wpe,
+                  self.capdec.wte, self.capdec.wpe):
+            nn.init.normal_(p, 0.0, 0.02)
+        for m in [b.ada for b in self.dit.blocks] + [self.dit.final_ada, self.dit.final]:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def ab(self, t, dtype):  # ᾱ_t for integer t [B], shaped to broadcast over [B, H, W, 3]
+        return self.abar[t].to(dtype).view(-1, 1, 1, 1)
+
+    def diffusion_loss(self, x0, noise, t, c):
+        ab = self.ab(t, x0.dtype)
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        out = self.dit(x_t, t, c)
+        target = noise if self.cfg.prediction == 0 else ab.sqrt() * noise - (1 - ab).sqrt() * x0
+        return ((out - target) ** 2).mean(), out
+
+    def objective(self, stage, batch):
+        """The loss of one training objective, and the activations the debug state records."""
+        acts = {}
+        if stage in ('stage1', 'stage2'):  # image -> visual tokens -> z -> c
+            acts['act.vit.out'] = visual = self.vit(batch['images'])
+            acts['act.z'] = z = self.adapter(visual)
+            acts['act.c_z'] = c = self.textenc(z=z)
+        if stage == 'stage0':
+            acts['act.c_text'] = c = self.textenc(tokens=batch['text_tokens'])
+            loss, acts['act.dit.out_text'] = self.diffusion_loss(batch['t2i_images'], batch['noise'],
+                                                                 batch['timesteps'], c)
+        elif stage == 'stage1':
+            loss, acts['act.dit.out_z'] = self.diffusion_loss(batch['images'], batch['noise'], batch['timesteps'], c)
+        else:
+            key = 'act.capdec.logits' if stage == 'stage2' else 'act.capdec.logits_lm'
+            acts[key] = logits = self.capdec(c if stage == 'stage2' else None, batch['caption_tokens'])
+            loss = caption_loss(logits, batch['caption_tokens'])
+        return loss, acts
+
+
+def trainable(name, stage, encoder_unfrozen=False):
+    """doc/model.md "Objectives": which tensors an objective trains (the rest are frozen)."""
+    part = name.split('.')[0]
+    if stage == 'stage0':
+        return part in ('textenc', 'dit')
+    if stage == 'stage0b':
+        return part == 'capdec' and not name.startswith('capdec.prefix')
+    if stage == 'stage1':
+        return part in ('vit', 'adapter')
+    return part == 'capdec' or (encoder_unfrozen and part in ('vit', 'adapter'))
+
+
+def set_trainable(model, stage, encoder_unfrozen=False):
+    """Freeze all but the objective's tensors (gradients still flow through frozen parts); clear grads."""
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable(name, stage, encoder_unfrozen))
+        p.grad = None
+        if p.requires_grad:
+            params.append((name, p))
+    return params
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference: guided DDIM and greedy captions
+
+@torch.no_grad()
+def ddim(model, x, c, c_empty, num_steps, steps_run, w):
+    """The first `steps_run` of `num_steps` DDIM (η = 0) steps with classifier-free guidance w."""
+    T, pred_v = model.cfg.n_timesteps, model.cfg.prediction == 1
+    delta = T // num_steps
+    for i in range(steps_run):
+        t = (num_steps - 1 - i) * delta
+        t_next = t - delta
+        tt = torch.full((x.shape[0],), t, dtype=torch.long)
+        ab = model.abar[t].item()
+        ab_next = model.abar[t_next].item() if t_next >= 0 else 1.0
+        out_empty = model.dit(x, tt, c_empty)
+        out = out_empty + w * (model.dit(x, tt, c) - out_empty)
+        if pred_v:
+            x0 = math.sqrt(ab) * x - math.sqrt(1 - ab) * out
+            eps = math.sqrt(1 - ab) * x + math.sqrt(ab) * out
+        else:
+            eps = out
+            x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        x = math.sqrt(ab_next) * x0 + math.sqrt(1 - ab_next) * eps
+    return x
+
+
+@torch.no_grad()
+def greedy_caption(model, c, T_c):
+    """BOS, then the argmax of the last caption row until EOS, PAD after. Returns the tokens and the
+    smallest gap between the best two logits among the decisions made (a near-tie warns that a
+    float32 implementation may legitimately pick another token)."""
+    B = c.shape[0]
+    tokens = torch.full((B, T_c), PAD, dtype=torch.long)
+    tokens[:, 0] = BOS
+    done = torch.zeros(B, dtype=torch.bool)
+    margin = math.inf
+    for j in range(T_c - 1):  # the row of token j predicts token j+1
+        logits = model.capdec(c, tokens)[:, j]
+        top2 = logits.topk(2, dim=-1).values
+        if (~done).any():
+            margin = min(margin, (top2[:, 0] - top2[:, 1])[~done].min().item())
+        nxt = torch.where(done, torch.full_like(tokens[:, 0], PAD), logits.argmax(-1))
+        tokens[:, j + 1] = nxt
+        done |= nxt == EOS
+    return tokens, margin
+
+
+# ----------------------------------------------------------------------------------------------
+# Files (doc/formats.md)
+
+def header_bytes(cfg, magic, n_params):
+    ints = [magic, VERSION] + [getattr(cfg, f.name) for f in fields(cfg)] + [n_params]
+    return struct.pack(f'<{HEADER_INTS}i', *(ints + [0] * (HEADER_INTS - len(ints))))
+
+
+def write_checkpoint(path, model):
+    with open(path, 'wb') as f:
+        f.write(header_bytes(model.cfg, CKPT_MAGIC, num_params(model.cfg)))
+        for _, p in model.named_parameters():
+            f.write(p.detach().to(torch.float32).contiguous().numpy().tobytes())
+
+
+def read_checkpoint(path):
+    """-> (Config, flat float32 tensor of all parameters); raises FormatError naming the file."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    n_header = 4 * HEADER_INTS
+    if len(data) < n_header:
+        raise FormatError(f'{path}: truncated: {len(data)} bytes, shorter than the {n_header}-byte header')
+    header = struct.unpack(f'<{HEADER_INTS}i', data[:n_header])
+    if header[0] != CKPT_MAGIC:
+        raise FormatError(f'{path}: bad magic {header[0]}, expected {CKPT_MAGIC} (not a vlv checkpoint)')
+    if header[1] != VERSION:
+        raise FormatError(f'{path}: unknown version {header[1]} (this reader knows version {VERSION})')
+    cfg = Config(*header[2:2 + len(fields(Config))])
+    check_config(cfg, path)
+    n, want = header[2 + len(fields(Config))], num_params(cfg)
+    if n != want:
+        raise FormatError(f'{path}: num_params is {n} but the config implies {want}')
+    if len(data) != n_header + 4 * n:
+        what = 'truncated' if len(data) < n_header + 4 * n else 'trailing bytes'
+        raise FormatError(f'{path}: {what}: {len(data)} bytes, expected {n_header + 4 * n}')
+    return cfg, torch.frombuffer(bytearray(data), dtype=torch.float32, offset=n_header)
+
+
+def load_weights(model, flat, path):
+    """Copy the flat checkpoint tensor into the model's parameters, tensor by tensor."""
+    offset = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if offset + p.numel() > flat.numel():
+                raise FormatError(f'{path}: ends inside {name} {tuple(p.shape)}')
+            p.copy_(flat[offset:offset + p.numel()].view(p.shape))
+            offset += p.numel()
+    if offset != flat.numel():
+        raise FormatError(f'{path}: {flat.numel() - offset} floats left over after the last tensor')
+
+
+def write_state(path, cfg, records):
+    """Debug state: header, then records (name, dtype, dims, data) in the given order, then `end`."""
+    with open(path, 'wb') as f:
+        f.write(header_bytes(cfg, STATE_MAGIC, 0))
+        for name, value in list(records.items()) + [('end', torch.tensor(0, dtype=torch.int32))]:
+            is_int = not value.is_floating_point()
+            data = value.detach().to(torch.int32 if is_int else torch.float32).contiguous()
+            f.write(struct.pack('<i', len(name)) + name.encode())
+            f.write(struct.pack(f'<ii{data.dim()}i', int(is_int), data.dim(), *data.shape))
+            f.write(data.numpy().tobytes())
+
+
+# ----------------------------------------------------------------------------------------------
+# dump: the reference for test_vlv.c
+
+def random_tokens(B, L, V, g):
+    """[BOS, words (ids 4..V-1), EOS, PAD...] of length L; sample 0 fills L exactly, the last is short."""
+    n_words = torch.randint(0, L - 1, (B,), generator=g)  # 0 .. L-2 words
+    n_words[0] = L - 2
+    if B > 1:
+        n_words[-1] = torch.randint(0, max(L - 2, 1), (1,), generator=g)
+    tokens = torch.full((B, L), PAD, dtype=torch.long)
+    for b, n in enumerate(n_words.tolist()):
+        tokens[b, 0] = BOS
+        tokens[b, 1:1 + n] = torch.randint(FIRST_WORD, V, (n,), generator=g)
+        tokens[b, 1 + n] = EOS
+    return tokens
+
+
+def empty_caption(B, L):
+    tokens = torch.full((B, L), PAD, dtype=torch.long)
+    tokens[:, 0], tokens[:, 1] = BOS, EOS
+    return tokens
+
+
+def make_batch(cfg, B, g):
+    """A random batch; float inputs are float32 values (what the C code reads) held in float64."""
+    shape = (B, cfg.img_size, cfg.img_size, 3)
+    batch = {
+        'images': torch.rand(shape, generator=g) * 2 - 1,
+        't2i_images': torch.rand(shape, generator=g) * 2 - 1,
+        'text_tokens': random_tokens(B, cfg.n_q, cfg.vocab, g),
+        'caption_tokens': random_tokens(B, cfg.cap_len, cfg.vocab, g),
+        'noise': torch.randn(shape, generator=g),
+        'timesteps': torch.randint(0, cfg.n_timesteps, (B,), generator=g),
+    }
+    batch['text_tokens'][-1] = empty_caption(1, cfg.n_q)[0]  # caption dropout, already applied
+    return {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+
+
+def train_steps(model0, stage, batch, a, steps, lr):
+    """Losses before each of `steps` AdamW steps on one objective from model0's weights, and the trained copy."""
+    model = copy.deepcopy(model0)
+    params = set_trainable(model, stage)
+    groups = [{'params': [p for _, p in params if p.dim() >= 2], 'weight_decay': a.weight_decay},
+              {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(a.beta1, a.beta2), eps=a.eps)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss, _ = model.objective(stage, batch)
+        losses.append(loss.item())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], a.grad_clip)
+        opt.step()
+    return torch.tensor(losses, dtype=torch.float64), model
+
+
+def dump(a):
+    cfg = Config(**{f.name: getattr(a, f.name) for f in fields(Config)})
+    check_config(cfg, 'command line')
+    if cfg.vocab <= FIRST_WORD or cfg.n_q < 2 or cfg.cap_len < 2:
+        raise FormatError('command line: dump needs vocab > 4 (room for words), n_q >= 2 and cap_len >= 2')
+    if not (1 <= a.ddim_steps <= cfg.n_timesteps and 0 <= a.ddim_run <= a.ddim_steps and a.steps >= 1):
+        raise FormatError('command line: need 1 <= ddim_steps <= n_timesteps, 0 <= ddim_run <= ddim_steps, steps >= 1')
+    start = time.time()
+
+    # weights: the standard init, plus noise so that no gradient is trivially zero, in float32
+    torch.manual_seed(a.seed)
+    model = VLV(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    write_checkpoint(a.out_ckpt, model)
+    model.double()  # every record is computed in float64 from these float32 weights
+
+    g = torch.Generator().manual_seed(a.seed)
+    batch = make_batch(cfg, a.batch, g)
+    x_init = torch.randn(a.batch, cfg.img_size, cfg.img_size, 3, generator=g).double()
+
+    rec = {f'hp.{k}': torch.tensor(getattr(a, k), dtype=torch.float64)
+           for k in ('lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'grad_clip')}
+    rec['hp.steps'] = torch.tensor(a.steps, dtype=torch.int32)
+    for k in ('images', 't2i_images', 'text_tokens', 'caption_tokens', 'noise', 'timesteps'):
+        rec[f'batch.{k}'] = batch[k]
+
+    # one forward + backward per objective; stage 2 with the encoder side unfrozen
+    acts, losses, grads = {}, {}, {}
+    for stage in STAGES:
+        params = set_trainable(model, stage, encoder_unfrozen=True)
+        loss, stage_acts = model.objective(stage, batch)
+        loss.backward()
+        acts.update({k: v.detach() for k, v in stage_acts.items()})
+        losses[f'loss.{stage}'] = loss.detach()
+        grads.update({f'grad.{stage}.{name}': p.grad.clone() for name, p in params})
+    for k in ('act.vit.out', 'act.z', 'act.c_text', 'act.c_z', 'act.dit.out_text', 'act.dit.out_z',
+              'act.capdec.logits_lm', 'act.capdec.logits'):
+        rec[k] = acts[k]
+    rec.update(losses)
+    rec.update(grads)
+
+    for stage in STAGES:  # stage 2 here trains capdec only
+        rec[f'steps.{stage}'], _ = train_steps(model, stage, batch, a, a.steps, a.lr)
+
+    with torch.no_grad():
+        c_empty = model.textenc(tokens=empty_caption(a.batch, cfg.n_q))  # the empty caption's context
+    rec['ddim.x_init'] = x_init
+    rec['ddim.guidance'] = torch.tensor(a.guidance, dtype=torch.float64)
+    rec['ddim.num_steps'] = torch.tensor(a.ddim_steps, dtype=torch.int32)
+    rec['ddim.steps_run'] = torch.tensor(a.ddim_run, dtype=torch.int32)
+    rec['ddim.x_out'] = ddim(model, x_init, acts['act.c_z'], c_empty, a.ddim_steps, a.ddim_run, a.guidance)
+    # greedy captions from a caption decoder overfitted to the batch's captions (stage 2, a
+    # large lr): random weights would repeat one token forever and never reach EOS, so the
+    # EOS -> PAD logic would go unchecked. The encoder is frozen, so c_z stays the same.
+    rec['greedy.steps'] = torch.tensor(a.greedy_steps, dtype=torch.int32)
+    rec['greedy.lr'] = torch.tensor(a.greedy_lr, dtype=torch.float64)
+    rec['greedy.losses'], fitted = train_steps(model, 'stage2', batch, a, a.greedy_steps, a.greedy_lr)
+    rec['greedy.tokens'], margin = greedy_caption(fitted, acts['act.c_z'], cfg.cap_len)
+    write_state(a.out_state, cfg, rec)
+
+    print(f'wrote {a.out_ckpt} ({num_params(cfg)} parameters) and {a.out_state} ({len(rec) + 1} records) '
+          f'in {time.time() - start:.2f}s')
+    for stage in STAGES:
+        steps = ' '.join(f'{v:.6f}' for v in rec[f'steps.{stage}'].tolist())
+        print(f'  {stage:8s} loss {losses[f"loss.{stage}"].item():.6f}  steps: {steps}')
+    print(f'  greedy: stage-2 loss {rec["greedy.losses"][0].item():.4f} -> {rec["greedy.losses"][-1].item():.4f} '
+          f'after {a.greedy_steps} steps; tokens {rec["greedy.tokens"].tolist()}; smallest top-2 logit gap {margin:.3g}')
+
+
+def roundtrip(a):
+    cfg, flat = read_checkpoint(a.inp)
+    model = VLV(cfg)
+    load_weights(model, flat, a.inp)
+    write_checkpoint(a.out, model)
+    print(f'{a.inp} -> {a.out}: {num_params(cfg)} parameters')
+
+
+def main():
+    parser = argparse.ArgumentParser(description='PyTorch twin of vlv.c (doc/model.md, doc/formats.md)')
+    sub = parser.add_subparsers(dest='command', required=True)
+    d = sub.add_parser('dump', help='write a checkpoint and the debug state test_vlv.c checks against')
+    d.add_argument('--out_ckpt', required=True)
+    d.add_argument('--out_state', required=True)
+    for f in fields(Config):
+        if f.name == 'prediction':
+            d.add_argument('--prediction', choices=('eps', 'v'), default='eps')
+        else:
+            d.add_argument(f'--{f.name}', type=int, default=f.default)
+    d.add_argument('--batch', type=int, default=3)
+    d.add_argument('--seed', type=int, default=1337)
+    d.add_argument('--steps', type=int, default=5, help='AdamW steps per objective')
+    d.add_argument('--greedy_steps', type=int, default=60, help='stage-2 steps that fit the captions before greedy decoding')
+    d.add_argument('--greedy_lr', type=float, default=3e-3)
+    for name, default in (('lr', 1e-3), ('weight_decay', 0.1), ('beta1', 0.9), ('beta2', 0.95), ('eps', 1e-8),
+                          ('grad_clip', 1.0), ('guidance', 2.0)):  # AdamW and DDIM settings
+        d.add_argument(f'--{name}', type=float, default=default)
+    d.add_argument('--ddim_steps', type=int, default=10, help='S of the DDIM schedule')
+    d.add_argument('--ddim_run', type=int, default=3, help='how many of its steps to run')
+    r = sub.add_parser('roundtrip', help='read a checkpoint and write it back')
+    r.add_argument('inp', metavar='IN')
+    r.add_argument('out', metavar='OUT')
+    a = parser.parse_args()
+    try:
+        if a.command == 'dump':
+            a.prediction = {'eps': 0, 'v': 1}[a.prediction]
+            dump(a)
+        else:
+            roundtrip(a)
+    except (FormatError, OSError) as e:
+        sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,1260 @@
+/*
+train_vlv.c — the Vision-Language-Vision (VLV) auto-encoder in plain C.
+
+An image goes through a vision encoder (ViT) and an adapter of learned queries to N_q
+continuous "caption embeddings" z. A frozen text-to-image decoder (a CLIP-like text encoder
+and a DiT with cross-attention) must reconstruct the image from z: that is stage 1, trained
+on images alone. A caption decoder (a small GPT) then learns to turn TextEnc(z) into words:
+stage 2, with few captions. Since no pretrained weights can be downloaded, this file also
+trains the decoder itself (stage 0, text-to-image) and the GPT (stage 0b, language model).
+
+Every layer has a forward and a hand-written backward here; doc/model.md pins down the
+architecture, doc/layers.md the math of each backward. test_vlv.c checks all of it, tensor by
+tensor, against the PyTorch twin dev/vlv.py.
+
+Conventions: a layer's backward ACCUMULATES (+=) into the gradients it is given, and skips
+any gradient pointer that is NULL. Frozen parts are run with all-NULL gradient views: they
+pass activation gradients through and compute no parameter gradient at all.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <float.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "vlvc/utils.h"
+#include "vlvc/config.h"
+#include "vlvc/model.h"
+
+// ----------------------------------------------------------------------------
+// layers
+
+// Copies between images [B, H, W, 3] and their patches [B, Np, P*P*3] (doc/model.md):
+// patch (r, q) is row r*(W/P)+q, and inside it index (py*P + px)*3 + ch. A permutation, so
+// patchify's backward is unpatchify and vice versa. to_patches picks the direction.
+void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches) {
+    int G = H / P, PD = P * P * 3;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int r = 0; r < G; r++) {
+            for (int q = 0; q < G; q++) {
+                float* patch = patches + ((size_t)(b * G + r) * G + q) * PD;
+                for (int py = 0; py < P; py++) {
+                    float* pix = img + (((size_t)b * H + r * P + py) * H + q * P) * 3;
+                    float* row = patch + py * P * 3;
+                    if (to_patches) { memcpy(row, pix, P * 3 * sizeof(float)); }
+                    else { memcpy(pix, row, P * 3 * sizeof(float)); }
+                }
+            }
+        }
+    }
+}
+
+// out[N, OC] = inp[N, C] @ weight[OC, C]^T + bias[OC]  (bias may be NULL)
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+                    int N, int C, int OC) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        float* y = out + (size_t)n * OC;
+        for (int o = 0; o < OC; o++) {
+            const float* w = weight + (size_t)o * C;
+            float acc = bias ? bias[o] : 0.0f;
+            for (int c = 0; c < C; c++) { acc += x[c] * w[c]; }
+            y[o] = acc;
+        }
+    }
+}
+
+// y = x W^T + b gives dx = dy W, dW = dy^T x, db = sum over rows of dy
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                     const float* inp, const float* weight, int N, int C, int OC) {
+    if (dinp) {
+        #pragma omp parallel for
+        for (int n = 0; n < N; n++) {
+            const float* dy = dout + (size_t)n * OC;
+            float* dx = dinp + (size_t)n * C;
+            for (int o = 0; o < OC; o++) {
+                const float* w = weight + (size_t)o * C;
+                float d = dy[o];
+                for (int c = 0; c < C; c++) { dx[c] += d * w[c]; }
+            }
+        }
+    }
+    if (dweight || dbias) {
+        #pragma omp parallel for
+        for (int o = 0; o < OC; o++) {
+            float db = 0.0f;
+            float* dw = dweight ? dweight + (size_t)o * C : NULL;
+            for (int n = 0; n < N; n++) {
+                float d = dout[(size_t)n * OC + o];
+                db += d;
+                if (dw) {
+                    const float* x = inp + (size_t)n * C;
+                    for (int c = 0; c < C; c++) { dw[c] += d * x[c]; }
+                }
+            }
+            if (dbias) { dbias[o] += db; }
+        }
+    }
+}
+
+// LayerNorm over the last dimension: out = (x - mean) * rstd * w + b, rstd = 1/sqrt(var + 1e-5).
+// weight == NULL means no affine (the DiT's modulated norms). mean and rstd [N] are kept.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                       const float* weight, const float* bias, int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        float* y = out + (size_t)n * C;
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) { m += x[c]; }
+        m /= C;
+        float v = 0.0f;
+        for (int c = 0; c < C; c++) { float xm = x[c] - m; v += xm * xm; }
+        v /= C;
+        float s = 1.0f / sqrtf(v + 1e-5f);
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * s;
+            y[c] = weight ? norm * weight[c] + bias[c] : norm;
+        }
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+// With n = (x - mean) * rstd and g = dy * w: dx = rstd * (g - mean(g) - n * mean(g * n)),
+// dw = sum over rows of dy * n, db = sum over rows of dy.
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                        const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int N, int C) {
+    if (dinp) {
+        #pragma omp parallel for
+        for (int n = 0; n < N; n++) {
+            const float* dy = dout + (size_t)n * C;
+            const float* x = inp + (size_t)n * C;
+            float* dx = dinp + (size_t)n * C;
+            float m = mean[n], s = rstd[n];
+            float g_mean = 0.0f, gn_mean = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float g = weight ? dy[c] * weight[c] : dy[c];
+                g_mean += g;
+                gn_mean += g * (x[c] - m) * s;
+            }
+            g_mean /= C;
+            gn_mean /= C;
+            for (int c = 0; c < C; c++) {
+                float g = weight ? dy[c] * weight[c] : dy[c];
+                dx[c] += s * (g - g_mean - (x[c] - m) * s * gn_mean);
+            }
+        }
+    }
+    if (dweight || dbias) {
+        #pragma omp parallel for
+        for (int c = 0; c < C; c++) {
+            float dw = 0.0f, db = 0.0f;
+            for (int n = 0; n < N; n++) {
+                float dy = dout[(size_t)n * C + c];
+                dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
+                db += dy;
+            }
+            if (dweight) { dweight[c] += dw; }
+            if (dbias) { dbias[c] += db; }
+        }
+    }
+}
+
+// GELU, tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2/pi)
+#define GELU_K 0.7978845608028654f
+void gelu_forward(float* out, const float* inp, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+
+// d/dx = 0.5 (1 + th) + 0.5 x (1 - th^2) k (1 + 3 * 0.044715 x^2), th = tanh(k (x + 0.044715 x^3))
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        float th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+        float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += grad * dout[i];
+    }
+}
+
+// SiLU: x * sigmoid(x); d/dx = s (1 + x (1 - s)) with s = sigmoid(x)
+void silu_forward(float* out, const float* inp, size_t N) {
+    for (size_t i = 0; i < N; i++) { out[i] = inp[i] / (1.0f + expf(-inp[i])); }
+}
+void silu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
+    for (size_t i = 0; i < N; i++) {
+        float s = 1.0f / (1.0f + expf(-inp[i]));
+        dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
+    }
+}
+
+// out = a + b
+void residual_forward(float* out, const float* a, const float* b, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) { out[i] = a[i] + b[i]; }
+}
+void residual_backward(float* da, float* db, const float* dout, size_t N) {
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) { da[i] += dout[i]; db[i] += dout[i]; }
+}
+
+// adaLN-Zero, the DiT's conditioning. Per-sample vectors shift, scale, gate [B, C] are slices
+// of a modulation buffer whose rows are mod_stride floats apart; they broadcast over the T tokens.
+// modulate: out = x * (1 + scale) + shift
+void modulate_forward(float* out, const float* x, const float* shift, const float* scale,
+                      int mod_stride, int B, int T, int C) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float* sh = shift + (size_t)b * mod_stride;
+            const float* sc = scale + (size_t)b * mod_stride;
+            size_t row = ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) { out[row + c] = x[row + c] * (1.0f + sc[c]) + sh[c]; }
+        }
+    }
+}
+// dx = dy (1 + scale); dshift = sum_t dy; dscale = sum_t dy x
+void modulate_backward(float* dx, float* dshift, float* dscale, const float* dout, const float* x,
+                       const float* scale, int mod_stride, int B, int T, int C) {
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        const float* sc = scale + (size_t)b * mod_stride;
+        float* dsh = dshift + (size_t)b * mod_stride;
+        float* dsc = dscale + (size_t)b * mod_stride;
+        for (int t = 0; t < T; t++) {
+            size_t row = ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) {
+                float dy = dout[row + c];
+                dx[row + c] += dy * (1.0f + sc[c]);
+                dsh[c] += dy;
+                dsc[c] += dy * x[row + c];
+            }
+        }
+    }
+}
+
+// gated residual: out = x + gate * y; dx = dy, d(y) = dy gate, dgate = sum_t dy y
+void gated_residual_forward(float* out, const float* x, const float* y, const float* gate,
+                            int mod_stride, int B, int T, int C) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float* g = gate + (size_t)b * mod_stride;
+            size_t row = ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) { out[row + c] = x[row + c] + g[c] * y[row + c]; }
+        }
+    }
+}
+void gated_residual_backward(float* dx, float* dy, float* dgate, const float* dout, const float* y,
+                             const float* gate, int mod_stride, int B, int T, int C) {
+    #pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        const float* g = gate + (size_t)b * mod_stride;
+        float* dg = dgate + (size_t)b * mod_stride;
+        for (int t = 0; t < T; t++) {
+            size_t row = ((size_t)b * T + t) * C;
+            for (int c = 0; c < C; c++) {
+                float d = dout[row + c];
+                dx[row + c] += d;
+                dy[row + c] += d * g[c];
+                dg[c] += d * y[row + c];
+            }
+        }
+    }
+}
+
+// Multi-head attention, self or cross, with one code path. Queries are rows of q_stride floats
+// ([B, Tq, q_stride], the C query channels first), keys and values rows of kv_stride floats
+// ([B, Tk, kv_stride]), so a packed qkv buffer and separate q / kv buffers both work.
+// att [B, NH, Tq, Tk] keeps the softmax probabilities (0 where masked) for the backward;
+// out [B, Tq, C]. causal: query i sees keys j <= i (then Tq == Tk).
+void attention_forward(float* out, float* att, const float* q, int q_stride, const float* k,
+                       const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int i = 0; i < Tq; i++) {
+                const float* qi = q + ((size_t)b * Tq + i) * q_stride + h * hs;
+                float* a = att + (((size_t)b * NH + h) * Tq + i) * Tk;
+                int jend = causal ? i + 1 : Tk;
+                // scores, then a numerically safe softmax (-FLT_MAX, not -INFINITY: -Ofast
+                // assumes there are no infinities)
+                float maxv = -FLT_MAX;
+                for (int j = 0; j < jend; j++) {
+                    const float* kj = k + ((size_t)b * Tk + j) * kv_stride + h * hs;
+                    float dot = 0.0f;
+                    for (int c = 0; c < hs; c++) { dot += qi[c] * kj[c]; }
+                    a[j] = dot * scale;
+                    if (a[j] > maxv) { maxv = a[j]; }
+                }
+                float sum = 0.0f;
+                for (int j = 0; j < jend; j++) { a[j] = expf(a[j] - maxv); sum += a[j]; }
+                float inv = 1.0f / sum;
+                for (int j = 0; j < jend; j++) { a[j] *= inv; }
+                for (int j = jend; j < Tk; j++) { a[j] = 0.0f; }
+                // weighted sum of the values
+                float* o = out + ((size_t)b * Tq + i) * C + h * hs;
+                for (int c = 0; c < hs; c++) { o[c] = 0.0f; }
+                for (int j = 0; j < jend; j++) {
+                    const float* vj = v + ((size_t)b * Tk + j) * kv_stride + h * hs;
+                    for (int c = 0; c < hs; c++) { o[c] += a[j] * vj[c]; }
+                }
+            }
+        }
+    }
+}
+
+// Backward of attention_forward. With o_i = sum_j a_ij v_j and a_i = softmax(s_i),
+// s_ij = scale q_i.k_j: dv_j += a_ij do_i; da_ij = do_i.v_j; ds_ij = a_ij (da_ij - sum_k a_ik da_ik);
+// dq_i += scale sum_j ds_ij k_j; dk_j += scale ds_ij q_i. datt [B, NH, Tq, Tk] is scratch.
+// Each (b, h) touches only its own rows and head channels, so (b, h) runs in parallel.
+void attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout,
+                        const float* att, const float* q, int q_stride, const float* k,
+                        const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int i = 0; i < Tq; i++) {
+                const float* a = att + (((size_t)b * NH + h) * Tq + i) * Tk;
+                float* da = datt + (((size_t)b * NH + h) * Tq + i) * Tk;
+                const float* doi = dout + ((size_t)b * Tq + i) * C + h * hs;
+                const float* qi = q + ((size_t)b * Tq + i) * q_stride + h * hs;
+                float* dqi = dq + ((size_t)b * Tq + i) * q_stride + h * hs;
+                int jend = causal ? i + 1 : Tk;
+                float a_da = 0.0f;
+                for (int j = 0; j < jend; j++) {
+                    const float* vj = v + ((size_t)b * Tk + j) * kv_stride + h * hs;
+                    float* dvj = dv + ((size_t)b * Tk + j) * kv_stride + h * hs;
+                    float dot = 0.0f;
+                    for (int c = 0; c < hs; c++) { dot += doi[c] * vj[c]; dvj[c] += a[j] * doi[c]; }
+                    da[j] = dot;
+                    a_da += a[j] * dot;
+                }
+                for (int j = 0; j < jend; j++) {
+                    float ds = a[j] * (da[j] - a_da) * scale;
+                    const float* kj = k + ((size_t)b * Tk + j) * kv_stride + h * hs;
+                    float* dkj = dk + ((size_t)b * Tk + j) * kv_stride + h * hs;
+                    for (int c = 0; c < hs; c++) { dqi[c] += ds * kj[c]; dkj[c] += ds * qi[c]; }
+                }
+            }
+        }
+    }
+}
+
+// Input embeddings with positions: row t of sample b is
+//   (t < Tp ? prefix[b, t] : wte[tokens[b, t - Tp]]) + wpe[t],   t < Tp + Tt.
+// One function serves every part: patches + positions (ViT, DiT: prefix = projected
+// patches), token ids (text encoder, GPT), z (text encoder in stages 1 and 2), the GPT's
+// prefix + tokens, and the adapter's learned queries (prefix NULL: positions only).
+void embed_forward(float* out, const float* prefix, const int* tokens, const float* wte,
+                   const float* wpe, int B, int Tp, int Tt, int C) {
+    int T = Tp + Tt;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float* o = out + ((size_t)b * T + t) * C;
+            const float* pos = wpe + (size_t)t * C;
+            const float* in = t < Tp ? (prefix ? prefix + ((size_t)b * Tp + t) * C : NULL)
+                                     : wte + (size_t)tokens[b * Tt + t - Tp] * C;
+            for (int c = 0; c < C; c++) { o[c] = (in ? in[c] : 0.0f) + pos[c]; }
+        }
+    }
+}
+void embed_backward(float* dprefix, float* dwte, float* dwpe, const float* dout, const int* tokens,
+                    int B, int Tp, int Tt, int C) {
+    int T = Tp + Tt;
+    // serial over rows: several rows may add into the same wte / wpe row
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float* d = dout + ((size_t)b * T + t) * C;
+            float* din = t < Tp ? (dprefix ? dprefix + ((size_t)b * Tp + t) * C : NULL)
+                                : (dwte ? dwte + (size_t)tokens[b * Tt + t - Tp] * C : NULL);
+            float* dpos = dwpe ? dwpe + (size_t)t * C : NULL;
+            for (int c = 0; c < C; c++) {
+                if (din) { din[c] += d[c]; }
+                if (dpos) { dpos[c] += d[c]; }
+            }
+        }
+    }
+}
+
+// Sinusoidal timestep features [B, F]: [cos(t phi_i), sin(t phi_i)], phi_i = 10000^(-i/(F/2)).
+// Computed in double: t phi reaches ~1000 radians, where a float argument would already be
+// off by ~1e-4.
+void timestep_features(float* out, const int* t, int B, int F) {
+    int half = F / 2;
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < half; i++) {
+            double arg = t[b] * exp(-log(10000.0) * i / half);
+            out[b * F + i] = (float)cos(arg);
+            out[b * F + half + i] = (float)sin(arg);
+        }
+    }
+}
+
+// Fixed 2D sin-cos positions [G*G, C] (MAE/DiT style): with k = C/4, w_i = 10000^(-i/k),
+// patch (r, q) gets [sin(q w), cos(q w), sin(r w), cos(r w)]: column first, then row.
+void sincos_2d_positions(float* out, int G, int C) {
+    int k = C / 4;
+    for (int r = 0; r < G; r++) {
+        for (int q = 0; q < G; q++) {
+            float* o = out + ((size_t)r * G + q) * C;
+            for (int i = 0; i < k; i++) {
+                double w = pow(10000.0, -(double)i / k);
+                o[i] = (float)sin(q * w);
+                o[k + i] = (float)cos(q * w);
+                o[2 * k + i] = (float)sin(r * w);
+                o[3 * k + i] = (float)cos(r * w);
+            }
+        }
+    }
+}
+
+// Softmax cross-entropy over V classes for N rows; rows whose target is PAD are ignored.
+// Keeps the probabilities [N, V]; returns the mean loss over the counted rows (*count of them).
+float crossentropy_forward(float* probs, const float* logits, const int* targets, int N, int V, int* count) {
+    double loss = 0.0;
+    int counted = 0;
+    for (int n = 0; n < N; n++) {
+        const float* z = logits + (size_t)n * V;
+        float* p = probs + (size_t)n * V;
+        float maxv = -FLT_MAX;
+        for (int i = 0; i < V; i++) { if (z[i] > maxv) { maxv = z[i]; } }
+        float sum = 0.0f;
+        for (int i = 0; i < V; i++) { p[i] = expf(z[i] - maxv); sum += p[i]; }
+        for (int i = 0; i < V; i++) { p[i] /= sum; }
+        if (targets[n] != TOKEN_PAD) {
+            // -log p[target] = log(sum) - (z[target] - max), without taking the log of a tiny p
+            loss += logf(sum) - (z[targets[n]] - maxv);
+            counted++;
+        }
+    }
+    *count = counted;
+    return counted ? (float)(loss / counted) : 0.0f;
+}
+// d(mean loss)/dz = (p - onehot(target)) / count on the counted rows
+void crossentropy_backward(float* dlogits, const float* probs, const int* targets, int N, int V, int count) {
+    if (count == 0) { return; }
+    float inv = 1.0f / count;
+    for (int n = 0; n < N; n++) {
+        if (targets[n] == TOKEN_PAD) { continue; }
+        const float* p = probs + (size_t)n * V;
+        float* dz = dlogits + (size_t)n * V;
+        for (int i = 0; i < V; i++) { dz[i] += (p[i] - (i == targets[n] ? 1.0f : 0.0f)) * inv; }
+    }
+}
+
+// mean squared error over N elements, and its gradient 2 (pred - target) / N
+float mse_forward(const float* pred, const float* target, size_t N) {
+    double sum = 0.0;
+    for (size_t i = 0; i < N; i++) { double d = pred[i] - target[i]; sum += d * d; }
+    return (float)(sum / N);
+}
+void mse_backward(float* dpred, const float* pred, const float* target, size_t N) {
+    float s = 2.0f / N;
+    for (size_t i = 0; i < N; i++) { dpred[i] += s * (pred[i] - target[i]); }
+}
+
+// ----------------------------------------------------------------------------
+// sub-layers and blocks. Each *_backward finds the gradient of its output in the output
+// slot of its gradient-activation struct (d->out, d->res2, ...), filled by the caller.
+
+// self-attention on normalized input xn [B,T,C] -> a->out [B,T,C]
+void self_attention_forward(SelfAttnA* a, const float* xn, const SelfAttnP* p, int B, int T, int C, int NH, int causal) {
+    matmul_forward(a->qkv, xn, p->qkv.w, p->qkv.b, B * T, C, 3 * C);
+    attention_forward(a->atty, a->att, a->qkv, 3 * C, a->qkv + C, a->qkv + 2 * C, 3 * C, B, T, T, C, NH, causal);
+    matmul_forward(a->out, a->atty, p->proj.w, p->proj.b, B * T, C, C);
+}
+void self_attention_backward(float* dxn, SelfAttnA* d, const SelfAttnP* g, const SelfAttnA* a,
+                             const float* xn, const SelfAttnP* p, int B, int T, int C, int NH, int causal) {
+    matmul_backward(d->atty, g->proj.w, g->proj.b, d->out, a->atty, p->proj.w, B * T, C, C);
+    attention_backward(d->qkv, d->qkv + C, d->qkv + 2 * C, d->att, d->atty, a->att,
+                       a->qkv, 3 * C, a->qkv + C, a->qkv + 2 * C, 3 * C, B, T, T, C, NH, causal);
+    matmul_backward(dxn, g->qkv.w, g->qkv.b, d->qkv, xn, p->qkv.w, B * T, C, 3 * C);
+}
+
+// cross-attention from xn [B,T,C] to a context ctx [B,S,Cc] -> a->out [B,T,C]
+void cross_attention_forward(CrossAttnA* a, const float* xn, const float* ctx, const CrossAttnP* p,
+                             int B, int T, int S, int C, int Cc, int NH) {
+    matmul_forward(a->q, xn, p->q.w, p->q.b, B * T, C, C);
+    matmul_forward(a->kv, ctx, p->kv.w, p->kv.b, B * S, Cc, 2 * C);
+    attention_forward(a->atty, a->att, a->q, C, a->kv, a->kv + C, 2 * C, B, T, S, C, NH, 0);
+    matmul_forward(a->out, a->atty, p->proj.w, p->proj.b, B * T, C, C);
+}
+void cross_attention_backward(float* dxn, float* dctx, CrossAttnA* d, const CrossAttnP* g, const CrossAttnA* a,
+                              const float* xn, const float* ctx, const CrossAttnP* p,
+                              int B, int T, int S, int C, int Cc, int NH) {
+    matmul_backward(d->atty, g->proj.w, g->proj.b, d->out, a->atty, p->proj.w, B * T, C, C);
+    attention_backward(d->q, d->kv, d->kv + C, d->att, d->atty, a->att,
+                       a->q, C, a->kv, a->kv + C, 2 * C, B, T, S, C, NH, 0);
+    matmul_backward(dctx, g->kv.w, g->kv.b, d->kv, ctx, p->kv.w, B * S, Cc, 2 * C);
+    matmul_backward(dxn, g->q.w, g->q.b, d->q, xn, p->q.w, B * T, C, C);
+}
+
+// MLP: Linear(C->4C) -> GELU -> Linear(4C->C) on N rows
+void mlp_forward(MLPA* a, const float* xn, const MLPP* p, int N, int C) {
+    matmul_forward(a->fc, xn, p->fc.w, p->fc.b, N, C, 4 * C);
+    gelu_forward(a->gelu, a->fc, (size_t)N * 4 * C);
+    matmul_forward(a->out, a->gelu, p->proj.w, p->proj.b, N, 4 * C, C);
+}
+void mlp_backward(float* dxn, MLPA* d, const MLPP* g, const MLPA* a, const float* xn, const MLPP* p, int N, int C) {
+    matmul_backward(d->gelu, g->proj.w, g->proj.b, d->out, a->gelu, p->proj.w, N, 4 * C, C);
+    gelu_backward(d->fc, a->fc, d->gelu, (size_t)N * 4 * C);
+    matmul_backward(dxn, g->fc.w, g->fc.b, d->fc, xn, p->fc.w, N, C, 4 * C);
+}
+
+void norm_forward(NormA* a, const float* x, const NormP* p, int N, int C) {
+    layernorm_forward(a->out, a->mean, a->rstd, x, p ? p->w : NULL, p ? p->b : NULL, N, C);
+}
+void norm_backward(float* dx, NormA* d, const NormP* g, const NormA* a, const float* x, const NormP* p, int N, int C) {
+    layernorm_backward(dx, g ? g->w : NULL, g ? g->b : NULL, d->out, x, p ? p->w : NULL, a->mean, a->rstd, N, C);
+}
+
+// standard pre-LN block: x + Attn(LN1(x)), then + MLP(LN2(.)); output a->res2 [B,T,C]
+void block_forward(BlockA* a, const float* x, const BlockP* p, int B, int T, int C, int NH, int causal) {
+    int N = B * T;
+    norm_forward(&a->ln1, x, &p->ln1, N, C);
+    self_attention_forward(&a->attn, a->ln1.out, &p->attn, B, T, C, NH, causal);
+    residual_forward(a->res1, x, a->attn.out, (size_t)N * C);
+    norm_forward(&a->ln2, a->res1, &p->ln2, N, C);
+    mlp_forward(&a->mlp, a->ln2.out, &p->mlp, N, C);
+    residual_forward(a->res2, a->res1, a->mlp.out, (size_t)N * C);
+}
+void block_backward(float* dx, BlockA* d, const BlockP* g, const BlockA* a, const float* x, const BlockP* p,
+                    int B, int T, int C, int NH, int causal) {
+    int N = B * T;
+    residual_backward(d->res1, d->mlp.out, d->res2, (size_t)N * C);
+    mlp_backward(d->ln2.out, &d->mlp, &g->mlp, &a->mlp, a->ln2.out, &p->mlp, N, C);
+    norm_backward(d->res1, &d->ln2, &g->ln2, &a->ln2, a->res1, &p->ln2, N, C);
+    residual_backward(dx, d->attn.out, d->res1, (size_t)N * C);
+    self_attention_backward(d->ln1.out, &d->attn, &g->attn, &a->attn, a->ln1.out, &p->attn, B, T, C, NH, causal);
+    norm_backward(dx, &d->ln1, &g->ln1, &a->ln1, x, &p->ln1, N, C);
+}
+
+// a stack of L standard blocks on x0 [B,T,C]; returns the last block's output
+const float* blocks_forward(BlockA* a, const float* x0, const BlockP* p, int L, int B, int T, int C, int NH, int causal) {
+    const float* x = x0;
+    for (int l = 0; l < L; l++) {
+        block_forward(&a[l], x, &p[l], B, T, C, NH, causal);
+        x = a[l].res2;
+    }
+    return x;
+}
+// the gradient of the stack's output is in d[L-1].res2 (or dx0 when L == 0); adds into dx0
+void blocks_backward(float* dx0, BlockA* d, const BlockP* g, const BlockA* a, const float* x0, const BlockP* p,
+                     int L, int B, int T, int C, int NH, int causal) {
+    for (int l = L - 1; l >= 0; l--) {
+        float* dx = l ? d[l - 1].res2 : dx0;
+        const float* x = l ? a[l - 1].res2 : x0;
+        block_backward(dx, &d[l], &g[l], &a[l], x, &p[l], B, T, C, NH, causal);
+    }
+}
+
+// adapter block on the queries x [B,Nq,C], attending to the visual tokens vis [B,Np,C]
+void adapter_block_forward(AdapterBlockA* a, const float* x, const float* vis, const AdapterBlockP* p,
+                           int B, int T, int S, int C, int NH) {
+    int N = B * T;
+    norm_forward(&a->ln1, x, &p->ln1, N, C);
+    self_attention_forward(&a->attn, a->ln1.out, &p->attn, B, T, C, NH, 1);
+    residual_forward(a->res1, x, a->attn.out, (size_t)N * C);
+    norm_forward(&a->ln2, a->res1, &p->ln2, N, C);
+    cross_attention_forward(&a->cross, a->ln2.out, vis, &p->cross, B, T, S, C, C, NH);
+    residual_forward(a->res2, a->res1, a->cross.out, (size_t)N * C);
+    norm_forward(&a->ln3, a->res2, &p->ln3, N, C);
+    mlp_forward(&a->mlp, a->ln3.out, &p->mlp, N, C);
+    residual_forward(a->res3, a->res2, a->mlp.out, (size_t)N * C);
+}
+void adapter_block_backward(float* dx, float* dvis, AdapterBlockA* d, const AdapterBlockP* g, const AdapterBlockA* a,
+                            const float* x, const float* vis, const AdapterBlockP* p, int B, int T, int S, int C, int NH) {
+    int N = B * T;
+    residual_backward(d->res2, d->mlp.out, d->res3, (size_t)N * C);
+    mlp_backward(d->ln3.out, &d->mlp, &g->mlp, &a->mlp, a->ln3.out, &p->mlp, N, C);
+    norm_backward(d->res2, &d->ln3, &g->ln3, &a->ln3, a->res2, &p->ln3, N, C);
+    residual_backward(d->res1, d->cross.out, d->res2, (size_t)N * C);
+    cross_attention_backward(d->ln2.out, dvis, &d->cross, &g->cross, &a->cross, a->ln2.out, vis, &p->cross,
+                             B, T, S, C, C, NH);
+    norm_backward(d->res1, &d->ln2, &g->ln2, &a->ln2, a->res1, &p->ln2, N, C);
+    residual_backward(dx, d->attn.out, d->res1, (size_t)N * C);
+    self_attention_backward(d->ln1.out, &d->attn, &g->attn, &a->attn, a->ln1.out, &p->attn, B, T, C, NH, 1);
+    norm_backward(dx, &d->ln1, &g->ln1, &a->ln1, x, &p->ln1, N, C);
+}
+
+// DiT block on patch tokens x [B,Np,C], conditioned on s = SiLU(temb) [B,C] through adaLN-Zero
+// and on the context ctx [B,S,Cc] through cross-attention
+void dit_block_forward(DiTBlockA* a, const float* x, const float* s, const float* ctx, const DiTBlockP* p,
+                       int B, int T, int S, int C, int Cc, int NH) {
+    int N = B * T, M = 6 * C;
+    const float* mod = a->mod; // shift1, scale1, gate1, shift2, scale2, gate2 at offsets 0..5 C
+    matmul_forward(a->mod, s, p->ada.w, p->ada.b, B, C, M);
+    norm_forward(&a->ln1, x, NULL, N, C);
+    modulate_forward(a->mod1, a->ln1.out, mod, mod + C, M, B, T, C);
+    self_attention_forward(&a->attn, a->mod1, &p->attn, B, T, C, NH, 0);
+    gated_residual_forward(a->res1, x, a->attn.out, mod + 2 * C, M, B, T, C);
+    norm_forward(&a->ln_c, a->res1, &p->ln_c, N, C);
+    cross_attention_forward(&a->cross, a->ln_c.out, ctx, &p->cross, B, T, S, C, Cc, NH);
+    residual_forward(a->res2, a->res1, a->cross.out, (size_t)N * C);
+    norm_forward(&a->ln2, a->res2, NULL, N, C);
+    modulate_forward(a->mod2, a->ln2.out, mod + 3 * C, mod + 4 * C, M, B, T, C);
+    mlp_forward(&a->mlp, a->mod2, &p->mlp, N, C);
+    gated_residual_forward(a->res3, a->res2, a->mlp.out, mod + 5 * C, M, B, T, C);
+}
+void dit_block_backward(float* dx, float* ds, float* dctx, DiTBlockA* d, const DiTBlockP* g, const DiTBlockA* a,
+                        const float* x, const float* s, const float* ctx, const DiTBlockP* p,
+                        int B, int T, int S, int C, int Cc, int NH) {
+    int N = B * T, M = 6 * C;
+    const float* mod = a->mod;
+    float* dmod = d->mod;
+    gated_residual_backward(d->res2, d->mlp.out, dmod + 5 * C, d->res3, a->mlp.out, mod + 5 * C, M, B, T, C);
+    mlp_backward(d->mod2, &d->mlp, &g->mlp, &a->mlp, a->mod2, &p->mlp, N, C);
+    modulate_backward(d->ln2.out, dmod + 3 * C, dmod + 4 * C, d->mod2, a->ln2.out, mod + 4 * C, M, B, T, C);
+    norm_backward(d->res2, &d->ln2, NULL, &a->ln2, a->res2, NULL, N, C);
+    residual_backward(d->res1, d->cross.out, d->res2, (size_t)N * C);
+    cross_attention_backward(d->ln_c.out, dctx, &d->cross, &g->cross, &a->cross, a->ln_c.out, ctx, &p->cross,
+                             B, T, S, C, Cc, NH);
+    norm_backward(d->res1, &d->ln_c, &g->ln_c, &a->ln_c, a->res1, &p->ln_c, N, C);
+    gated_residual_backward(dx, d->attn.out, dmod + 2 * C, d->res1, a->attn.out, mod + 2 * C, M, B, T, C);
+    self_attention_backward(d->mod1, &d->attn, &g->attn, &a->attn, a->mod1, &p->attn, B, T, C, NH, 0);
+    modulate_backward(d->ln1.out, dmod, dmod + C, d->mod1, a->ln1.out, mod + C, M, B, T, C);
+    norm_backward(dx, &d->ln1, NULL, &a->ln1, x, NULL, N, C);
+    matmul_backward(ds, g->ada.w, g->ada.b, dmod, s, p->ada.w, B, C, M);
+}
+
+// ----------------------------------------------------------------------------
+// the five parts
+
+// vision encoder: img [B,H,W,3] -> visual tokens a->ln_f.out [B,Np,d_v]
+void vit_forward(ViTA* a, const float* img, const ViTP* p, const Config* c, int B) {
+    int Np = config_num_patches(c), PD = config_patch_dim(c), C = c->d_v;
+    patch_copy(a->patches, (float*)img, B, c->img_size, c->patch, 1);
+    matmul_forward(a->patch_out, a->patches, p->patch.w, p->patch.b, B * Np, PD, C);
+    embed_forward(a->x0, a->patch_out, NULL, NULL, p->pos, B, Np, 0, C);
+    const float* x = blocks_forward(a->blocks, a->x0, p->blocks, c->L_v, B, Np, C, c->nh_v, 0);
+    norm_forward(&a->ln_f, x, &p->ln_f, B * Np, C);
+}
+// gradient of the visual tokens in d->ln_f.out; the image gets none
+void vit_backward(ViTA* d, const ViTP* g, const ViTA* a, const ViTP* p, const Config* c, int B) {
+    int Np = config_num_patches(c), PD = config_patch_dim(c), C = c->d_v, L = c->L_v;
+    float* dx = L ? d->blocks[L - 1].res2 : d->x0;
+    const float* x = L ? a->blocks[L - 1].res2 : a->x0;
+    norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, x, &p->ln_f, B * Np, C);
+    blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, Np, C, c->nh_v, 0);
+    embed_backward(d->patch_out, NULL, g->pos, d->x0, NULL, B, Np, 0, C);
+    matmul_backward(NULL, g->patch.w, g->patch.b, d->patch_out, a->patches, p->patch.w, B * Np, PD, C);
+}
+
+// adapter: visual tokens vis [B,Np,d_v] -> z = a->z [B,N_q,d_t]
+void adapter_forward(AdapterA* a, const float* vis, const AdapterP* p, const Config* c, int B) {
+    int Np = config_num_patches(c), Nq = c->n_q, C = c->d_v;
+    embed_forward(a->x0, NULL, NULL, NULL, p->queries, B, Nq, 0, C); // the same queries for every image
+    const float* x = a->x0;
+    for (int l = 0; l < c->L_a; l++) {
+        adapter_block_forward(&a->blocks[l], x, vis, &p->blocks[l], B, Nq, Np, C, c->nh_a);
+        x = a->blocks[l].res3;
+    }
+    norm_forward(&a->ln_f, x, &p->ln_f, B * Nq, C);
+    matmul_forward(a->h1, a->ln_f.out, p->out1.w, p->out1.b, B * Nq, C, c->d_t);
+    gelu_forward(a->h1_gelu, a->h1, (size_t)B * Nq * c->d_t);
+    matmul_forward(a->z, a->h1_gelu, p->out2.w, p->out2.b, B * Nq, c->d_t, c->d_t);
+}
+// gradient of z in d->z; adds the visual tokens' gradient into dvis (NULL: not needed)
+void adapter_backward(float* dvis, AdapterA* d, const AdapterP* g, const AdapterA* a, const float* vis,
+                      const AdapterP* p, const Config* c, int B) {
+    int Np = config_num_patches(c), Nq = c->n_q, C = c->d_v, L = c->L_a;
+    matmul_backward(d->h1_gelu, g->out2.w, g->out2.b, d->z, a->h1_gelu, p->out2.w, B * Nq, c->d_t, c->d_t);
+    gelu_backward(d->h1, a->h1, d->h1_gelu, (size_t)B * Nq * c->d_t);
+    matmul_backward(d->ln_f.out, g->out1.w, g->out1.b, d->h1, a->ln_f.out, p->out1.w, B * Nq, C, c->d_t);
+    float* dx = L ? d->blocks[L - 1].res3 : d->x0;
+    norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res3 : a->x0, &p->ln_f, B * Nq, C);
+    for (int l = L - 1; l >= 0; l--) {
+        adapter_block_backward(l ? d->blocks[l - 1].res3 : d->x0, dvis, &d->blocks[l], &g->blocks[l], &a->blocks[l],
+                               l ? a->blocks[l - 1].res3 : a->x0, vis, &p->blocks[l], B, Nq, Np, C, c->nh_a);
+    }
+    embed_backward(NULL, NULL, g->queries, d->x0, NULL, B, Nq, 0, C);
+}
+
+// text encoder: token ids [B,N_q] or, when tokens is NULL, embeddings z [B,N_q,d_t]
+// -> context c = a->ln_f.out [B,N_q,d_t]
+void textenc_forward(TextEncA* a, const int* tokens, const float* z, const TextEncP* p, const Config* c, int B) {
+    int Nq = c->n_q, C = c->d_t;
+    if (tokens) { embed_forward(a->x0, NULL, tokens, p->wte, p->wpe, B, 0, Nq, C); }
+    else { embed_forward(a->x0, z, NULL, NULL, p->wpe, B, Nq, 0, C); }
+    const float* x = blocks_forward(a->blocks, a->x0, p->blocks, c->L_t, B, Nq, C, c->nh_t, 1);
+    norm_forward(&a->ln_f, x, &p->ln_f, B * Nq, C);
+}
+// gradient of c in d->ln_f.out; adds into dz when the input was z
+void textenc_backward(float* dz, TextEncA* d, const TextEncP* g, const TextEncA* a, const int* tokens,
+                      const TextEncP* p, const Config* c, int B) {
+    int Nq = c->n_q, C = c->d_t, L = c->L_t;
+    float* dx = L ? d->blocks[L - 1].res2 : d->x0;
+    norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res2 : a->x0, &p->ln_f, B * Nq, C);
+    blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, Nq, C, c->nh_t, 1);
+    if (tokens) { embed_backward(NULL, g->wte, g->wpe, d->x0, tokens, B, 0, Nq, C); }
+    else { embed_backward(dz, NULL, g->wpe, d->x0, NULL, B, Nq, 0, C); }
+}
+
+// DiT: noisy image xt [B,H,W,3], timesteps t [B], context ctx [B,N_q,d_t] -> a->out [B,H,W,3]
+// (the prediction of eps, or of v). pos2d is the fixed sin-cos table [Np, d_d].
+void dit_forward(DiTA* a, const float* xt, const int* t, const float* ctx, const DiTP* p, const float* pos2d,
+                 const Config* c, int B) {
+    int Np = config_num_patches(c), PD = config_patch_dim(c), C = c->d_d;
+    patch_copy(a->patches, (float*)xt, B, c->img_size, c->patch, 1);
+    matmul_forward(a->patch_out, a->patches, p->patch.w, p->patch.b, B * Np, PD, C);
+    embed_forward(a->x0, a->patch_out, NULL, NULL, pos2d, B, Np, 0, C);
+    // timestep embedding: features -> Linear -> SiLU -> Linear, then s = SiLU(temb) feeds every adaLN
+    timestep_features(a->tfreq, t, B, c->d_freq);
+    matmul_forward(a->t1, a->tfreq, p->t_mlp1.w, p->t_mlp1.b, B, c->d_freq, C);
+    silu_forward(a->t1_silu, a->t1, (size_t)B * C);
+    matmul_forward(a->temb, a->t1_silu, p->t_mlp2.w, p->t_mlp2.b, B, C, C);
+    silu_forward(a->s, a->temb, (size_t)B * C);
+    const float* x = a->x0;
+    for (int l = 0; l < c->L_d; l++) {
+        dit_block_forward(&a->blocks[l], x, a->s, ctx, &p->blocks[l], B, Np, c->n_q, C, c->d_t, c->nh_d);
+        x = a->blocks[l].res3;
+    }
+    // final layer: modulated LN (shift, scale) -> Linear -> unpatchify
+    matmul_forward(a->fmod, a->s, p->final_ada.w, p->final_ada.b, B, C, 2 * C);
+    norm_forward(&a->ln_f, x, NULL, B * Np, C);
+    modulate_forward(a->fmodded, a->ln_f.out, a->fmod, a->fmod + C, 2 * C, B, Np, C);
+    matmul_forward(a->fout, a->fmodded, p->final.w, p->final.b, B * Np, C, PD);
+    patch_copy(a->fout, a->out, B, c->img_size, c->patch, 0);
+}
+// gradient of the output in d->out; adds the context's gradient into dctx (NULL: not needed)
+void dit_backward(float* dctx, DiTA* d, const DiTP* g, const DiTA* a, const float* ctx, const DiTP* p,
+                  const Config* c, int B) {
+    int Np = config_num_patches(c), PD = config_patch_dim(c), C = c->d_d, L = c->L_d;
+    // unpatchify's backward is patchify; it assigns (not +=): d->fout has no other contributor
+    patch_copy(d->fout, d->out, B, c->img_size, c->patch, 1);
+    matmul_backward(d->fmodded, g->final.w, g->final.b, d->fout, a->fmodded, p->final.w, B * Np, C, PD);
+    modulate_backward(d->ln_f.out, d->fmod, d->fmod + C, d->fmodded, a->ln_f.out, a->fmod + C, 2 * C, B, Np, C);
+    float* dx = L ? d->blocks[L - 1].res3 : d->x0;
+    norm_backward(dx, &d->ln_f, NULL, &a->ln_f, L ? a->blocks[L - 1].res3 : a->x0, NULL, B * Np, C);
+    matmul_backward(d->s, g->final_ada.w, g->final_ada.b, d->fmod, a->s, p->final_ada.w, B, C, 2 * C);
+    for (int l = L - 1; l >= 0; l--) {
+        dit_block_backward(l ? d->blocks[l - 1].res3 : d->x0, d->s, dctx, &d->blocks[l], &g->blocks[l], &a->blocks[l],
+                           l ? a->blocks[l - 1].res3 : a->x0, a->s, ctx, &p->blocks[l], B, Np, c->n_q, C, c->d_t, c->nh_d);
+    }
+    silu_backward(d->temb, a->temb, d->s, (size_t)B * C);
+    matmul_backward(d->t1_silu, g->t_mlp2.w, g->t_mlp2.b, d->temb, a->t1_silu, p->t_mlp2.w, B, C, C);
+    silu_backward(d->t1, a->t1, d->t1_silu, (size_t)B * C);
+    matmul_backward(NULL, g->t_mlp1.w, g->t_mlp1.b, d->t1, a->tfreq, p->t_mlp1.w, B, c->d_freq, C);
+    embed_backward(d->patch_out, NULL, NULL, d->x0, NULL, B, Np, 0, C);
+    matmul_backward(NULL, g->patch.w, g->patch.b, d->patch_out, a->patches, p->patch.w, B * Np, PD, C);
+}
+
+// caption decoder: context ctx [B,N_q,d_t] (NULL: no prefix, language-model pretraining) and
+// caption tokens [B,T_c] -> logits a->logits [B,T_c,V] of the caption rows (row j predicts token j+1)
+void capdec_forward(CapDecA* a, const float* ctx, const int* tokens, const CapDecP* p, const Config* c, int B) {
+    int Nq = c->n_q, Tc = c->cap_len, C = c->d_g, V = c->vocab;
+    int Tp = ctx ? Nq : 0, T = Tp + Tc;
+    if (ctx) {
+        matmul_forward(a->p1, ctx, p->prefix1.w, p->prefix1.b, B * Nq, c->d_t, C);
+        gelu_forward(a->p1_gelu, a->p1, (size_t)B * Nq * C);
+        matmul_forward(a->prefix, a->p1_gelu, p->prefix2.w, p->prefix2.b, B * Nq, C, C);
+    }
+    // caption token j always sits at position N_q + j, with or without the prefix
+    embed_forward(a->x0, a->prefix, tokens, p->wte, p->wpe + (size_t)(Nq - Tp) * C, B, Tp, Tc, C);
+    const float* x = blocks_forward(a->blocks, a->x0, p->blocks, c->L_g, B, T, C, c->nh_g, 1);
+    norm_forward(&a->ln_f, x, &p->ln_f, B * T, C);
+    for (int b = 0; b < B; b++) { // tied LM head on the caption rows
+        matmul_forward(a->logits + (size_t)b * Tc * V, a->ln_f.out + ((size_t)b * T + Tp) * C, p->wte, NULL, Tc, C, V);
+    }
+}
+// gradient of the logits in d->logits; adds the context's gradient into dctx (NULL: not needed)
+void capdec_backward(float* dctx, CapDecA* d, const CapDecP* g, const CapDecA* a, const float* ctx, const int* tokens,
+                     const CapDecP* p, const Config* c, int B) {
+    int Nq = c->n_q, Tc = c->cap_len, C = c->d_g, V = c->vocab, L = c->L_g;
+    int Tp = ctx ? Nq : 0, T = Tp + Tc;
+    for (int b = 0; b < B; b++) {
+        matmul_backward(d->ln_f.out + ((size_t)b * T + Tp) * C, g->wte, NULL, d->logits + (size_t)b * Tc * V,
+                        a->ln_f.out + ((size_t)b * T + Tp) * C, p->wte, Tc, C, V);
+    }
+    float* dx = L ? d->blocks[L - 1].res2 : d->x0;
+    norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res2 : a->x0, &p->ln_f, B * T, C);
+    blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, T, C, c->nh_g, 1);
+    embed_backward(d->prefix, g->wte, g->wpe ? g->wpe + (size_t)(Nq - Tp) * C : NULL, d->x0, tokens, B, Tp, Tc, C);
+    if (ctx) {
+        matmul_backward(d->p1_gelu, g->prefix2.w, g->prefix2.b, d->prefix, a->p1_gelu, p->prefix2.w, B * Nq, C, C);
+        gelu_backward(d->p1, a->p1, d->p1_gelu, (size_t)B * Nq * C);
+        matmul_backward(dctx, g->prefix1.w, g->prefix1.b, d->p1, ctx, p->prefix1.w, B * Nq, c->d_t, C);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the model: all parameters, gradients, AdamW moments and activations
+
+typedef struct {
+    Config config;
+    int B;                    // batch size the activations are sized for
+    size_t num_params;
+    float* params;            // [num_params] every part, in checkpoint order
+    float* grads;             // [num_params]
+    float *m, *v;             // AdamW moments [num_params]
+    int adam_step;
+    TensorInfo* tensors;      // name, shape, offset and group of each parameter tensor
+    int num_tensors;
+    ParamViews p, g, frozen;  // views into params, into grads, and all-NULL (no gradients)
+    size_t num_acts;
+    float *acts_memory, *dacts_memory;
+    ActViews a, d;            // activations and their gradients
+    // diffusion constants and scratch
+    float* alphas_cumprod;    // [n_timesteps]
+    float* pos2d;             // [Np, d_d] the DiT's fixed positions
+    float *xt, *target;       // [B,H,W,3] noisy input and regression target
+    float* guided;            // [B,H,W,3] guided model output (sampling)
+    float *ctx_cond, *ctx_empty; // [B,N_q,d_t] contexts for guided sampling
+    int* targets;             // [B,T_c] next-token targets (PAD: ignored)
+    int* tokens;              // [B,N_q] token scratch (the empty caption)
+    int* timesteps;           // [B] timestep scratch (sampling)
+    float loss;               // of the last forward
+    int loss_count;           // tokens the last cross-entropy counted
+} Model;
+
+static size_t image_numel(const Model* m) { return (size_t)m->B * m->config.img_size * m->config.img_size * 3; }
+
+void model_build(Model* m, const Config* c, int B) {
+    const char* problem = config_problem(c);
+    if (problem) fail("bad model config: %s", problem);
+    if (B < 1) fail("batch size must be at least 1, got %d", B);
+    memset(m, 0, sizeof *m);
+    m->config = *c;
+    m->B = B;
+    m->num_params = count_params(c, &m->tensors, &m->num_tensors);
+    m->params = (float*)mallocCheck(m->num_params * sizeof(float));
+    m->grads = (float*)callocCheck(m->num_params, sizeof(float));
+    m->m = (float*)callocCheck(m->num_params, sizeof(float));
+    m->v = (float*)callocCheck(m->num_params, sizeof(float));
+    Arena pa = { .base = m->params }, ga = { .base = m->grads }, na = { .base = NULL };
+    params_layout(&m->p, &pa, c);
+    params_layout(&m->g, &ga, c);
+    params_layout(&m->frozen, &na, c);
+    // activations: count, allocate, then lay out the activations and their gradients
+    Arena count = { .base = NULL };
+    ActViews tmp;
+    acts_layout(&tmp, &count, c, B);
+    acts_views_free(&tmp);
+    m->num_acts = count.used;
+    m->acts_memory = (float*)callocCheck(m->num_acts, sizeof(float));
+    m->dacts_memory = (float*)callocCheck(m->num_acts, sizeof(float));
+    Arena aa = { .base = m->acts_memory }, da = { .base = m->dacts_memory };
+    acts_layout(&m->a, &aa, c, B);
+    acts_layout(&m->d, &da, c, B);
+    // diffusion schedule: sqrt(beta) linear from sqrt(0.00085) to sqrt(0.012), in double
+    m->alphas_cumprod = (float*)mallocCheck(c->n_timesteps * sizeof(float));
+    double prod = 1.0, lo = sqrt(0.00085), hi = sqrt(0.012);
+    for (int t = 0; t < c->n_timesteps; t++) {
+        double sb = c->n_timesteps > 1 ? lo + (hi - lo) * t / (c->n_timesteps - 1) : lo;
+        prod *= 1.0 - sb * sb;
+        m->alphas_cumprod[t] = (float)prod;
+    }
+    m->pos2d = (float*)mallocCheck((size_t)config_num_patches(c) * c->d_d * sizeof(float));
+    sincos_2d_positions(m->pos2d, c->img_size / c->patch, c->d_d);
+    size_t img = image_numel(m), ctx = (size_t)B * c->n_q * c->d_t;
+    m->xt = (float*)mallocCheck(img * sizeof(float));
+    m->target = (float*)mallocCheck(img * sizeof(float));
+    m->guided = (float*)mallocCheck(img * sizeof(float));
+    m->ctx_cond = (float*)mallocCheck(ctx * sizeof(float));
+    m->ctx_empty = (float*)mallocCheck(ctx * sizeof(float));
+    m->targets = (int*)mallocCheck((size_t)B * c->cap_len * sizeof(int));
+    m->tokens = (int*)mallocCheck((size_t)B * c->n_q * sizeof(int));
+    m->timesteps = (int*)mallocCheck(B * sizeof(int));
+}
+
+void model_free(Model* m) {
+    params_views_free(&m->p);
+    params_views_free(&m->g);
+    params_views_free(&m->frozen);
+    acts_views_free(&m->a);
+    acts_views_free(&m->d);
+    free(m->params); free(m->grads); free(m->m); free(m->v); free(m->tensors);
+    free(m->acts_memory); free(m->dacts_memory);
+    free(m->alphas_cumprod); free(m->pos2d);
+    free(m->xt); free(m->target); free(m->guided); free(m->ctx_cond); free(m->ctx_empty);
+    free(m->targets); free(m->tokens); free(m->timesteps);
+}
+
+// builds the model from a checkpoint's config and loads its weights
+void model_load(Model* m, const char* path, int B) {
+    Config c;
+    size_t n;
+    FILE* fp = checkpoint_open(path, &c, &n);
+    model_build(m, &c, B);
+    freadCheck(m->params, sizeof(float), n, fp, path);
+    fclose(fp);
+    for (size_t i = 0; i < n; i++) {
+        if (!is_finite_float(m->params[i])) fail("'%s' holds a NaN or infinite weight (parameter %zu)", path, i);
+    }
+}
+
+void model_save(const Model* m, const char* path) {
+    checkpoint_write(path, &m->config, m->params, m->num_params);
+}
+
+// random numbers: xorshift* and Box-Muller, the same on every machine
+static uint32_t random_u32(uint64_t* state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (uint32_t)((*state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+static float random_uniform(uint64_t* state) { return (random_u32(state) >> 8) / 16777216.0f; }
+static float random_normal(uint64_t* state) {
+    float u1 = random_uniform(state), u2 = random_uniform(state);
+    return sqrtf(-2.0f * logf(u1 + 1e-12f)) * cosf(6.2831853f * u2);
+}
+
+// initialization for training from scratch (doc/model.md): matrices and embeddings N(0, 0.02),
+// biases 0, LayerNorm weights 1; the DiT's adaLN and final layers 0 (adaLN-Zero: the gated
+// branches start closed and the DiT's output starts at exactly 0)
+void model_init(Model* m, uint64_t seed) {
+    uint64_t state = seed * 2654435761ull + 1;
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        float* w = m->params + t->offset;
+        int zero_init = strstr(t->name, ".ada.") || strncmp(t->name, "dit.final", 9) == 0;
+        int is_weight = strcmp(t->name + strlen(t->name) - 7, ".weight") == 0;
+        for (size_t j = 0; j < t->numel; j++) {
+            if (zero_init) { w[j] = 0.0f; }
+            else if (t->ndim == 2) { w[j] = 0.02f * random_normal(&state); }
+            else { w[j] = is_weight ? 1.0f : 0.0f; } // 1-D ".weight" tensors are LayerNorm gains
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// objectives: stage 0 (T2I), 0b (LM), 1 (VLV through the frozen decoder), 2 (captions)
+
+typedef enum { STAGE0, STAGE0B, STAGE1, STAGE2, NUM_OBJECTIVES } Objective;
+static const char* objective_name[NUM_OBJECTIVES] = { "stage0", "stage0b", "stage1", "stage2" };
+
+// the parameter groups each objective trains by default (doc/model.md "Objectives")
+static int objective_groups(Objective o) {
+    switch (o) {
+        case STAGE0: return 1 << GROUP_TEXTENC | 1 << GROUP_DIT;
+        case STAGE0B: return 1 << GROUP_GPT;
+        case STAGE1: return 1 << GROUP_VIT | 1 << GROUP_ADAPTER;
+        default: return 1 << GROUP_PREFIX | 1 << GROUP_GPT;
+    }
+}
+#define ENCODER_GROUPS (1 << GROUP_VIT | 1 << GROUP_ADAPTER)
+
+typedef struct {
+    const float* images;        // [B,H,W,3] x0 (stages 0 and 1) or the image to caption (stage 2)
+    const int* text_tokens;     // [B,N_q]   stage 0
+    const int* caption_tokens;  // [B,T_c]   stages 0b and 2
+    const float* noise;         // [B,H,W,3] stages 0 and 1
+    const int* timesteps;       // [B]       stages 0 and 1
+} Batch;
+
+// gradient views for a set of trained groups: trained parts get the real gradient views,
+// the others all-NULL views (frozen: activation gradients only)
+static ParamViews grad_views(const Model* m, int groups) {
+    ParamViews v;
+    v.vit = groups & 1 << GROUP_VIT ? m->g.vit : m->frozen.vit;
+    v.adapter = groups & 1 << GROUP_ADAPTER ? m->g.adapter : m->frozen.adapter;
+    v.textenc = groups & 1 << GROUP_TEXTENC ? m->g.textenc : m->frozen.textenc;
+    v.dit = groups & 1 << GROUP_DIT ? m->g.dit : m->frozen.dit;
+    v.capdec = groups & 1 << GROUP_GPT ? m->g.capdec : m->frozen.capdec;
+    const CapDecP* prefix = groups & 1 << GROUP_PREFIX ? &m->g.capdec : &m->frozen.capdec;
+    v.capdec.prefix1 = prefix->prefix1;
+    v.capdec.prefix2 = prefix->prefix2;
+    return v;
+}
+
+static void check_tokens(const int* tokens, size_t n, int vocab, const char* what) {
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= vocab) fail("%s: token %d at index %zu is outside the vocabulary [0, %d)", what, tokens[i], i, vocab);
+    }
+}
+
+// x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, and the regression target (eps, or v)
+static void diffusion_inputs(Model* m, const float* x0, const float* noise, const int* t) {
+    const Config* c = &m->config;
+    size_t per = (size_t)c->img_size * c->img_size * 3;
+    for (int b = 0; b < m->B; b++) {
+        if (t[b] < 0 || t[b] >= c->n_timesteps) fail("timestep %d is outside [0, %d)", t[b], c->n_timesteps);
+        float ab = m->alphas_cumprod[t[b]], sa = sqrtf(ab), sb = sqrtf(1.0f - ab);
+        for (size_t i = b * per; i < (b + 1) * per; i++) {
+            m->xt[i] = sa * x0[i] + sb * noise[i];
+            m->target[i] = c->prediction == PREDICT_V ? sa * noise[i] - sb * x0[i] : noise[i];
+        }
+    }
+}
+
+// runs an objective's forward pass; returns the loss (also kept in m->loss)
+float vlv_forward(Model* m, Objective o, const Batch* batch) {
+    const Config* c = &m->config;
+    int B = m->B, Tc = c->cap_len;
+    ActViews* a = &m->a;
+    if (o == STAGE1 || o == STAGE2) {
+        vit_forward(&a->vit, batch->images, &m->p.vit, c, B);
+        adapter_forward(&a->adapter, a->vit.ln_f.out, &m->p.adapter, c, B);
+        textenc_forward(&a->textenc, NULL, a->adapter.z, &m->p.textenc, c, B);
+    }
+    if (o == STAGE0 || o == STAGE1) {
+        if (o == STAGE0) {
+            check_tokens(batch->text_tokens, (size_t)B * c->n_q, c->vocab, "text tokens");
+            textenc_forward(&a->textenc, batch->text_tokens, NULL, &m->p.textenc, c, B);
+        }
+        diffusion_inputs(m, batch->images, batch->noise, batch->timesteps);
+        dit_forward(&a->dit, m->xt, batch->timesteps, a->textenc.ln_f.out, &m->p.dit, m->pos2d, c, B);
+        m->loss = mse_forward(a->dit.out, m->target, image_numel(m));
+    } else {
+        check_tokens(batch->caption_tokens, (size_t)B * Tc, c->vocab, "caption tokens");
+        for (int b = 0; b < B; b++) {
+            for (int j = 0; j < Tc; j++) {
+                m->targets[b * Tc + j] = j + 1 < Tc ? batch->caption_tokens[b * Tc + j + 1] : TOKEN_PAD;
+            }
+        }
+        capdec_forward(&a->capdec, o == STAGE2 ? a->textenc.ln_f.out : NULL, batch->caption_tokens, &m->p.capdec, c, B);
+        m->loss = crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, &m->loss_count);
+    }
+    return m->loss;
+}
+
+// the backward of the last vlv_forward of objective o: adds into the gradients of the
+// groups in `groups`; every other part only passes activation gradients through
+void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
+    const Config* c = &m->config;
+    int B = m->B;
+    ActViews *a = &m->a, *d = &m->d;
+    ParamViews g = grad_views(m, groups);
+    memset(m->dacts_memory, 0, m->num_acts * sizeof(float));
+    int through_encoder = o == STAGE1 || (o == STAGE2 && (groups & ENCODER_GROUPS));
+    if (o == STAGE0 || o == STAGE1) {
+        mse_backward(d->dit.out, a->dit.out, m->target, image_numel(m));
+        int ctx_grad = o == STAGE1 || (groups & 1 << GROUP_TEXTENC);
+        dit_backward(ctx_grad ? d->textenc.ln_f.out : NULL, &d->dit, &g.dit, &a->dit, a->textenc.ln_f.out, &m->p.dit, c, B);
+        if (ctx_grad) {
+            textenc_backward(o == STAGE1 ? d->adapter.z : NULL, &d->textenc, &g.textenc, &a->textenc,
+                             o == STAGE0 ? batch->text_tokens : NULL, &m->p.textenc, c, B);
+        }
+    } else {
+        crossentropy_backward(d->capdec.logits, a->capdec.probs, m->targets, B * c->cap_len, c->vocab, m->loss_count);
+        const float* ctx = o == STAGE2 ? a->textenc.ln_f.out : NULL;
+        capdec_backward(through_encoder ? d->textenc.ln_f.out : NULL, &d->capdec, &g.capdec, &a->capdec, ctx,
+                        batch->caption_tokens, &m->p.capdec, c, B);
+        if (through_encoder) {
+            textenc_backward(d->adapter.z, &d->textenc, &g.textenc, &a->textenc, NULL, &m->p.textenc, c, B);
+        }
+    }
+    if (through_encoder) {
+        adapter_backward(d->vit.ln_f.out, &d->adapter, &g.adapter, &a->adapter, a->vit.ln_f.out, &m->p.adapter, c, B);
+        vit_backward(&d->vit, &g.vit, &a->vit, &m->p.vit, c, B);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// optimizer: AdamW with global-norm gradient clipping, over the tensors of some groups
+
+typedef struct { float lr, beta1, beta2, eps, weight_decay, grad_clip; } AdamW;
+
+void vlv_zero_grad(Model* m, int groups) {
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (groups & 1 << t->group) { memset(m->grads + t->offset, 0, t->numel * sizeof(float)); }
+    }
+}
+
+// a fresh optimizer (each stage starts one)
+void vlv_reset_optimizer(Model* m) {
+    memset(m->m, 0, m->num_params * sizeof(float));
+    memset(m->v, 0, m->num_params * sizeof(float));
+    m->adam_step = 0;
+}
+
+// clips the groups' gradients to a global L2 norm of opt->grad_clip (as
+// torch.nn.utils.clip_grad_norm_) and applies one AdamW step; returns the norm before clipping
+float vlv_update(Model* m, int groups, const AdamW* opt) {
+    double sumsq = 0.0;
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (!(groups & 1 << t->group)) { continue; }
+        for (size_t j = t->offset; j < t->offset + t->numel; j++) { sumsq += (double)m->grads[j] * m->grads[j]; }
+    }
+    float norm = (float)sqrt(sumsq);
+    float clip = opt->grad_clip / (norm + 1e-6f);
+    if (clip > 1.0f) { clip = 1.0f; }
+    m->adam_step++;
+    float bc1 = 1.0f - powf(opt->beta1, (float)m->adam_step), bc2 = 1.0f - powf(opt->beta2, (float)m->adam_step);
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (!(groups & 1 << t->group)) { continue; }
+        // decoupled weight decay on matrices and embeddings only, none on biases and norms
+        float decay = t->ndim >= 2 ? opt->lr * opt->weight_decay : 0.0f;
+        #pragma omp parallel for
+        for (size_t j = t->offset; j < t->offset + t->numel; j++) {
+            float g = m->grads[j] * clip;
+            m->params[j] -= decay * m->params[j];
+            m->m[j] = opt->beta1 * m->m[j] + (1.0f - opt->beta1) * g;
+            m->v[j] = opt->beta2 * m->v[j] + (1.0f - opt->beta2) * g * g;
+            m->params[j] -= opt->lr * (m->m[j] / bc1) / (sqrtf(m->v[j] / bc2) + opt->eps);
+        }
+    }
+    return norm;
+}
+
+// one training step of an objective: zero grads, forward, backward, clip, AdamW. Returns the loss.
+float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt) {
+    vlv_zero_grad(m, groups);
+    float loss = vlv_forward(m, o, batch);
+    if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
+    vlv_backward(m, o, batch, groups);
+    vlv_update(m, groups, opt);
+    return loss;
+}
+
+// ----------------------------------------------------------------------------
+// inference: contexts, guided DDIM sampling, greedy captions
+
+// the context of the empty caption [BOS, EOS, PAD...] for every sample -> out [B,N_q,d_t]
+void empty_context(Model* m, float* out) {
+    const Config* c = &m->config;
+    for (int b = 0; b < m->B; b++) {
+        for (int j = 0; j < c->n_q; j++) { m->tokens[b * c->n_q + j] = j == 0 ? TOKEN_BOS : j == 1 ? TOKEN_EOS : TOKEN_PAD; }
+    }
+    textenc_forward(&m->a.textenc, m->tokens, NULL, &m->p.textenc, c, m->B);
+    memcpy(out, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
+}
+
+// Runs the first steps_run steps of the num_steps-step DDIM (eta = 0) schedule on x [B,H,W,3]
+// in place, with classifier-free guidance: out = out_empty + w (out_cond - out_empty).
+void ddim_sample(Model* m, float* x, const float* ctx_cond, const float* ctx_empty, float guidance,
+                 int num_steps, int steps_run) {
+    const Config* c = &m->config;
+    size_t n = image_numel(m);
+    int delta = c->n_timesteps / num_steps;
+    if (delta < 1) fail("ddim: %d steps is more than the %d diffusion timesteps", num_steps, c->n_timesteps);
+    for (int i = 0; i < steps_run && i < num_steps; i++) {
+        int t = (num_steps - 1 - i) * delta, t_prev = t - delta;
+        for (int b = 0; b < m->B; b++) { m->timesteps[b] = t; }
+        dit_forward(&m->a.dit, x, m->timesteps, ctx_cond, &m->p.dit, m->pos2d, c, m->B);
+        memcpy(m->guided, m->a.dit.out, n * sizeof(float));
+        dit_forward(&m->a.dit, x, m->timesteps, ctx_empty, &m->p.dit, m->pos2d, c, m->B);
+        float ab = m->alphas_cumprod[t], ab_prev = t_prev >= 0 ? m->alphas_cumprod[t_prev] : 1.0f;
+        float sa = sqrtf(ab), sb = sqrtf(1.0f - ab), sa_prev = sqrtf(ab_prev), sb_prev = sqrtf(1.0f - ab_prev);
+        for (size_t j = 0; j < n; j++) {
+            float out = m->a.dit.out[j] + guidance * (m->guided[j] - m->a.dit.out[j]);
+            float eps, x0;
+            if (c->prediction == PREDICT_V) { x0 = sa * x[j] - sb * out; eps = sb * x[j] + sa * out; }
+            else { eps = out; x0 = (x[j] - sb * eps) / sa; }
+            x[j] = sa_prev * x0 + sb_prev * eps;
+        }
+    }
+}
+
+// greedy decoding from the context ctx [B,N_q,d_t]: tokens [B,T_c] = BOS, argmax... until EOS, PAD after
+void greedy_caption(Model* m, int* tokens, const float* ctx) {
+    const Config* c = &m->config;
+    int Tc = c->cap_len, V = c->vocab;
+    for (int i = 0; i < m->B * Tc; i++) { tokens[i] = i % Tc == 0 ? TOKEN_BOS : TOKEN_PAD; }
+    for (int pos = 1; pos < Tc; pos++) {
+        capdec_forward(&m->a.capdec, ctx, tokens, &m->p.capdec, c, m->B);
+        for (int b = 0; b < m->B; b++) {
+            int prev = tokens[b * Tc + pos - 1];
+            if (pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD)) { continue; } // finished: PAD
+            const float* row = m->a.capdec.logits + ((size_t)b * Tc + pos - 1) * V;
+            int best = 0;
+            for (int i = 1; i < V; i++) { if (row[i] > row[best]) { best = i; } }
+            tokens[b * Tc + pos] = best;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+#ifndef TESTING
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// Until the data world and the stage runner land (doc/README), ./train_vlv checks the model
+// end to end: it builds the default-size model from scratch and trains each objective for a
+// few steps on one fixed random batch, printing the loss (which must fall), ms/step and images/s.
+int main(int argc, char** argv) {
+    Config c = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = 64, .cap_len = 24,
+                 .d_v = 128, .L_v = 4, .nh_v = 4, .L_a = 2, .nh_a = 4,
+                 .d_t = 128, .L_t = 2, .nh_t = 4, .d_d = 128, .L_d = 6, .nh_d = 4, .d_freq = 64,
+                 .d_g = 128, .L_g = 4, .nh_g = 4, .prediction = PREDICT_EPS, .n_timesteps = 1000 };
+    int B = 16, steps = 10;
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 >= argc) fail("flag %s needs a value (see -h)", argv[i]);
+        char* end;
+        long v = strtol(argv[i + 1], &end, 10);
+        if (*end != '\0' || v < 1 || v > 1000000) fail("flag %s: '%s' is not a positive integer", argv[i], argv[i + 1]);
+        if (strcmp(argv[i], "-b") == 0) { B = (int)v; }
+        else if (strcmp(argv[i], "-n") == 0) { steps = (int)v; }
+        else { fail("unknown flag %s\nusage: %s [-b batch (16)] [-n steps per objective (10)]", argv[i], argv[0]); }
+    }
+    Model m;
+    model_build(&m, &c, B);
+    model_init(&m, 1337);
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    printf("vlv.c model check: %zu parameters, %.1f MiB of activations, batch %d, %d threads\n",
+           m.num_params, m.num_acts * 4.0 / (1 << 20), B, threads);
+    for (int gi = 0; gi < NUM_GROUPS; gi++) {
+        size_t n = 0;
+        for (int i = 0; i < m.num_tensors; i++) { if (m.tensors[i].group == gi) { n += m.tensors[i].numel; } }
+        static const char* group_names[NUM_GROUPS] = { "vision encoder", "adapter", "text encoder", "DiT", "prefix MLP", "caption GPT" };
+        printf("  %-15s %9zu parameters\n", group_names[gi], n);
+    }
+    // one fixed random batch: images in [-1, 1], captions of random words
+    size_t img = image_numel(&m);
+    float* images = (float*)mallocCheck(img * sizeof(float));
+    float* noise = (float*)mallocCheck(img * sizeof(float));
+    int* text = (int*)mallocCheck((size_t)B * c.n_q * sizeof(int));
+    int* caption = (int*)mallocCheck((size_t)B * c.cap_len * sizeof(int));
+    int* timesteps = (int*)mallocCheck(B * sizeof(int));
+    uint64_t rng = 42;
+    for (size_t i = 0; i < img; i++) { images[i] = 2.0f * random_uniform(&rng) - 1.0f; noise[i] = random_normal(&rng); }
+    for (int b = 0; b < B; b++) {
+        timesteps[b] = random_u32(&rng) % c.n_timesteps;
+        int words = 1 + random_u32(&rng) % 8;
+        for (int j = 0; j < c.n_q; j++) { text[b * c.n_q + j] = j == 0 ? TOKEN_BOS : j <= words ? TOKEN_FIRST_WORD + random_u32(&rng) % (c.vocab - TOKEN_FIRST_WORD) : j == words + 1 ? TOKEN_EOS : TOKEN_PAD; }
+        for (int j = 0; j < c.cap_len; j++) { caption[b * c.cap_len + j] = j < c.n_q ? text[b * c.n_q + j] : TOKEN_PAD; }
+    }
+    Batch batch = { images, text, caption, noise, timesteps };
+    AdamW opt = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f };
+    int failed = 0;
+    for (int o = 0; o < NUM_OBJECTIVES; o++) {
+        int groups = objective_groups((Objective)o);
+        vlv_reset_optimizer(&m);
+        float first = 0.0f, last = 0.0f;
+        for (int step = 0; step < steps; step++) {
+            double t0 = now_seconds();
+            float loss = vlv_train_step(&m, (Objective)o, &batch, groups, &opt);
+            double ms = (now_seconds() - t0) * 1e3;
+            if (!is_finite_float(loss)) fail("%s step %d: the loss is not finite", objective_name[o], step);
+            if (step == 0) { first = loss; }
+            last = loss;
+            printf("%-7s step %3d/%d | loss %.5f | %7.1f ms/step | %7.1f images/s | ETA %.1f s\n", objective_name[o],
+                   step + 1, steps, loss, ms, B / (ms * 1e-3), ms * 1e-3 * (steps - step - 1));
+        }
+        int fell = last < first;
+        printf("%-7s loss %.5f -> %.5f: %s\n", objective_name[o], first, last, fell ? "falling" : "NOT FALLING");
+        failed |= !fell;
+    }
+    free(images); free(noise); free(text); free(caption); free(timesteps);
+    model_free(&m);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+#endif
