@@ -7,6 +7,7 @@
 #   make test-mutants                  deliberately broken backwards must make the checks fail
 # Switches: NO_OMP=1 (no OpenMP), NO_NATIVE=1 (no -march=native), PYTHON=... (a python with torch).
 
+SHELL := /bin/bash
 CC ?= gcc
 PYTHON ?= /usr/bin/python3
 CFLAGS ?= -O3
@@ -93,27 +94,30 @@ define run_checks
 	  $(1) --readers $(TESTDIR)/$$c.ckpt $(TESTDIR)/$$c.state | tee -a $(TESTDIR)/summary.log; \
 	  tail -n 1 $(TESTDIR)/$$c.log >> $(TESTDIR)/summary.log; \
 	done; \
-	awk '/ passed, .* failed$$/ { p += $$1; f += $$3 } END { printf "%d passed, %d failed\n", p, f; exit f > 0 }' $(TESTDIR)/summary.log
+	awk '/ passed, .* failed$$/ { p += $$1; f += $$3 } END { printf "$(2): %d passed, %d failed\n", p, f; exit f > 0 }' $(TESTDIR)/summary.log
 endef
 
 check: test_vlv $(REFERENCES)
-	$(call run_checks,./test_vlv)
+	$(call run_checks,./test_vlv,check)
 
 test-asan: test_vlv_asan $(REFERENCES)
-	$(call run_checks,ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./test_vlv_asan)
+	$(call run_checks,ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./test_vlv_asan,asan)
 
 test-ofast: test_vlv_ofast $(REFERENCES)
-	$(call run_checks,./test_vlv_ofast)
+	$(call run_checks,./test_vlv_ofast,ofast)
 
 test-mutants: $(REFERENCES)
 	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/mutants.sh $(TESTDIR)/small
 
-# check first; the sanitizer and mutant runs only when it passed
+# all of them, stopping at the first that fails; the last line sums them up
+TEST_PARTS = check test-asan test-ofast test-mutants
 test:
-	$(MAKE) --no-print-directory check
-	$(MAKE) --no-print-directory test-asan
-	$(MAKE) --no-print-directory test-ofast
-	$(MAKE) --no-print-directory test-mutants
+	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
+	for t in $(TEST_PARTS); do \
+	  $(MAKE) --no-print-directory $$t 2>&1 | tee -a $(TESTDIR)/all.log; \
+	  [ $${PIPESTATUS[0]} -eq 0 ] || { echo "make $$t failed"; exit 1; }; \
+	done; \
+	awk '/^[a-z]+: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } END { printf "total: %d passed, %d failed\n", p, f; exit f > 0 }' $(TESTDIR)/all.log
 
 clean:
 	rm -f train_vlv test_vlv test_vlv_asan test_vlv_ofast

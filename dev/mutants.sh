@@ -68,6 +68,6 @@ PY
     printf '%-58s %s\n' "$name" "caught: $fails checks fail, first $first"; caught=$((caught + 1))
   fi
 done
-echo "mutants: $caught caught, $missed missed, $broken not applied"
-echo "$caught passed, $((missed + broken)) failed"
+echo "$caught of ${#mutants[@]} mutants caught, $missed missed, $broken not applied"
+echo "mutants: $caught passed, $((missed + broken)) failed"
 [ "$missed" -eq 0 ] && [ "$broken" -eq 0 ]
