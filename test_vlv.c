@@ -115,6 +115,34 @@ static void check_all_records_used(const DebugState* ds, const char** used_prefi
     report("every record of the debug state checked", unused == 0, "%d unchecked", unused);
 }
 
+// caption dropout: about p of the captions become exactly the empty caption, the others
+// stay untouched (10,000 captions: the binomial's standard deviation at p = 0.1 is 30)
+static void check_caption_dropout(int N) {
+    int B = 10000;
+    int* tokens = (int*)mallocCheck((size_t)B * N * sizeof(int));
+    int* orig = (int*)mallocCheck((size_t)B * N * sizeof(int));
+    uint64_t rng = 7;
+    for (size_t i = 0; i < (size_t)B * N; i++) { orig[i] = TOKEN_FIRST_WORD + (int)(random_u32(&rng) % 5); }
+    float ps[3] = { 0.0f, 0.1f, 1.0f };
+    for (int k = 0; k < 3; k++) {
+        memcpy(tokens, orig, (size_t)B * N * sizeof(int));
+        int dropped = caption_dropout(tokens, B, N, ps[k], &rng);
+        int counted = 0, wrong = 0;
+        for (int b = 0; b < B; b++) {
+            const int* row = tokens + (size_t)b * N;
+            int is_empty = row[0] == TOKEN_BOS && row[1] == TOKEN_EOS;
+            for (int j = 2; j < N; j++) { is_empty &= row[j] == TOKEN_PAD; }
+            counted += is_empty;
+            if (!is_empty) { wrong += memcmp(row, orig + (size_t)b * N, N * sizeof(int)) != 0; }
+        }
+        int lo = ps[k] == 0.1f ? 900 : (int)(ps[k] * B), hi = ps[k] == 0.1f ? 1100 : (int)(ps[k] * B);
+        report("caption dropout", dropped == counted && wrong == 0 && dropped >= lo && dropped <= hi,
+               "p=%.1f: %d of %d captions empty (expected %d..%d), %d others changed", ps[k], dropped, B, lo, hi, wrong);
+    }
+    free(tokens);
+    free(orig);
+}
+
 static int run_model_checks(const char* ckpt, const char* state_path, const char* save_trained) {
     DebugState ds;
     debug_state_load(&ds, state_path);
@@ -234,6 +262,8 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
     for (int i = 0; i < n; i++) { same += tokens[i] == ref[i]; eos += ref[i] == TOKEN_EOS; }
     report("greedy.tokens", same == n, "%d of %d tokens identical; %d of %d captions end with EOS", same, n, eos, B);
     free(fit_losses);
+
+    check_caption_dropout((int)Nq);
 
     const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ddim.", "greedy.", "end" };
     check_all_records_used(&ds, checked, sizeof checked / sizeof checked[0]);

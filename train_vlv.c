@@ -981,6 +981,22 @@ static void check_tokens(const int* tokens, size_t n, int vocab, const char* wha
     }
 }
 
+// the empty caption [BOS, EOS, PAD...] in a row of n tokens
+static void empty_caption(int* row, int n) {
+    for (int j = 0; j < n; j++) { row[j] = j == 0 ? TOKEN_BOS : j == 1 ? TOKEN_EOS : TOKEN_PAD; }
+}
+
+// Stage 0's caption dropout: each of the B captions [B, N] becomes the empty caption with
+// probability p, so that the decoder also learns the unconditional prediction that
+// classifier-free guidance steers away from. Returns how many were dropped.
+int caption_dropout(int* tokens, int B, int N, float p, uint64_t* rng) {
+    int dropped = 0;
+    for (int b = 0; b < B; b++) {
+        if (random_uniform(rng) < p) { empty_caption(tokens + (size_t)b * N, N); dropped++; }
+    }
+    return dropped;
+}
+
 // x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, and the regression target (eps, or v)
 static void diffusion_inputs(Model* m, const float* x0, const float* noise, const int* t) {
     const Config* c = &m->config;
@@ -1124,9 +1140,7 @@ float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, cons
 // the context of the empty caption [BOS, EOS, PAD...] for every sample -> out [B,N_q,d_t]
 void empty_context(Model* m, float* out) {
     const Config* c = &m->config;
-    for (int b = 0; b < m->B; b++) {
-        for (int j = 0; j < c->n_q; j++) { m->tokens[b * c->n_q + j] = j == 0 ? TOKEN_BOS : j == 1 ? TOKEN_EOS : TOKEN_PAD; }
-    }
+    for (int b = 0; b < m->B; b++) { empty_caption(m->tokens + (size_t)b * c->n_q, c->n_q); }
     textenc_forward(&m->a.textenc, m->tokens, NULL, &m->p.textenc, c, m->B);
     memcpy(out, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
 }
