@@ -1,0 +1,78 @@
+/*
+The reporting side of the tests, shared by test_vlv.c and test_vlv.cu: one line per check
+("ok"/"FAIL", the name, the worst errors), the tolerances with their justification, and the
+comparisons against records of the PyTorch twin's debug state (host arrays).
+*/
+#ifndef VLVC_CHECKS_H
+#define VLVC_CHECKS_H
+
+#include <math.h>
+#include "debug_state.h"
+
+// Tolerances on max|c - ref| / max|ref| per tensor (a norm-wise relative error: robust for
+// entries that are zero in exact arithmetic, such as the key bias's gradient). float32 rounds
+// at u = 6e-8; a dot product of length K errs by ~sqrt(K) u, and every layer adds its own
+// rounding to what it inherits. Each tolerance is ~10-20x the worst error measured over both
+// test configs (doc/testing.md has the figures) and far below what a real bug gives (a sign
+// flip or a missing term is an O(1e-2..1) relative error; dev/mutants.sh shows they fail).
+#define TOL_ACT 5e-6f    // activations, a few blocks deep: worst measured 3.4e-7
+#define TOL_LOSS 1e-6f   // losses, accumulated in double: worst measured 0 (float32-exact)
+#define TOL_GRAD 3e-5f   // gradients: the backward doubles the chain, and shared tensors (wte,
+                         // positions, adaLN) sum many rows: worst measured 2.7e-6
+#define TOL_STEPS 2e-6f  // losses over 5 AdamW steps: worst measured 9.6e-8
+#define TOL_DDIM 3e-6f   // 3 guided DDIM steps (guidance amplifies the DiT's error): worst 1.6e-7
+#define TOL_FIT 1e-3f    // 60 AdamW steps at lr 3e-3: Adam amplifies the float32/float64 difference
+                         // step by step (worst measured 9e-5); the greedy tokens must match exactly
+
+static int checks = 0, failures = 0; // counted by report()
+
+static inline void report(const char* name, int ok, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %-44s ", ok ? "ok  " : "FAIL", name);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    checks++;
+    failures += !ok;
+}
+
+// compares n floats; returns the relative error
+static inline float compare(const char* name, const float* got, const float* ref, size_t n, float tol) {
+    float max_ref = 0.0f, max_err = 0.0f;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_finite_float(got[i])) { finite = 0; }
+        float e = fabsf(got[i] - ref[i]);
+        if (e > max_err) { max_err = e; }
+        if (fabsf(ref[i]) > max_ref) { max_ref = fabsf(ref[i]); }
+    }
+    float rel = max_ref > 0.0f ? max_err / max_ref : max_err;
+    report(name, finite && rel <= tol && max_ref > 0.0f, "n=%-7zu max|ref| %.3e  abs err %.2e  rel err %.2e (tol %.0e)%s",
+           n, max_ref, max_err, rel, tol, max_ref > 0.0f ? (finite ? "" : "  NOT FINITE") : "  REFERENCE IS ALL ZERO");
+    return rel;
+}
+
+static inline float compare_record(const DebugState* ds, const char* record, const float* got, size_t n, float tol) {
+    return compare(record, got, debug_state_floats(ds, record, n), n, tol);
+}
+
+static inline void compare_scalar(const DebugState* ds, const char* record, float got, float tol) {
+    float ref = debug_state_floats(ds, record, 1)[0];
+    float rel = fabsf(got - ref) / fabsf(ref);
+    report(record, is_finite_float(got) && rel <= tol, "C %.8f  ref %.8f  rel err %.2e (tol %.0e)", got, ref, rel, tol);
+}
+
+// names the records of the debug state the C code did not look at (a twin that dumps
+// something new must get a check here)
+static inline void check_all_records_used(const DebugState* ds, const char** used_prefixes, int n) {
+    int unused = 0;
+    for (int i = 0; i < ds->count; i++) {
+        int hit = 0;
+        for (int j = 0; j < n; j++) { hit |= strncmp(ds->records[i].name, used_prefixes[j], strlen(used_prefixes[j])) == 0; }
+        if (!hit) { printf("     record '%s' is not checked\n", ds->records[i].name); unused++; }
+    }
+    report("every record of the debug state checked", unused == 0, "%d unchecked", unused);
+}
+
+#endif
