@@ -173,8 +173,7 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
     // 3. inference: guided DDIM from the image's context, and greedy captions
     printf("--- inference\n");
     memcpy(m.params, initial, m.num_params * sizeof(float));
-    vlv_forward(&m, STAGE1, &vlv); // computes c_z
-    memcpy(m.ctx_cond, m.a.textenc.ln_f.out, B * Nq * c->d_t * sizeof(float));
+    image_context(&m, vlv.images, m.ctx_cond); // c_z
     empty_context(&m, m.ctx_empty);
     float* x = (float*)mallocCheck(img * sizeof(float));
     memcpy(x, debug_state_floats(&ds, "ddim.x_init", img), img * sizeof(float));
@@ -196,6 +195,29 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
     int same = 0, eos = 0, n = B * (int)Tc;
     for (int i = 0; i < n; i++) { same += tokens[i] == ref[i]; eos += ref[i] == TOKEN_EOS; }
     report("greedy.tokens", same == n, "%d of %d tokens identical; %d of %d captions end with EOS", same, n, eos, B);
+    // beam search: one beam is greedy decoding; more beams give well-formed captions
+    int* beam = (int*)mallocCheck(Tc * sizeof(int));
+    int beam1_same = 0, wellformed = 0, beams = B < 3 ? B : 3;
+    size_t ctx_row = Nq * c->d_t;
+    float* ctx_all = (float*)mallocCheck(B * ctx_row * sizeof(float)); // beam_caption overwrites ctx_cond
+    memcpy(ctx_all, m.ctx_cond, B * ctx_row * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        const float* ctx_b = ctx_all + b * ctx_row;
+        beam_caption(&m, beam, ctx_b, 1);
+        beam1_same += memcmp(beam, tokens + b * Tc, Tc * sizeof(int)) == 0;
+        beam_caption(&m, beam, ctx_b, beams);
+        int ok = beam[0] == TOKEN_BOS, ended = 0;
+        for (size_t j = 1; j < Tc; j++) {
+            if (ended) { ok &= beam[j] == TOKEN_PAD; }
+            else if (beam[j] == TOKEN_EOS) { ended = 1; }
+            else { ok &= beam[j] >= TOKEN_FIRST_WORD || beam[j] == TOKEN_UNK || beam[j] == TOKEN_BOS || beam[j] == TOKEN_PAD; }
+        }
+        wellformed += ok;
+    }
+    report("beam search, 1 beam = greedy", beam1_same == B, "%d of %d captions identical", beam1_same, B);
+    report("beam search, several beams", wellformed == B, "%d beams: %d of %d captions well formed (BOS, ..., EOS, PAD...)", beams, wellformed, B);
+    free(beam);
+    free(ctx_all);
     free(fit_losses);
 
     check_caption_dropout((int)Nq);

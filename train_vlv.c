@@ -805,6 +805,7 @@ typedef struct {
     float* grads;             // [num_params]
     float *m, *v;             // AdamW moments [num_params]
     int adam_step;
+    float* ema;               // [num_params] moving average of the weights (vlv_ema_update)
     TensorInfo* tensors;      // name, shape, offset and group of each parameter tensor
     int num_tensors;
     ParamViews p, g, frozen;  // views into params, into grads, and all-NULL (no gradients)
@@ -838,6 +839,7 @@ void model_build(Model* m, const Config* c, int B) {
     m->grads = (float*)callocCheck(m->num_params, sizeof(float));
     m->m = (float*)callocCheck(m->num_params, sizeof(float));
     m->v = (float*)callocCheck(m->num_params, sizeof(float));
+    m->ema = (float*)callocCheck(m->num_params, sizeof(float));
     Arena pa = { .base = m->params }, ga = { .base = m->grads }, na = { .base = NULL };
     params_layout(&m->p, &pa, c);
     params_layout(&m->g, &ga, c);
@@ -880,11 +882,20 @@ void model_free(Model* m) {
     params_views_free(&m->frozen);
     acts_views_free(&m->a);
     acts_views_free(&m->d);
-    free(m->params); free(m->grads); free(m->m); free(m->v); free(m->tensors);
+    free(m->params); free(m->grads); free(m->m); free(m->v); free(m->ema); free(m->tensors);
     free(m->acts_memory); free(m->dacts_memory);
     free(m->alphas_cumprod); free(m->pos2d);
     free(m->xt); free(m->target); free(m->guided); free(m->ctx_cond); free(m->ctx_empty);
     free(m->targets); free(m->tokens); free(m->timesteps);
+}
+
+// reads the weights of a checkpoint into a model of the same config
+static void read_weights(Model* m, FILE* fp, const char* path) {
+    freadCheck(m->params, sizeof(float), m->num_params, fp, path);
+    fclose(fp);
+    for (size_t i = 0; i < m->num_params; i++) {
+        if (!is_finite_float(m->params[i])) fail("'%s' holds a NaN or infinite weight (parameter %zu)", path, i);
+    }
 }
 
 // builds the model from a checkpoint's config and loads its weights
@@ -893,12 +904,25 @@ void model_load(Model* m, const char* path, int B) {
     size_t n;
     FILE* fp = checkpoint_open(path, &c, &n);
     model_build(m, &c, B);
-    freadCheck(m->params, sizeof(float), n, fp, path);
-    fclose(fp);
-    for (size_t i = 0; i < n; i++) {
-        if (!is_finite_float(m->params[i])) fail("'%s' holds a NaN or infinite weight (parameter %zu)", path, i);
-    }
+    read_weights(m, fp, path);
 }
+
+// loads a checkpoint's weights into a built model; the configs must match
+void model_load_weights(Model* m, const char* path) {
+    Config c;
+    size_t n;
+    FILE* fp = checkpoint_open(path, &c, &n);
+    if (memcmp(&c, &m->config, sizeof c) != 0) fail("'%s' holds a model of another config", path);
+    read_weights(m, fp, path);
+}
+
+// the model's buffers by number, for the training state: 0 weights, 1 and 2 AdamW's moments, 3 the EMA
+static float* model_buffer(const Model* m, int which) {
+    float* buffers[4] = { m->params, m->m, m->v, m->ema };
+    return buffers[which];
+}
+void model_buffer_read(const Model* m, int which, float* out) { memcpy(out, model_buffer(m, which), m->num_params * sizeof(float)); }
+void model_buffer_write(Model* m, int which, const float* in) { memcpy(model_buffer(m, which), in, m->num_params * sizeof(float)); }
 
 void model_save(const Model* m, const char* path) {
     checkpoint_write(path, &m->config, m->params, m->num_params);
@@ -1124,6 +1148,26 @@ float vlv_update(Model* m, int groups, const AdamW* opt) {
     return norm;
 }
 
+// An exponential moving average of the weights of some groups (stage 0 samples with the
+// decoder's EMA, which is much smoother than the raw weights): ema = d ema + (1 - d) params.
+// decay 0 copies the weights into the EMA (its start).
+void vlv_ema_update(Model* m, int groups, float decay) {
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (!(groups & 1 << t->group)) { continue; }
+        for (size_t j = t->offset; j < t->offset + t->numel; j++) { m->ema[j] = decay * m->ema[j] + (1.0f - decay) * m->params[j]; }
+    }
+}
+
+// exchanges the weights of some groups with their EMA (twice restores them)
+void vlv_ema_swap(Model* m, int groups) {
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (!(groups & 1 << t->group)) { continue; }
+        for (size_t j = t->offset; j < t->offset + t->numel; j++) { float w = m->params[j]; m->params[j] = m->ema[j]; m->ema[j] = w; }
+    }
+}
+
 // one training step of an objective: zero grads, forward, backward, clip, AdamW. Returns the loss.
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt) {
     vlv_zero_grad(m, groups);
@@ -1137,12 +1181,27 @@ float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, cons
 // ----------------------------------------------------------------------------
 // inference: contexts, guided DDIM sampling, greedy captions
 
-// the context of the empty caption [BOS, EOS, PAD...] for every sample -> out [B,N_q,d_t]
-void empty_context(Model* m, float* out) {
+// the context c of captions: tokens [B,N_q] -> ctx [B,N_q,d_t]
+void text_context(Model* m, const int* tokens, float* ctx) {
     const Config* c = &m->config;
-    for (int b = 0; b < m->B; b++) { empty_caption(m->tokens + (size_t)b * c->n_q, c->n_q); }
-    textenc_forward(&m->a.textenc, m->tokens, NULL, &m->p.textenc, c, m->B);
-    memcpy(out, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
+    check_tokens(tokens, (size_t)m->B * c->n_q, c->vocab, "text tokens");
+    textenc_forward(&m->a.textenc, tokens, NULL, &m->p.textenc, c, m->B);
+    memcpy(ctx, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
+}
+
+// the context of the empty caption [BOS, EOS, PAD...] for every sample -> ctx [B,N_q,d_t]
+void empty_context(Model* m, float* ctx) {
+    for (int b = 0; b < m->B; b++) { empty_caption(m->tokens + (size_t)b * m->config.n_q, m->config.n_q); }
+    text_context(m, m->tokens, ctx);
+}
+
+// the context c = TextEnc(z) of images: [B,H,W,3] -> ctx [B,N_q,d_t] (what VLV encodes an image to)
+void image_context(Model* m, const float* images, float* ctx) {
+    const Config* c = &m->config;
+    vit_forward(&m->a.vit, images, &m->p.vit, c, m->B);
+    adapter_forward(&m->a.adapter, m->a.vit.ln_f.out, &m->p.adapter, c, m->B);
+    textenc_forward(&m->a.textenc, NULL, m->a.adapter.z, &m->p.textenc, c, m->B);
+    memcpy(ctx, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
 }
 
 // Runs the first steps_run steps of the num_steps-step DDIM (eta = 0) schedule on x [B,H,W,3]
@@ -1187,6 +1246,63 @@ void greedy_caption(Model* m, int* tokens, const float* ctx) {
             tokens[b * Tc + pos] = best;
         }
     }
+}
+
+// Beam search for one image's context ctx [N_q,d_t], with the model's batch rows as the beams
+// (beams <= B). Keeps the `beams` captions of highest total log-probability; a caption that
+// emits EOS is finished and keeps its score. Writes the best finished caption (or, if none
+// finished, the best one) to best [T_c]. beams = 1 is greedy decoding.
+void beam_caption(Model* m, int* best, const float* ctx, int beams) {
+    const Config* c = &m->config;
+    int Tc = c->cap_len, V = c->vocab, B = m->B;
+    size_t ctx_row = (size_t)c->n_q * c->d_t;
+    if (beams < 1 || beams > B || beams > 64) fail("beam search: %d beams; at most 64 and the model's batch (%d)", beams, B);
+    for (int b = 0; b < B; b++) { memcpy(m->ctx_cond + b * ctx_row, ctx, ctx_row * sizeof(float)); }
+    int* seqs = (int*)mallocCheck((size_t)2 * B * Tc * sizeof(int)); // current and next beams
+    int* next = seqs + (size_t)B * Tc;
+    float* score = (float*)mallocCheck(2 * B * sizeof(float));
+    float* next_score = score + B;
+    for (int i = 0; i < B * Tc; i++) { seqs[i] = i % Tc == 0 ? TOKEN_BOS : TOKEN_PAD; }
+    int live = 1; // beams in use
+    score[0] = 0.0f;
+    for (int pos = 1; pos < Tc; pos++) {
+        capdec_forward(&m->a.capdec, m->ctx_cond, seqs, &m->p.capdec, c, B);
+        // candidates (beam, token, score); a finished beam is one candidate with token -1
+        int n_next = 0, cand_beam[64], cand_token[64];
+        for (int b = 0; b < live; b++) {
+            int prev = seqs[b * Tc + pos - 1];
+            int finished = pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD);
+            const float* row = m->a.capdec.logits + ((size_t)b * Tc + pos - 1) * V;
+            float maxv = -FLT_MAX, sum = 0.0f;
+            for (int v = 0; v < V; v++) { if (row[v] > maxv) { maxv = row[v]; } }
+            for (int v = 0; v < V; v++) { sum += expf(row[v] - maxv); }
+            float log_norm = maxv + logf(sum);
+            for (int v = finished ? -1 : 0; v < (finished ? 0 : V); v++) {
+                float sc = finished ? score[b] : score[b] + row[v] - log_norm;
+                // keep the top `beams` candidates sorted by score (insertion; when full, the last drops)
+                if (n_next == beams && sc <= next_score[beams - 1]) { continue; }
+                int at = n_next < beams ? n_next++ : beams - 1;
+                for (; at > 0 && next_score[at - 1] < sc; at--) {
+                    next_score[at] = next_score[at - 1]; cand_beam[at] = cand_beam[at - 1]; cand_token[at] = cand_token[at - 1];
+                }
+                next_score[at] = sc; cand_beam[at] = b; cand_token[at] = v;
+            }
+        }
+        for (int k = 0; k < n_next; k++) {
+            memcpy(next + k * Tc, seqs + cand_beam[k] * Tc, Tc * sizeof(int));
+            next[k * Tc + pos] = cand_token[k] < 0 ? TOKEN_PAD : cand_token[k];
+        }
+        memcpy(seqs, next, (size_t)n_next * Tc * sizeof(int));
+        memcpy(score, next_score, n_next * sizeof(float));
+        live = n_next;
+    }
+    int pick = 0; // beams are sorted by score: the first finished one, else the first
+    for (int b = live - 1; b >= 0; b--) {
+        for (int j = 1; j < Tc; j++) { if (seqs[b * Tc + j] == TOKEN_EOS) { pick = b; } }
+    }
+    memcpy(best, seqs + pick * Tc, Tc * sizeof(int));
+    free(seqs);
+    free(score);
 }
 
 // ----------------------------------------------------------------------------
