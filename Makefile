@@ -12,7 +12,8 @@ CC ?= gcc
 PYTHON ?= /usr/bin/python3
 CFLAGS ?= -O3
 CFLAGS += -Wall -Wextra -std=gnu11
-LDLIBS = -lm
+# stb_image / stb_image_write from Debian's libstb-dev (a compiled library), zlib for gzipped IDX files
+LDLIBS = -lstb -lz -lm
 
 # -march=native only when the compiler accepts it (some cross/ARM compilers do not)
 ifneq ($(NO_NATIVE),1)
@@ -47,6 +48,9 @@ $(info $(OMP_STATUS))
 HEADERS = $(wildcard vlvc/*.h)
 
 train_vlv: train_vlv.c $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+caption: caption.c train_vlv.c $(HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 test_vlv: test_vlv.c train_vlv.c $(HEADERS)
@@ -120,7 +124,7 @@ test:
 	awk '/^[a-z]+: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } END { printf "total: %d passed, %d failed\n", p, f; exit f > 0 }' $(TESTDIR)/all.log
 
 clean:
-	rm -f train_vlv test_vlv test_vlv_asan test_vlv_ofast
+	rm -f train_vlv caption test_vlv test_vlv_asan test_vlv_ofast
 	rm -rf $(TESTDIR)
 
 .PHONY: test check test-asan test-ofast test-mutants clean

@@ -34,7 +34,7 @@ typedef struct {
 
 // header slots 2..23 hold the fields in this order; slot 24 holds num_params
 #define CONFIG_FIELDS 22
-static int* config_field(Config* c, int i) {
+static inline int* config_field(Config* c, int i) {
     int* fields[CONFIG_FIELDS] = {
         &c->img_size, &c->patch, &c->n_q, &c->vocab, &c->cap_len,
         &c->d_v, &c->L_v, &c->nh_v, &c->L_a, &c->nh_a,
@@ -42,7 +42,7 @@ static int* config_field(Config* c, int i) {
         &c->d_g, &c->L_g, &c->nh_g, &c->prediction, &c->n_timesteps };
     return fields[i];
 }
-static const char* config_field_name(int i) {
+static inline const char* config_field_name(int i) {
     static const char* names[CONFIG_FIELDS] = {
         "img_size", "patch", "n_q", "vocab", "cap_len", "d_v", "L_v", "nh_v", "L_a", "nh_a",
         "d_t", "L_t", "nh_t", "d_d", "L_d", "nh_d", "d_freq", "d_g", "L_g", "nh_g",
@@ -50,14 +50,14 @@ static const char* config_field_name(int i) {
     return names[i];
 }
 
-static int config_num_patches(const Config* c) {
+static inline int config_num_patches(const Config* c) {
     int g = c->img_size / c->patch;
     return g * g;
 }
-static int config_patch_dim(const Config* c) { return c->patch * c->patch * 3; }
+static inline int config_patch_dim(const Config* c) { return c->patch * c->patch * 3; }
 
 // returns NULL when the config is usable, else a sentence saying what is wrong
-static const char* config_problem(const Config* c) {
+static inline const char* config_problem(const Config* c) {
     static char msg[160];
     for (int i = 0; i < CONFIG_FIELDS; i++) {
         int v = *config_field((Config*)c, i);
@@ -81,7 +81,7 @@ static const char* config_problem(const Config* c) {
     return NULL;
 }
 
-static void header_write(FILE* fp, const char* path, int magic, int version, const Config* c, int num_params) {
+static inline void header_write(FILE* fp, const char* path, int magic, int version, const Config* c, int num_params) {
     int header[HEADER_INTS] = {0};
     header[0] = magic;
     header[1] = version;
@@ -91,7 +91,7 @@ static void header_write(FILE* fp, const char* path, int magic, int version, con
 }
 
 // reads and validates a header; returns num_params (slot 24)
-static int header_read(FILE* fp, const char* path, int magic, int version, const char* what, Config* c) {
+static inline int header_read(FILE* fp, const char* path, int magic, int version, const char* what, Config* c) {
     int header[HEADER_INTS];
     freadCheck(header, sizeof(int), HEADER_INTS, fp, path);
     if (header[0] != magic) {

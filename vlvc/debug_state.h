@@ -24,7 +24,7 @@ typedef struct {
     int count;
 } DebugState;
 
-static void debug_state_load(DebugState* ds, const char* path) {
+static inline void debug_state_load(DebugState* ds, const char* path) {
     FILE* fp = fopenCheck(path, "rb");
     long size = file_size(fp, path);
     ds->path = path;
@@ -66,13 +66,13 @@ static void debug_state_load(DebugState* ds, const char* path) {
     fclose(fp);
 }
 
-static void debug_state_free(DebugState* ds) {
+static inline void debug_state_free(DebugState* ds) {
     for (int i = 0; i < ds->count; i++) { free(ds->records[i].name); free(ds->records[i].data); }
     free(ds->records);
 }
 
 // the record called name, or NULL
-static const Record* debug_state_find(const DebugState* ds, const char* name) {
+static inline const Record* debug_state_find(const DebugState* ds, const char* name) {
     for (int i = 0; i < ds->count; i++) {
         if (strcmp(ds->records[i].name, name) == 0) return &ds->records[i];
     }
@@ -80,17 +80,17 @@ static const Record* debug_state_find(const DebugState* ds, const char* name) {
 }
 
 // the record called name, which must exist with this dtype and element count (0: any)
-static const Record* debug_state_get(const DebugState* ds, const char* name, int dtype, size_t numel) {
+static inline const Record* debug_state_get(const DebugState* ds, const char* name, int dtype, size_t numel) {
     const Record* r = debug_state_find(ds, name);
     if (!r) fail("'%s' has no record '%s'; regenerate it with dev/vlv.py", ds->path, name);
     if (r->dtype != dtype) fail("'%s': record '%s' has dtype %d, expected %d", ds->path, name, r->dtype, dtype);
     if (numel && r->numel != numel) fail("'%s': record '%s' has %zu elements, expected %zu", ds->path, name, r->numel, numel);
     return r;
 }
-static const float* debug_state_floats(const DebugState* ds, const char* name, size_t numel) {
+static inline const float* debug_state_floats(const DebugState* ds, const char* name, size_t numel) {
     return (const float*)debug_state_get(ds, name, DTYPE_F32, numel)->data;
 }
-static const int* debug_state_ints(const DebugState* ds, const char* name, size_t numel) {
+static inline const int* debug_state_ints(const DebugState* ds, const char* name, size_t numel) {
     return (const int*)debug_state_get(ds, name, DTYPE_I32, numel)->data;
 }
 

@@ -34,14 +34,14 @@ typedef struct {
     int group;            // group of the tensors being laid out now
 } Arena;
 
-static float* take(Arena* a, size_t n) {
+static inline float* take(Arena* a, size_t n) {
     float* p = a->base ? a->base + a->used : NULL;
     a->used += n;
     return p;
 }
 
 // a named parameter tensor of shape [d0] (d1 == 0) or [d0, d1]
-static float* take_tensor(Arena* a, const char* prefix, const char* name, int d0, int d1) {
+static inline float* take_tensor(Arena* a, const char* prefix, const char* name, int d0, int d1) {
     size_t numel = (size_t)d0 * (d1 ? d1 : 1);
     if (a->table) {
         if (a->count == a->capacity) {
@@ -82,34 +82,34 @@ typedef struct { LinearP prefix1, prefix2; float *wte, *wpe; BlockP* blocks; Nor
 
 typedef struct { ViTP vit; AdapterP adapter; TextEncP textenc; DiTP dit; CapDecP capdec; } ParamViews;
 
-static void take_linear(Arena* a, LinearP* l, const char* prefix, const char* name, int out, int in) {
+static inline void take_linear(Arena* a, LinearP* l, const char* prefix, const char* name, int out, int in) {
     char full[96];
     snprintf(full, sizeof full, "%s.%s", prefix, name);
     l->w = take_tensor(a, full, "weight", out, in);
     l->b = take_tensor(a, full, "bias", out, 0);
 }
-static void take_norm(Arena* a, NormP* n, const char* prefix, const char* name, int C) {
+static inline void take_norm(Arena* a, NormP* n, const char* prefix, const char* name, int C) {
     char full[96];
     snprintf(full, sizeof full, "%s.%s", prefix, name);
     n->w = take_tensor(a, full, "weight", C, 0);
     n->b = take_tensor(a, full, "bias", C, 0);
 }
-static void take_self_attn(Arena* a, SelfAttnP* p, const char* prefix, int C) {
+static inline void take_self_attn(Arena* a, SelfAttnP* p, const char* prefix, int C) {
     take_linear(a, &p->qkv, prefix, "attn.qkv", 3 * C, C);
     take_linear(a, &p->proj, prefix, "attn.proj", C, C);
 }
-static void take_cross_attn(Arena* a, CrossAttnP* p, const char* prefix, int C, int C_ctx) {
+static inline void take_cross_attn(Arena* a, CrossAttnP* p, const char* prefix, int C, int C_ctx) {
     take_linear(a, &p->q, prefix, "cross.q", C, C);
     take_linear(a, &p->kv, prefix, "cross.kv", 2 * C, C_ctx);
     take_linear(a, &p->proj, prefix, "cross.proj", C, C);
 }
-static void take_mlp(Arena* a, MLPP* p, const char* prefix, int C) {
+static inline void take_mlp(Arena* a, MLPP* p, const char* prefix, int C) {
     take_linear(a, &p->fc, prefix, "mlp.fc", 4 * C, C);
     take_linear(a, &p->proj, prefix, "mlp.proj", C, 4 * C);
 }
-static void* blocks_alloc(int L, size_t size) { return callocCheck((size_t)L, size); }
+static inline void* blocks_alloc(int L, size_t size) { return callocCheck((size_t)L, size); }
 
-static BlockP* take_blocks(Arena* a, const char* part, int L, int C) {
+static inline BlockP* take_blocks(Arena* a, const char* part, int L, int C) {
     BlockP* blocks = (BlockP*)blocks_alloc(L, sizeof(BlockP));
     for (int l = 0; l < L; l++) {
         char prefix[48];
@@ -123,7 +123,7 @@ static BlockP* take_blocks(Arena* a, const char* part, int L, int C) {
     return blocks;
 }
 
-static void params_layout(ParamViews* p, Arena* a, const Config* c) {
+static inline void params_layout(ParamViews* p, Arena* a, const Config* c) {
     int Np = config_num_patches(c), PD = config_patch_dim(c);
     a->group = GROUP_VIT;
     take_linear(a, &p->vit.patch, "vit", "patch", c->d_v, PD);
@@ -185,7 +185,7 @@ static void params_layout(ParamViews* p, Arena* a, const Config* c) {
     take_norm(a, &p->capdec.ln_f, "capdec", "ln_f", c->d_g);
 }
 
-static void params_views_free(ParamViews* p) {
+static inline void params_views_free(ParamViews* p) {
     free(p->vit.blocks);
     free(p->adapter.blocks);
     free(p->textenc.blocks);
@@ -230,30 +230,30 @@ typedef struct {
 
 typedef struct { ViTA vit; AdapterA adapter; TextEncA textenc; DiTA dit; CapDecA capdec; } ActViews;
 
-static void take_normA(Arena* a, NormA* n, size_t N, int C) {
+static inline void take_normA(Arena* a, NormA* n, size_t N, int C) {
     n->out = take(a, N * C);
     n->mean = take(a, N);
     n->rstd = take(a, N);
 }
-static void take_self_attnA(Arena* a, SelfAttnA* s, int B, int T, int C, int NH) {
+static inline void take_self_attnA(Arena* a, SelfAttnA* s, int B, int T, int C, int NH) {
     s->qkv = take(a, (size_t)B * T * 3 * C);
     s->att = take(a, (size_t)B * NH * T * T);
     s->atty = take(a, (size_t)B * T * C);
     s->out = take(a, (size_t)B * T * C);
 }
-static void take_cross_attnA(Arena* a, CrossAttnA* s, int B, int T, int S, int C, int NH) {
+static inline void take_cross_attnA(Arena* a, CrossAttnA* s, int B, int T, int S, int C, int NH) {
     s->q = take(a, (size_t)B * T * C);
     s->kv = take(a, (size_t)B * S * 2 * C);
     s->att = take(a, (size_t)B * NH * T * S);
     s->atty = take(a, (size_t)B * T * C);
     s->out = take(a, (size_t)B * T * C);
 }
-static void take_mlpA(Arena* a, MLPA* m, size_t N, int C) {
+static inline void take_mlpA(Arena* a, MLPA* m, size_t N, int C) {
     m->fc = take(a, N * 4 * C);
     m->gelu = take(a, N * 4 * C);
     m->out = take(a, N * C);
 }
-static BlockA* take_blocksA(Arena* a, int L, int B, int T, int C, int NH) {
+static inline BlockA* take_blocksA(Arena* a, int L, int B, int T, int C, int NH) {
     BlockA* blocks = (BlockA*)blocks_alloc(L, sizeof(BlockA));
     size_t N = (size_t)B * T;
     for (int l = 0; l < L; l++) {
@@ -267,7 +267,7 @@ static BlockA* take_blocksA(Arena* a, int L, int B, int T, int C, int NH) {
     return blocks;
 }
 
-static void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
+static inline void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
     int Np = config_num_patches(c), PD = config_patch_dim(c), Nq = c->n_q;
     size_t BNp = (size_t)B * Np, BNq = (size_t)B * Nq;
     // vision encoder
@@ -344,7 +344,7 @@ static void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
     v->capdec.probs = take(a, (size_t)B * c->cap_len * c->vocab);
 }
 
-static void acts_views_free(ActViews* v) {
+static inline void acts_views_free(ActViews* v) {
     free(v->vit.blocks);
     free(v->adapter.blocks);
     free(v->textenc.blocks);
@@ -356,7 +356,7 @@ static void acts_views_free(ActViews* v) {
 // checkpoints: header + all parameters in layout order (doc/formats.md)
 
 // number of parameters a config implies, and (optionally) the tensor table
-static size_t count_params(const Config* c, TensorInfo** table, int* count) {
+static inline size_t count_params(const Config* c, TensorInfo** table, int* count) {
     Arena a = {0};
     a.table = NULL;
     ParamViews views;
@@ -367,7 +367,7 @@ static size_t count_params(const Config* c, TensorInfo** table, int* count) {
     return a.used;
 }
 
-static void checkpoint_write(const char* path, const Config* c, const float* params, size_t num_params) {
+static inline void checkpoint_write(const char* path, const Config* c, const float* params, size_t num_params) {
     // write to a temporary file, then rename: a crash never leaves a half-written checkpoint
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -379,7 +379,7 @@ static void checkpoint_write(const char* path, const Config* c, const float* par
 }
 
 // reads the config of a checkpoint and returns its open file, positioned at the parameters
-static FILE* checkpoint_open(const char* path, Config* c, size_t* num_params) {
+static inline FILE* checkpoint_open(const char* path, Config* c, size_t* num_params) {
     FILE* fp = fopenCheck(path, "rb");
     long size = file_size(fp, path);
     if (size < HEADER_INTS * (long)sizeof(int)) {

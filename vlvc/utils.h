@@ -14,7 +14,7 @@ the caller could forget to check.
 #include <errno.h>
 
 // print a message like printf, then exit(1)
-static void fail(const char* fmt, ...) {
+static inline void fail(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "error: ");
@@ -24,7 +24,7 @@ static void fail(const char* fmt, ...) {
     exit(EXIT_FAILURE);
 }
 
-static FILE* fopen_check(const char* path, const char* mode, const char* file, int line) {
+static inline FILE* fopen_check(const char* path, const char* mode, const char* file, int line) {
     FILE* fp = fopen(path, mode);
     if (fp == NULL) {
         fail("could not open '%s' (mode %s): %s [%s:%d]\n"
@@ -36,7 +36,7 @@ static FILE* fopen_check(const char* path, const char* mode, const char* file, i
 #define fopenCheck(path, mode) fopen_check(path, mode, __FILE__, __LINE__)
 
 // fread that names the file and says "truncated" when the file ends early
-static void fread_check(void* ptr, size_t size, size_t nmemb, FILE* fp, const char* path,
+static inline void fread_check(void* ptr, size_t size, size_t nmemb, FILE* fp, const char* path,
                         const char* file, int line) {
     size_t got = fread(ptr, size, nmemb, fp);
     if (got != nmemb) {
@@ -49,7 +49,7 @@ static void fread_check(void* ptr, size_t size, size_t nmemb, FILE* fp, const ch
 }
 #define freadCheck(ptr, size, nmemb, fp, path) fread_check(ptr, size, nmemb, fp, path, __FILE__, __LINE__)
 
-static void fwrite_check(const void* ptr, size_t size, size_t nmemb, FILE* fp, const char* path,
+static inline void fwrite_check(const void* ptr, size_t size, size_t nmemb, FILE* fp, const char* path,
                          const char* file, int line) {
     if (fwrite(ptr, size, nmemb, fp) != nmemb) {
         fail("writing '%s' failed: %s [%s:%d]\n  is the disk full?", path, strerror(errno), file, line);
@@ -57,7 +57,7 @@ static void fwrite_check(const void* ptr, size_t size, size_t nmemb, FILE* fp, c
 }
 #define fwriteCheck(ptr, size, nmemb, fp, path) fwrite_check(ptr, size, nmemb, fp, path, __FILE__, __LINE__)
 
-static void fclose_check(FILE* fp, const char* path, const char* file, int line) {
+static inline void fclose_check(FILE* fp, const char* path, const char* file, int line) {
     if (fclose(fp) != 0) {
         fail("closing '%s' failed: %s [%s:%d]\n  the data may not be on disk; is the disk full?",
              path, strerror(errno), file, line);
@@ -65,7 +65,7 @@ static void fclose_check(FILE* fp, const char* path, const char* file, int line)
 }
 #define fcloseCheck(fp, path) fclose_check(fp, path, __FILE__, __LINE__)
 
-static void* malloc_check(size_t size, const char* file, int line) {
+static inline void* malloc_check(size_t size, const char* file, int line) {
     void* p = malloc(size == 0 ? 1 : size);
     if (p == NULL) {
         fail("out of memory: could not allocate %.1f MiB [%s:%d]\n"
@@ -75,7 +75,7 @@ static void* malloc_check(size_t size, const char* file, int line) {
 }
 #define mallocCheck(size) malloc_check(size, __FILE__, __LINE__)
 
-static void* calloc_check(size_t nmemb, size_t size, const char* file, int line) {
+static inline void* calloc_check(size_t nmemb, size_t size, const char* file, int line) {
     void* p = calloc(nmemb == 0 ? 1 : nmemb, size == 0 ? 1 : size);
     if (p == NULL) {
         fail("out of memory: could not allocate %.1f MiB [%s:%d]\n"
@@ -86,7 +86,7 @@ static void* calloc_check(size_t nmemb, size_t size, const char* file, int line)
 #define callocCheck(nmemb, size) calloc_check(nmemb, size, __FILE__, __LINE__)
 
 // size of an open file in bytes (the stream is left at its start)
-static long file_size(FILE* fp, const char* path) {
+static inline long file_size(FILE* fp, const char* path) {
     if (fseek(fp, 0, SEEK_END) != 0) { fail("cannot seek in '%s': %s", path, strerror(errno)); }
     long size = ftell(fp);
     if (size < 0 || fseek(fp, 0, SEEK_SET) != 0) { fail("cannot seek in '%s': %s", path, strerror(errno)); }
@@ -95,7 +95,7 @@ static long file_size(FILE* fp, const char* path) {
 
 // isfinite() that survives -Ofast/-ffinite-math-only (which lets the compiler assume it is
 // always true): look at the exponent bits directly
-static int is_finite_float(float x) {
+static inline int is_finite_float(float x) {
     uint32_t bits;
     memcpy(&bits, &x, sizeof bits);
     return ((bits >> 23) & 0xFF) != 0xFF;
