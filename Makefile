@@ -1,7 +1,9 @@
 # vlv.c — build, test, sanitize.
 #   make train_vlv && ./train_vlv      the main job
-#   make test                          everything below: check, test-asan, test-ofast, test-mutants
+#   make test                          everything below
 #   make check                         every check against the PyTorch twin (regenerated when it changes)
+#   make test-data                     the shapes world, tokenizer and image readers
+#   make test-pipeline                 ./train_vlv and ./caption end to end on a tiny model
 #   make test-asan                     the same checks under AddressSanitizer + UBSanitizer
 #   make test-ofast                    the same checks built with -Ofast (fast-math)
 #   make test-mutants                  deliberately broken backwards must make the checks fail
@@ -51,6 +53,13 @@ train_vlv: train_vlv.c $(HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 caption: caption.c train_vlv.c $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# the data and image readers' own tests (dev/)
+dev/test_images: dev/test_images.c $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+dev/test_data: dev/test_data.c $(HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 test_vlv: test_vlv.c train_vlv.c $(HEADERS)
@@ -110,11 +119,21 @@ test-asan: test_vlv_asan $(REFERENCES)
 test-ofast: test_vlv_ofast $(REFERENCES)
 	$(call run_checks,./test_vlv_ofast,ofast)
 
+test-data: dev/test_data dev/test_images
+	@mkdir -p $(TESTDIR)
+	@dev/test_data | tee $(TESTDIR)/data.log; test $${PIPESTATUS[0]} -eq 0
+	@dev/test_images | tee $(TESTDIR)/images.log; test $${PIPESTATUS[0]} -eq 0
+	@cat $(TESTDIR)/data.log $(TESTDIR)/images.log | awk '/^[0-9]+ passed, [0-9]+ failed$$/ { p += $$1; f += $$3 } END { printf "data: %d passed, %d failed\n", p, f; exit f > 0 }' 
+
+# the whole pipeline on a tiny model: stages, resume, evaluation, caption
+test-pipeline: train_vlv caption
+	dev/test_pipeline.sh
+
 test-mutants: $(REFERENCES)
 	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/mutants.sh $(TESTDIR)/small
 
 # all of them, stopping at the first that fails; the last line sums them up
-TEST_PARTS = check test-asan test-ofast test-mutants
+TEST_PARTS = check test-data test-pipeline test-asan test-ofast test-mutants
 test:
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \
@@ -124,7 +143,7 @@ test:
 	awk '/^[a-z]+: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } END { printf "total: %d passed, %d failed\n", p, f; exit f > 0 }' $(TESTDIR)/all.log
 
 clean:
-	rm -f train_vlv caption test_vlv test_vlv_asan test_vlv_ofast
+	rm -f train_vlv caption test_vlv test_vlv_asan test_vlv_ofast dev/test_images dev/test_data
 	rm -rf $(TESTDIR)
 
-.PHONY: test check test-asan test-ofast test-mutants clean
+.PHONY: test check test-data test-pipeline test-asan test-ofast test-mutants clean

@@ -10,7 +10,7 @@ printed here is the C code's own float32 error (or a bug). Per tensor we print t
 absolute error and the worst error relative to the tensor's largest magnitude, and compare
 the latter with a tolerance chosen for that kind of tensor (see TOL_* below).
 */
-#define TESTING
+#define VLV_NO_MAIN
 #include "train_vlv.c"
 #include "vlvc/debug_state.h"
 #include "vlvc/checks.h"

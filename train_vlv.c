@@ -963,10 +963,10 @@ void model_init(Model* m, uint64_t seed) {
 // objectives: stage 0 (T2I), 0b (LM), 1 (VLV through the frozen decoder), 2 (captions)
 
 typedef enum { STAGE0, STAGE0B, STAGE1, STAGE2, NUM_OBJECTIVES } Objective;
-static const char* objective_name[NUM_OBJECTIVES] = { "stage0", "stage0b", "stage1", "stage2" };
+const char* objective_name[NUM_OBJECTIVES] = { "stage0", "stage0b", "stage1", "stage2" };
 
 // the parameter groups each objective trains by default (doc/model.md "Objectives")
-static int objective_groups(Objective o) {
+int objective_groups(Objective o) {
     switch (o) {
         case STAGE0: return 1 << GROUP_TEXTENC | 1 << GROUP_DIT;
         case STAGE0B: return 1 << GROUP_GPT;
@@ -1205,7 +1205,8 @@ void image_context(Model* m, const float* images, float* ctx) {
 }
 
 // Runs the first steps_run steps of the num_steps-step DDIM (eta = 0) schedule on x [B,H,W,3]
-// in place, with classifier-free guidance: out = out_empty + w (out_cond - out_empty).
+// in place, with classifier-free guidance: out = out_empty + w (out_cond - out_empty). The
+// predicted x0 is clipped to the data range [-1, 1] (diffusers' clip_sample), eps is kept.
 void ddim_sample(Model* m, float* x, const float* ctx_cond, const float* ctx_empty, float guidance,
                  int num_steps, int steps_run) {
     const Config* c = &m->config;
@@ -1225,6 +1226,7 @@ void ddim_sample(Model* m, float* x, const float* ctx_cond, const float* ctx_emp
             float eps, x0;
             if (c->prediction == PREDICT_V) { x0 = sa * x[j] - sb * out; eps = sb * x[j] + sa * out; }
             else { eps = out; x0 = (x[j] - sb * eps) / sa; }
+            x0 = fminf(fmaxf(x0, -1.0f), 1.0f); // the data range; early steps divide by sqrt(abar) ~ 0.07
             x[j] = sa_prev * x0 + sb_prev * eps;
         }
     }
@@ -1306,85 +1308,12 @@ void beam_caption(Model* m, int* best, const float* ctx, int beams) {
 }
 
 // ----------------------------------------------------------------------------
-#ifndef TESTING
+#ifndef VLV_NO_MAIN // test_vlv.c and caption.c include this file for its functions
+// the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
+// with train_vlv.cu: vlvc/pipeline.h
+#include "vlvc/pipeline.h"
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// Until the data world and the stage runner land (doc/README), ./train_vlv checks the model
-// end to end: it builds the default-size model from scratch and trains each objective for a
-// few steps on one fixed random batch, printing the loss (which must fall), ms/step and images/s.
 int main(int argc, char** argv) {
-    Config c = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = 64, .cap_len = 24,
-                 .d_v = 128, .L_v = 4, .nh_v = 4, .L_a = 2, .nh_a = 4,
-                 .d_t = 128, .L_t = 2, .nh_t = 4, .d_d = 128, .L_d = 6, .nh_d = 4, .d_freq = 64,
-                 .d_g = 128, .L_g = 4, .nh_g = 4, .prediction = PREDICT_EPS, .n_timesteps = 1000 };
-    int B = 16, steps = 10;
-    for (int i = 1; i < argc; i += 2) {
-        if (i + 1 >= argc) fail("flag %s needs a value (see -h)", argv[i]);
-        char* end;
-        long v = strtol(argv[i + 1], &end, 10);
-        if (*end != '\0' || v < 1 || v > 1000000) fail("flag %s: '%s' is not a positive integer", argv[i], argv[i + 1]);
-        if (strcmp(argv[i], "-b") == 0) { B = (int)v; }
-        else if (strcmp(argv[i], "-n") == 0) { steps = (int)v; }
-        else { fail("unknown flag %s\nusage: %s [-b batch (16)] [-n steps per objective (10)]", argv[i], argv[0]); }
-    }
-    Model m;
-    model_build(&m, &c, B);
-    model_init(&m, 1337);
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
-    printf("vlv.c model check: %zu parameters, %.1f MiB of activations, batch %d, %d threads\n",
-           m.num_params, m.num_acts * 4.0 / (1 << 20), B, threads);
-    for (int gi = 0; gi < NUM_GROUPS; gi++) {
-        size_t n = 0;
-        for (int i = 0; i < m.num_tensors; i++) { if (m.tensors[i].group == gi) { n += m.tensors[i].numel; } }
-        static const char* group_names[NUM_GROUPS] = { "vision encoder", "adapter", "text encoder", "DiT", "prefix MLP", "caption GPT" };
-        printf("  %-15s %9zu parameters\n", group_names[gi], n);
-    }
-    // one fixed random batch: images in [-1, 1], captions of random words
-    size_t img = image_numel(&m);
-    float* images = (float*)mallocCheck(img * sizeof(float));
-    float* noise = (float*)mallocCheck(img * sizeof(float));
-    int* text = (int*)mallocCheck((size_t)B * c.n_q * sizeof(int));
-    int* caption = (int*)mallocCheck((size_t)B * c.cap_len * sizeof(int));
-    int* timesteps = (int*)mallocCheck(B * sizeof(int));
-    uint64_t rng = 42;
-    for (size_t i = 0; i < img; i++) { images[i] = 2.0f * random_uniform(&rng) - 1.0f; noise[i] = random_normal(&rng); }
-    for (int b = 0; b < B; b++) {
-        timesteps[b] = random_u32(&rng) % c.n_timesteps;
-        int words = 1 + random_u32(&rng) % 8;
-        for (int j = 0; j < c.n_q; j++) { text[b * c.n_q + j] = j == 0 ? TOKEN_BOS : j <= words ? TOKEN_FIRST_WORD + random_u32(&rng) % (c.vocab - TOKEN_FIRST_WORD) : j == words + 1 ? TOKEN_EOS : TOKEN_PAD; }
-        for (int j = 0; j < c.cap_len; j++) { caption[b * c.cap_len + j] = j < c.n_q ? text[b * c.n_q + j] : TOKEN_PAD; }
-    }
-    Batch batch = { images, text, caption, noise, timesteps };
-    AdamW opt = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f };
-    int failed = 0;
-    for (int o = 0; o < NUM_OBJECTIVES; o++) {
-        int groups = objective_groups((Objective)o);
-        vlv_reset_optimizer(&m);
-        float first = 0.0f, last = 0.0f;
-        for (int step = 0; step < steps; step++) {
-            double t0 = now_seconds();
-            float loss = vlv_train_step(&m, (Objective)o, &batch, groups, &opt);
-            double ms = (now_seconds() - t0) * 1e3;
-            if (!is_finite_float(loss)) fail("%s step %d: the loss is not finite", objective_name[o], step);
-            if (step == 0) { first = loss; }
-            last = loss;
-            printf("%-7s step %3d/%d | loss %.5f | %7.1f ms/step | %7.1f images/s | ETA %.1f s\n", objective_name[o],
-                   step + 1, steps, loss, ms, B / (ms * 1e-3), ms * 1e-3 * (steps - step - 1));
-        }
-        int fell = last < first;
-        printf("%-7s loss %.5f -> %.5f: %s\n", objective_name[o], first, last, fell ? "falling" : "NOT FALLING");
-        failed |= !fell;
-    }
-    free(images); free(noise); free(text); free(caption); free(timesteps);
-    model_free(&m);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return vlv_main(argc, argv);
 }
 #endif

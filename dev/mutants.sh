@@ -37,6 +37,7 @@ mutants=(
   "AdamW: weight decay on biases and norms too@@float decay = t->ndim >= 2 ?@@float decay = t->ndim >= 1 ?"
   "AdamW: gradient clipping ignored@@if (clip > 1.0f) { clip = 1.0f; }@@clip = 1.0f;"
   "DDIM: x0 from eps with swapped coefficients@@eps = out; x0 = (x[j] - sb * eps) / sa;@@eps = out; x0 = (x[j] - sa * eps) / sb;"
+  "DDIM: predicted x0 not clipped to the data range@@x0 = fminf(fmaxf(x0, -1.0f), 1.0f);@@x0 = x0;"
   "greedy: decoding does not stop at EOS@@if (pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD)) { continue; }@@if (0) { continue; }"
 )
 

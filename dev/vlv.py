@@ -551,6 +551,7 @@ def ddim(model, x, c, c_empty, num_steps, steps_run, w):
         else:
             eps = out
             x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        x0 = x0.clamp(-1.0, 1.0)  # the data range (as diffusers' DDIM clip_sample); ε is kept as predicted
         x = math.sqrt(ab_next) * x0 + math.sqrt(1 - ab_next) * eps
     return x
 
