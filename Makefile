@@ -6,7 +6,10 @@
 #   make test-pipeline                 ./train_vlv and ./caption end to end on a tiny model
 #   make test-asan                     the same checks under AddressSanitizer + UBSanitizer
 #   make test-ofast                    the same checks built with -Ofast (fast-math)
+#   make test-cuemu                    the CUDA code's checks on the CPU, through the emulator dev/cuda/emu
 #   make test-mutants                  deliberately broken backwards must make the checks fail
+#   make cuda                          build every CUDA target with nvcc, warnings as errors (no GPU needed)
+#   make checkcu                       on a GPU machine: test_vlvcu against the references
 # Switches: NO_OMP=1 (no OpenMP), NO_NATIVE=1 (no -march=native), PYTHON=... (a python with torch).
 
 SHELL := /bin/bash
@@ -133,7 +136,7 @@ test-mutants: $(REFERENCES)
 	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/mutants.sh $(TESTDIR)/small
 
 # all of them, stopping at the first that fails; the last line sums them up
-TEST_PARTS = check test-data test-pipeline test-asan test-ofast test-mutants
+TEST_PARTS = check test-data test-pipeline test-asan test-ofast test-cuemu test-mutants
 test:
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \
@@ -142,8 +145,59 @@ test:
 	done; \
 	awk '/^[a-z]+: [0-9]+ passed, [0-9]+ failed$$/ { p += $$2; f += $$4 } END { printf "total: %d passed, %d failed\n", p, f; exit f > 0 }' $(TESTDIR)/all.log
 
+# ---------------------------------------------------------------------------
+# CUDA (doc/cuda.md): train_vlvcu (the pipeline, as train_vlv), test_vlvcu, their cuBLAS
+# variants (the matmul yardstick) and the labs dev/cuda/*.cu, all with warnings as errors.
+# Linking needs no GPU driver. Without nvcc these targets say so and succeed.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+NVCC_ARCH ?= -arch=sm_90
+NVCCFLAGS ?= -O3
+NVCCFLAGS += -std=c++20 $(NVCC_ARCH) -lineinfo -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Xptxas -Werror
+CUDA_LABS = $(patsubst %.cu,%,$(wildcard dev/cuda/*.cu))
+CUDA_BINS = train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas
+
+ifneq ($(NVCC),)
+train_vlvcu: train_vlv.cu $(HEADERS)
+	$(NVCC) $(NVCCFLAGS) -DVLV_PIPELINE -o $@ $< -lstb -lz
+test_vlvcu: test_vlv.cu train_vlv.cu $(HEADERS)
+	$(NVCC) $(NVCCFLAGS) -o $@ $<
+train_vlvcu_cublas: train_vlv.cu $(HEADERS)
+	$(NVCC) $(NVCCFLAGS) -DVLV_PIPELINE -DUSE_CUBLAS -o $@ $< -lstb -lz -lcublas
+test_vlvcu_cublas: test_vlv.cu train_vlv.cu $(HEADERS)
+	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
+$(CUDA_LABS): dev/cuda/%: dev/cuda/%.cu
+	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
+cuda-labs: $(CUDA_LABS)
+cuda: $(CUDA_BINS) cuda-labs
+# on a machine with a GPU: test_vlvcu against the references, as `make check`
+checkcu: test_vlvcu $(REFERENCES)
+	$(call run_checks,./test_vlvcu,checkcu)
+else
+cuda cuda-labs checkcu $(CUDA_BINS) $(CUDA_LABS):
+	@echo "nvcc not found: skipping $@ (install the CUDA toolkit or set NVCC=/path/to/nvcc)"
+endif
+
+# The CUDA code on the CPU, through the emulator dev/cuda/emu: no GPU and no nvcc, any g++
+# with C++20. Every kernel runs; test_vlvcu's checks and the labs' correctness must pass.
+EMU_DIR = build/emu
+EMU_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Wno-unknown-pragmas -Idev/cuda/emu -I.
+EMU_DEPS = dev/cuda/emu/cuda_emu.h dev/cuda/emu/cuda_runtime.h dev/cuda/emu/translate.py
+.PRECIOUS: $(EMU_DIR)/%.cu
+$(EMU_DIR)/%.cu: %.cu $(EMU_DEPS)
+	@mkdir -p $(dir $@)
+	$(PYTHON) dev/cuda/emu/translate.py $< $@
+test_vlvcu_emu: $(EMU_DIR)/test_vlv.cu $(EMU_DIR)/train_vlv.cu $(HEADERS)
+	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
+$(EMU_DIR)/dev/cuda/%: $(EMU_DIR)/dev/cuda/%.cu
+	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
+test-cuemu: test_vlvcu_emu $(REFERENCES) $(addprefix $(EMU_DIR)/,$(CUDA_LABS))
+	@set -e; for lab in $(addprefix $(EMU_DIR)/,$(CUDA_LABS)); do $$lab --check | tail -n 1; done
+	$(call run_checks,./test_vlvcu_emu,cuemu)
+
 clean:
 	rm -f train_vlv caption test_vlv test_vlv_asan test_vlv_ofast dev/test_images dev/test_data
+	rm -f $(CUDA_BINS) $(CUDA_LABS) test_vlvcu_emu
+	rm -rf $(EMU_DIR)
 	rm -rf $(TESTDIR)
 
-.PHONY: test check test-data test-pipeline test-asan test-ofast test-mutants clean
+.PHONY: test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cuda cuda-labs checkcu clean

@@ -11,10 +11,10 @@ printed here is the CUDA code's own float32 error (or a bug). The model lives on
 each check copies what it compares to the host. Beyond test_vlv.c's checks:
   * determinism: each objective's forward and backward run twice must give bit-identical
     activations, loss and gradients, and the AdamW steps run twice bit-identical weights;
-  * the caption-dropout check of test_vlv.c is not repeated: it checks host code that the CUDA
-    build does not use.
+  * inference runs through the host-array functions vlvc/pipeline.h calls (image_context,
+    empty_context, ddim_sample, greedy_caption, beam_caption), as in test_vlv.c.
 */
-#define TESTING
+#define VLV_NO_MAIN
 #include "train_vlv.cu"
 #include "vlvc/debug_state.h"
 #include "vlvc/checks.h"
@@ -67,6 +67,34 @@ static void compare_grads(const DebugState* ds, const Model* m, const float* gra
         for (size_t j = 0; j < t->numel; j++) { nonzero += grads[t->offset + j] != 0.0f; }
     }
     report("frozen parts got no gradient", nonzero == 0, "%s: %zu nonzero gradient entries outside the trained groups", objective, nonzero);
+}
+
+// caption dropout: about p of the captions become exactly the empty caption, the others
+// stay untouched (10,000 captions: the binomial's standard deviation at p = 0.1 is 30)
+static void check_caption_dropout(int N) {
+    int B = 10000;
+    int* tokens = (int*)mallocCheck((size_t)B * N * sizeof(int));
+    int* orig = (int*)mallocCheck((size_t)B * N * sizeof(int));
+    uint64_t rng = 7;
+    for (size_t i = 0; i < (size_t)B * N; i++) { orig[i] = TOKEN_FIRST_WORD + (int)(random_u32(&rng) % 5); }
+    float ps[3] = { 0.0f, 0.1f, 1.0f };
+    for (int k = 0; k < 3; k++) {
+        memcpy(tokens, orig, (size_t)B * N * sizeof(int));
+        int dropped = caption_dropout(tokens, B, N, ps[k], &rng);
+        int counted = 0, wrong = 0;
+        for (int b = 0; b < B; b++) {
+            const int* row = tokens + (size_t)b * N;
+            int is_empty = row[0] == TOKEN_BOS && row[1] == TOKEN_EOS;
+            for (int j = 2; j < N; j++) { is_empty &= row[j] == TOKEN_PAD; }
+            counted += is_empty;
+            if (!is_empty) { wrong += memcmp(row, orig + (size_t)b * N, N * sizeof(int)) != 0; }
+        }
+        int lo = ps[k] == 0.1f ? 900 : (int)(ps[k] * B), hi = ps[k] == 0.1f ? 1100 : (int)(ps[k] * B);
+        report("caption dropout", dropped == counted && wrong == 0 && dropped >= lo && dropped <= hi,
+               "p=%.1f: %d of %d captions empty (expected %d..%d), %d others changed", ps[k], dropped, B, lo, hi, wrong);
+    }
+    free(tokens);
+    free(orig);
 }
 
 // how many of n floats differ in their bits
@@ -203,18 +231,20 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
     }
     free(losses); free(losses2); free(params); free(params2);
 
-    // 3. inference: guided DDIM from the image's context, and greedy captions
+    // 3. inference: guided DDIM from the image's context, greedy captions and beam search,
+    //    through the host-array functions that vlvc/pipeline.h calls
     printf("--- inference\n");
     to_device(m.params, initial, m.num_params * sizeof(float));
-    vlv_forward(&m, STAGE1, &vlv); // computes c_z
-    device_copy(m.ctx_cond, m.a.textenc.ln_f.out, B * Nq * c->d_t * sizeof(float));
-    empty_context(&m, m.ctx_empty);
-    float* x = device_floats(img, "the DDIM sample");
-    to_device(x, debug_state_floats(&ds, "ddim.x_init", img), img * sizeof(float));
-    ddim_sample(&m, x, m.ctx_cond, m.ctx_empty, debug_state_floats(&ds, "ddim.guidance", 1)[0],
+    size_t ctx_n = (size_t)B * Nq * c->d_t;
+    float* ctx_cond = (float*)mallocCheck(ctx_n * sizeof(float));
+    float* ctx_empty = (float*)mallocCheck(ctx_n * sizeof(float));
+    image_context(&m, vlv.images, ctx_cond); // c_z
+    empty_context(&m, ctx_empty);
+    float* x = (float*)mallocCheck(img * sizeof(float));
+    memcpy(x, debug_state_floats(&ds, "ddim.x_init", img), img * sizeof(float));
+    ddim_sample(&m, x, ctx_cond, ctx_empty, debug_state_floats(&ds, "ddim.guidance", 1)[0],
                 debug_state_ints(&ds, "ddim.num_steps", 1)[0], debug_state_ints(&ds, "ddim.steps_run", 1)[0]);
-    compare_device(&ds, "ddim.x_out", x, img, TOL_DDIM);
-    cudaCheck(cudaFree(x));
+    compare_record(&ds, "ddim.x_out", x, img, TOL_DDIM);
     // greedy captions from a caption decoder first fitted to the batch's captions (with random
     // weights every sample repeats one token and never reaches EOS; see dev/vlv.py)
     int fit_steps = debug_state_ints(&ds, "greedy.steps", 1)[0];
@@ -225,16 +255,39 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
     for (int s = 0; s < fit_steps; s++) { fit_losses[s] = vlv_train_step(&m, STAGE2, &vlv, objective_groups(STAGE2), &fit); }
     compare_record(&ds, "greedy.losses", fit_losses, fit_steps, TOL_FIT);
     int* tokens = (int*)mallocCheck(B * Tc * sizeof(int));
-    greedy_caption(&m, tokens, m.ctx_cond);
+    greedy_caption(&m, tokens, ctx_cond);
     const int* ref = debug_state_ints(&ds, "greedy.tokens", B * Tc);
     int same = 0, eos = 0, n = B * (int)Tc;
     for (int i = 0; i < n; i++) { same += tokens[i] == ref[i]; eos += ref[i] == TOKEN_EOS; }
     report("greedy.tokens", same == n, "%d of %d tokens identical; %d of %d captions end with EOS", same, n, eos, B);
+    // beam search: one beam is greedy decoding; more beams give well-formed captions
+    int* beam = (int*)mallocCheck(Tc * sizeof(int));
+    int beam1_same = 0, wellformed = 0, beams = B < 3 ? B : 3;
+    size_t ctx_row = Nq * c->d_t;
+    for (int b = 0; b < B; b++) {
+        const float* ctx_b = ctx_cond + b * ctx_row;
+        beam_caption(&m, beam, ctx_b, 1);
+        beam1_same += memcmp(beam, tokens + b * Tc, Tc * sizeof(int)) == 0;
+        beam_caption(&m, beam, ctx_b, beams);
+        int ok = beam[0] == TOKEN_BOS, ended = 0;
+        for (size_t j = 1; j < Tc; j++) {
+            if (ended) { ok &= beam[j] == TOKEN_PAD; }
+            else if (beam[j] == TOKEN_EOS) { ended = 1; }
+            else { ok &= beam[j] >= TOKEN_FIRST_WORD || beam[j] == TOKEN_UNK || beam[j] == TOKEN_BOS || beam[j] == TOKEN_PAD; }
+        }
+        wellformed += ok;
+    }
+    report("beam search, 1 beam = greedy", beam1_same == B, "%d of %d captions identical", beam1_same, B);
+    report("beam search, several beams", wellformed == B, "%d beams: %d of %d captions well formed (BOS, ..., EOS, PAD...)", beams, wellformed, B);
+    free(beam);
     free(fit_losses);
+
+    check_caption_dropout((int)Nq);
 
     const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ddim.", "greedy.", "end" };
     check_all_records_used(&ds, checked, sizeof checked / sizeof checked[0]);
     free(tokens); free(initial); free(grads1); free(grads2); free(acts1); free(acts2);
+    free(x); free(ctx_cond); free(ctx_empty);
     model_free(&m);
     cuda_scratch_free();
     debug_state_free(&ds);

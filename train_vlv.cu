@@ -40,6 +40,9 @@ hand-written kernel, as a yardstick.
 #include <float.h>
 #include <time.h>
 #include <cuda_runtime.h>
+#ifdef _OPENMP // host code of the pipeline (-Xcompiler -fopenmp)
+#include <omp.h>
+#endif
 #ifdef USE_CUBLAS
 #include <cublas_v2.h>
 #endif
@@ -84,8 +87,8 @@ static float* device_floats(size_t n, const char* what) {
     void* p = NULL;
     cudaError_t err = cudaMalloc(&p, (n ? n : 1) * sizeof(float));
     if (err != cudaSuccess) {
-        fail("out of GPU memory: could not allocate %.1f MiB for %s (%s)\n  use a smaller batch or model",
-             n * 4.0 / (1 << 20), what, cudaGetErrorString(err));
+        fail("could not allocate %.1f MiB of GPU memory for %s: %s%s", n * 4.0 / (1 << 20), what, cudaGetErrorString(err),
+             err == cudaErrorMemoryAllocation ? "\n  use a smaller batch or model" : "");
     }
     return (float*)p;
 }
@@ -1370,8 +1373,8 @@ void capdec_backward(float* dctx, CapDecA* d, const CapDecP* g, const CapDecA* a
 }
 
 // ----------------------------------------------------------------------------
-// host helpers that train_vlv.c defines too. They are host code and belong in vlvc/ (see
-// doc/cuda.md); until they move there, these are copies, kept identical.
+// host helpers that train_vlv.c defines too (vlvc/pipeline.h uses them). They are host code
+// and belong in vlvc/ (see doc/cuda.md); until they move there, these are copies, kept identical.
 
 // random numbers: xorshift* and Box-Muller, the same on every machine
 static uint32_t random_u32(uint64_t* state) {
@@ -1387,10 +1390,10 @@ static float random_normal(uint64_t* state) {
 }
 
 typedef enum { STAGE0, STAGE0B, STAGE1, STAGE2, NUM_OBJECTIVES } Objective;
-static const char* objective_name[NUM_OBJECTIVES] = { "stage0", "stage0b", "stage1", "stage2" };
+const char* objective_name[NUM_OBJECTIVES] = { "stage0", "stage0b", "stage1", "stage2" };
 
 // the parameter groups each objective trains by default (doc/model.md "Objectives")
-static int objective_groups(Objective o) {
+int objective_groups(Objective o) {
     switch (o) {
         case STAGE0: return 1 << GROUP_TEXTENC | 1 << GROUP_DIT;
         case STAGE0B: return 1 << GROUP_GPT;
@@ -1420,6 +1423,17 @@ static void empty_caption(int* row, int n) {
     for (int j = 0; j < n; j++) { row[j] = j == 0 ? TOKEN_BOS : j == 1 ? TOKEN_EOS : TOKEN_PAD; }
 }
 
+// Stage 0's caption dropout: each of the B captions [B, N] becomes the empty caption with
+// probability p, so that the decoder also learns the unconditional prediction that
+// classifier-free guidance steers away from. Returns how many were dropped.
+int caption_dropout(int* tokens, int B, int N, float p, uint64_t* rng) {
+    int dropped = 0;
+    for (int b = 0; b < B; b++) {
+        if (random_uniform(rng) < p) { empty_caption(tokens + (size_t)b * N, N); dropped++; }
+    }
+    return dropped;
+}
+
 // ----------------------------------------------------------------------------
 // the model: all parameters, gradients, AdamW moments and activations, on the device
 
@@ -1430,6 +1444,7 @@ typedef struct {
     float* params;            // [num_params] every part, in checkpoint order
     float* grads;             // [num_params]
     float *m, *v;             // AdamW moments [num_params]
+    float* ema;               // [num_params] moving average of the weights (vlv_ema_update)
     unsigned char* param_info; // [num_params] group of each parameter | 0x80 if weight-decayed (AdamW)
     int adam_step;
     TensorInfo* tensors;      // (host) name, shape, offset and group of each parameter tensor
@@ -1449,6 +1464,7 @@ typedef struct {
     int* tokens;              // [B,N_q] token scratch (the empty caption)
     int* timesteps;           // [B] timestep scratch (sampling)
     int* greedy_tokens;       // [B,T_c] the caption being decoded
+    float* sample_x;          // [B,H,W,3] the image being sampled (ddim_sample)
     // the batch of the last vlv_forward, uploaded: its backward reads these
     float *in_images, *in_noise; // [B,H,W,3]
     int *in_text_tokens, *in_caption_tokens, *in_timesteps; // [B,N_q], [B,T_c], [B]
@@ -1479,10 +1495,12 @@ void model_build(Model* m, const Config* c, int B) {
     m->grads = device_floats(n, "the gradients");
     m->m = device_floats(n, "AdamW's m");
     m->v = device_floats(n, "AdamW's v");
+    m->ema = device_floats(n, "the EMA of the weights");
     cudaCheck(cudaMemset(m->params, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->m, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->v, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m->ema, 0, n * sizeof(float)));
     // per parameter: its group, and whether AdamW decays it (matrices and embeddings)
     unsigned char* info = (unsigned char*)mallocCheck(n);
     for (int i = 0; i < m->num_tensors; i++) {
@@ -1531,6 +1549,7 @@ void model_build(Model* m, const Config* c, int B) {
     m->tokens = device_ints((size_t)B * c->n_q, "the token scratch");
     m->timesteps = device_ints(B, "the timestep scratch");
     m->greedy_tokens = device_ints((size_t)B * c->cap_len, "the decoded tokens");
+    m->sample_x = device_floats(img, "the DDIM sample");
     m->in_images = device_floats(img, "the batch's images");
     m->in_noise = device_floats(img, "the batch's noise");
     m->in_text_tokens = device_ints((size_t)B * c->n_q, "the batch's text tokens");
@@ -1546,7 +1565,7 @@ void model_free(Model* m) {
     params_views_free(&m->frozen);
     acts_views_free(&m->a);
     acts_views_free(&m->d);
-    float* device[] = { m->params, m->grads, m->m, m->v, (float*)m->param_info, m->acts_memory, m->dacts_memory,
+    float* device[] = { m->params, m->grads, m->m, m->v, m->ema, m->sample_x, (float*)m->param_info, m->acts_memory, m->dacts_memory,
                         m->alphas_cumprod, m->pos2d, m->xt, m->target, m->guided, m->ctx_cond, m->ctx_empty,
                         (float*)m->targets, (float*)m->tokens, (float*)m->timesteps, (float*)m->greedy_tokens,
                         m->in_images, m->in_noise, (float*)m->in_text_tokens, (float*)m->in_caption_tokens,
@@ -1557,22 +1576,49 @@ void model_free(Model* m) {
     free(m->int_host);
 }
 
-// builds the model from a checkpoint's config and loads its weights. The weights are read
-// and checked on the host before any device memory is touched.
-void model_load(Model* m, const char* path, int B) {
-    Config c;
-    size_t n;
-    FILE* fp = checkpoint_open(path, &c, &n);
+// the n weights of an open checkpoint, read and checked on the host (the caller frees them)
+static float* read_weights(FILE* fp, const char* path, size_t n) {
     float* host = (float*)mallocCheck(n * sizeof(float));
     freadCheck(host, sizeof(float), n, fp, path);
     fclose(fp);
     for (size_t i = 0; i < n; i++) {
         if (!is_finite_float(host[i])) fail("'%s' holds a NaN or infinite weight (parameter %zu)", path, i);
     }
+    return host;
+}
+
+// builds the model from a checkpoint's config and loads its weights. The weights are read
+// and checked on the host before any device memory is touched.
+void model_load(Model* m, const char* path, int B) {
+    Config c;
+    size_t n;
+    FILE* fp = checkpoint_open(path, &c, &n);
+    float* host = read_weights(fp, path, n);
     model_build(m, &c, B);
     to_device(m->params, host, n * sizeof(float));
     free(host);
 }
+
+// loads a checkpoint's weights into a built model; the configs must match
+void model_load_weights(Model* m, const char* path) {
+    Config c;
+    size_t n;
+    FILE* fp = checkpoint_open(path, &c, &n);
+    if (memcmp(&c, &m->config, sizeof c) != 0) fail("'%s' holds a model of another config", path);
+    float* host = read_weights(fp, path, n);
+    to_device(m->params, host, n * sizeof(float));
+    free(host);
+}
+
+// the model's buffers by number, for the training state: 0 weights, 1 and 2 AdamW's moments,
+// 3 the EMA; read into and written from host arrays of num_params floats
+static float* model_buffer(const Model* m, int which) {
+    float* buffers[4] = { m->params, m->m, m->v, m->ema };
+    if (which < 0 || which > 3) fail("model_buffer: no buffer %d", which);
+    return buffers[which];
+}
+void model_buffer_read(const Model* m, int which, float* out) { to_host(out, model_buffer(m, which), m->num_params * sizeof(float)); }
+void model_buffer_write(Model* m, int which, const float* in) { to_device(model_buffer(m, which), in, m->num_params * sizeof(float)); }
 
 void model_save(const Model* m, const char* path) {
     float* host = (float*)mallocCheck(m->num_params * sizeof(float));
@@ -1781,6 +1827,27 @@ float vlv_update(Model* m, int groups, const AdamW* opt) {
     return norm;
 }
 
+// An exponential moving average of the weights of some groups (stage 0 samples with the
+// decoder's EMA, which is much smoother than the raw weights): ema = d ema + (1 - d) params.
+// decay 0 copies the weights into the EMA (its start). swap exchanges weights and EMA.
+// threads: one per parameter (grid-stride); parameters outside the groups are left alone
+__global__ void ema_kernel(float* ema, float* params, const unsigned char* info, int groups, size_t n, float decay, int swap) {
+    GRID_STRIDE_LOOP(j, n) {
+        if (!(groups >> (info[j] & 0x7f) & 1)) continue;
+        if (swap) { float w = params[j]; params[j] = ema[j]; ema[j] = w; }
+        else { ema[j] = decay * ema[j] + (1.0f - decay) * params[j]; }
+    }
+}
+void vlv_ema_update(Model* m, int groups, float decay) {
+    ema_kernel<<<grid_for(m->num_params), BLOCK>>>(m->ema, m->params, m->param_info, groups, m->num_params, decay, 0);
+    cudaCheckLaunch();
+}
+// exchanges the weights of some groups with their EMA (twice restores them)
+void vlv_ema_swap(Model* m, int groups) {
+    ema_kernel<<<grid_for(m->num_params), BLOCK>>>(m->ema, m->params, m->param_info, groups, m->num_params, 0.0f, 1);
+    cudaCheckLaunch();
+}
+
 // one training step of an objective: zero grads, forward, backward, clip, AdamW. Returns the loss.
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt) {
     vlv_zero_grad(m, groups);
@@ -1792,19 +1859,38 @@ float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, cons
 }
 
 // ----------------------------------------------------------------------------
-// inference: contexts, guided DDIM sampling, greedy captions
+// inference: contexts, guided DDIM sampling, greedy captions, beam search. As in train_vlv.c
+// (and as vlvc/pipeline.h calls them), every array argument is a HOST array; the functions
+// upload and download what they need.
 
-// the context of the empty caption [BOS, EOS, PAD...] for every sample -> out [B,N_q,d_t] (device)
-void empty_context(Model* m, float* out) {
+// the context c of captions: tokens [B,N_q] -> ctx [B,N_q,d_t]
+void text_context(Model* m, const int* tokens, float* ctx) {
     const Config* c = &m->config;
-    for (int b = 0; b < m->B; b++) { empty_caption(m->int_host + (size_t)b * c->n_q, c->n_q); }
-    to_device(m->tokens, m->int_host, (size_t)m->B * c->n_q * sizeof(int));
+    check_tokens(tokens, (size_t)m->B * c->n_q, c->vocab, "text tokens");
+    to_device(m->tokens, tokens, (size_t)m->B * c->n_q * sizeof(int));
     textenc_forward(&m->a.textenc, m->tokens, NULL, &m->p.textenc, c, m->B);
-    device_copy(out, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
+    to_host(ctx, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
+}
+
+// the context of the empty caption [BOS, EOS, PAD...] for every sample -> ctx [B,N_q,d_t]
+void empty_context(Model* m, float* ctx) {
+    for (int b = 0; b < m->B; b++) { empty_caption(m->int_host + (size_t)b * m->config.n_q, m->config.n_q); }
+    text_context(m, m->int_host, ctx);
+}
+
+// the context c = TextEnc(z) of images: [B,H,W,3] -> ctx [B,N_q,d_t] (what VLV encodes an image to)
+void image_context(Model* m, const float* images, float* ctx) {
+    const Config* c = &m->config;
+    to_device(m->in_images, images, image_numel(m) * sizeof(float));
+    vit_forward(&m->a.vit, m->in_images, &m->p.vit, c, m->B);
+    adapter_forward(&m->a.adapter, m->a.vit.ln_f.out, &m->p.adapter, c, m->B);
+    textenc_forward(&m->a.textenc, NULL, m->a.adapter.z, &m->p.textenc, c, m->B);
+    to_host(ctx, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
 }
 
 // one guided DDIM update of x in place: out = out_empty + w (out_cond - out_empty), then
-// x0 and eps from it (eps- or v-prediction), then x = sqrt(abar') x0 + sqrt(1 - abar') eps
+// x0 and eps from it (eps- or v-prediction), x0 clipped to the data range [-1, 1] (diffusers'
+// clip_sample; eps is kept), then x = sqrt(abar') x0 + sqrt(1 - abar') eps
 // threads: one per element of the image batch
 __global__ void ddim_step_kernel(float* x, const float* out_cond, const float* out_empty, size_t n, float guidance,
                                  float sa, float sb, float sa_prev, float sb_prev, int predict_v) {
@@ -1813,30 +1899,37 @@ __global__ void ddim_step_kernel(float* x, const float* out_cond, const float* o
         float eps, x0;
         if (predict_v) { x0 = sa * x[j] - sb * out; eps = sb * x[j] + sa * out; }
         else { eps = out; x0 = (x[j] - sb * eps) / sa; }
+        x0 = fminf(fmaxf(x0, -1.0f), 1.0f); // the data range; early steps divide by sqrt(abar) ~ 0.07
         x[j] = sa_prev * x0 + sb_prev * eps;
     }
 }
 // Runs the first steps_run steps of the num_steps-step DDIM (eta = 0) schedule on x [B,H,W,3]
-// (device) in place, with classifier-free guidance: out = out_empty + w (out_cond - out_empty).
+// in place, with classifier-free guidance: out = out_empty + w (out_cond - out_empty). The
+// predicted x0 is clipped to the data range [-1, 1] (diffusers' clip_sample), eps is kept.
+// x, ctx_cond and ctx_empty [B,N_q,d_t] are host arrays; the sampling runs on the device.
 void ddim_sample(Model* m, float* x, const float* ctx_cond, const float* ctx_empty, float guidance,
                  int num_steps, int steps_run) {
     const Config* c = &m->config;
-    size_t n = image_numel(m);
+    size_t n = image_numel(m), ctx = (size_t)m->B * c->n_q * c->d_t;
     int delta = c->n_timesteps / num_steps;
     if (delta < 1) fail("ddim: %d steps is more than the %d diffusion timesteps", num_steps, c->n_timesteps);
+    to_device(m->sample_x, x, n * sizeof(float));
+    to_device(m->ctx_cond, ctx_cond, ctx * sizeof(float));
+    to_device(m->ctx_empty, ctx_empty, ctx * sizeof(float));
     for (int i = 0; i < steps_run && i < num_steps; i++) {
         int t = (num_steps - 1 - i) * delta, t_prev = t - delta;
         for (int b = 0; b < m->B; b++) { m->int_host[b] = t; }
         to_device(m->timesteps, m->int_host, m->B * sizeof(int));
-        dit_forward(&m->a.dit, x, m->timesteps, ctx_cond, &m->p.dit, m->pos2d, c, m->B);
+        dit_forward(&m->a.dit, m->sample_x, m->timesteps, m->ctx_cond, &m->p.dit, m->pos2d, c, m->B);
         device_copy(m->guided, m->a.dit.out, n * sizeof(float));
-        dit_forward(&m->a.dit, x, m->timesteps, ctx_empty, &m->p.dit, m->pos2d, c, m->B);
+        dit_forward(&m->a.dit, m->sample_x, m->timesteps, m->ctx_empty, &m->p.dit, m->pos2d, c, m->B);
         float ab = m->alphas_cumprod_host[t], ab_prev = t_prev >= 0 ? m->alphas_cumprod_host[t_prev] : 1.0f;
         float sa = sqrtf(ab), sb = sqrtf(1.0f - ab), sa_prev = sqrtf(ab_prev), sb_prev = sqrtf(1.0f - ab_prev);
-        ddim_step_kernel<<<grid_for(n), BLOCK>>>(x, m->guided, m->a.dit.out, n, guidance, sa, sb, sa_prev, sb_prev,
-                                                 c->prediction == PREDICT_V);
+        ddim_step_kernel<<<grid_for(n), BLOCK>>>(m->sample_x, m->guided, m->a.dit.out, n, guidance, sa, sb, sa_prev,
+                                                 sb_prev, c->prediction == PREDICT_V);
         cudaCheckLaunch();
     }
+    to_host(x, m->sample_x, n * sizeof(float));
 }
 
 // the next token of each unfinished caption: argmax of the logits row pos-1, the lowest index
@@ -1864,23 +1957,87 @@ __global__ void greedy_next_kernel(int* tokens, const float* logits, int B, int 
     }
     if (lane == 0) { tokens[b * Tc + pos] = best_i; }
 }
-// greedy decoding from the context ctx [B,N_q,d_t] (device): tokens [B,T_c] (host) = BOS,
-// argmax... until EOS, PAD after. The tokens stay on the device between positions.
+// greedy decoding from the context ctx [B,N_q,d_t]: tokens [B,T_c] = BOS, argmax... until EOS,
+// PAD after. Host arrays; the tokens stay on the device between positions.
 void greedy_caption(Model* m, int* tokens, const float* ctx) {
     const Config* c = &m->config;
     int Tc = c->cap_len, V = c->vocab;
     for (int i = 0; i < m->B * Tc; i++) { tokens[i] = i % Tc == 0 ? TOKEN_BOS : TOKEN_PAD; }
     to_device(m->greedy_tokens, tokens, (size_t)m->B * Tc * sizeof(int));
+    to_device(m->ctx_cond, ctx, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
     for (int pos = 1; pos < Tc; pos++) {
-        capdec_forward(&m->a.capdec, ctx, m->greedy_tokens, &m->p.capdec, c, m->B);
+        capdec_forward(&m->a.capdec, m->ctx_cond, m->greedy_tokens, &m->p.capdec, c, m->B);
         greedy_next_kernel<<<ceil_div(m->B, BLOCK / 32), BLOCK>>>(m->greedy_tokens, m->a.capdec.logits, m->B, Tc, V, pos);
         cudaCheckLaunch();
     }
     to_host(tokens, m->greedy_tokens, (size_t)m->B * Tc * sizeof(int));
 }
 
+// Beam search for one image's context ctx [N_q,d_t] (host), with the model's batch rows as the
+// beams (beams <= B). Keeps the `beams` captions of highest total log-probability; a caption
+// that emits EOS is finished and keeps its score. Writes the best finished caption (or, if
+// none finished, the best one) to best [T_c] (host). beams = 1 is greedy decoding. The
+// bookkeeping is train_vlv.c's host code; each position runs the caption decoder on the
+// device and brings its logits [B,T_c,V] back.
+void beam_caption(Model* m, int* best, const float* ctx, int beams) {
+    const Config* c = &m->config;
+    int Tc = c->cap_len, V = c->vocab, B = m->B;
+    size_t ctx_row = (size_t)c->n_q * c->d_t;
+    if (beams < 1 || beams > B || beams > 64) fail("beam search: %d beams; at most 64 and the model's batch (%d)", beams, B);
+    for (int b = 0; b < B; b++) { to_device(m->ctx_cond + b * ctx_row, ctx, ctx_row * sizeof(float)); }
+    int* seqs = (int*)mallocCheck((size_t)2 * B * Tc * sizeof(int)); // current and next beams
+    int* next = seqs + (size_t)B * Tc;
+    float* score = (float*)mallocCheck(2 * B * sizeof(float));
+    float* next_score = score + B;
+    float* logits = (float*)mallocCheck((size_t)B * Tc * V * sizeof(float));
+    for (int i = 0; i < B * Tc; i++) { seqs[i] = i % Tc == 0 ? TOKEN_BOS : TOKEN_PAD; }
+    int live = 1; // beams in use
+    score[0] = 0.0f;
+    for (int pos = 1; pos < Tc; pos++) {
+        to_device(m->greedy_tokens, seqs, (size_t)B * Tc * sizeof(int));
+        capdec_forward(&m->a.capdec, m->ctx_cond, m->greedy_tokens, &m->p.capdec, c, B);
+        to_host(logits, m->a.capdec.logits, (size_t)B * Tc * V * sizeof(float));
+        // candidates (beam, token, score); a finished beam is one candidate with token -1
+        int n_next = 0, cand_beam[64], cand_token[64];
+        for (int b = 0; b < live; b++) {
+            int prev = seqs[b * Tc + pos - 1];
+            int finished = pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD);
+            const float* row = logits + ((size_t)b * Tc + pos - 1) * V;
+            float maxv = -FLT_MAX, sum = 0.0f;
+            for (int v = 0; v < V; v++) { if (row[v] > maxv) { maxv = row[v]; } }
+            for (int v = 0; v < V; v++) { sum += expf(row[v] - maxv); }
+            float log_norm = maxv + logf(sum);
+            for (int v = finished ? -1 : 0; v < (finished ? 0 : V); v++) {
+                float sc = finished ? score[b] : score[b] + row[v] - log_norm;
+                // keep the top `beams` candidates sorted by score (insertion; when full, the last drops)
+                if (n_next == beams && sc <= next_score[beams - 1]) { continue; }
+                int at = n_next < beams ? n_next++ : beams - 1;
+                for (; at > 0 && next_score[at - 1] < sc; at--) {
+                    next_score[at] = next_score[at - 1]; cand_beam[at] = cand_beam[at - 1]; cand_token[at] = cand_token[at - 1];
+                }
+                next_score[at] = sc; cand_beam[at] = b; cand_token[at] = v;
+            }
+        }
+        for (int k = 0; k < n_next; k++) {
+            memcpy(next + k * Tc, seqs + cand_beam[k] * Tc, Tc * sizeof(int));
+            next[k * Tc + pos] = cand_token[k] < 0 ? TOKEN_PAD : cand_token[k];
+        }
+        memcpy(seqs, next, (size_t)n_next * Tc * sizeof(int));
+        memcpy(score, next_score, n_next * sizeof(float));
+        live = n_next;
+    }
+    int pick = 0; // beams are sorted by score: the first finished one, else the first
+    for (int b = live - 1; b >= 0; b--) {
+        for (int j = 1; j < Tc; j++) { if (seqs[b * Tc + j] == TOKEN_EOS) { pick = b; } }
+    }
+    memcpy(best, seqs + pick * Tc, Tc * sizeof(int));
+    free(seqs);
+    free(score);
+    free(logits);
+}
+
 // ----------------------------------------------------------------------------
-#ifndef TESTING
+#ifndef VLV_NO_MAIN // test_vlv.cu includes this file for its functions
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -1888,12 +2045,12 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// As train_vlv.c's main for now (this function will follow it when the CPU side gets its
-// command line and data pipeline): build the default-size model from scratch and train each
-// objective for a few steps on one fixed random batch, printing the loss (which must fall),
-// ms/step and images/s; then one summary line per objective, averaged over the steps after
-// the first (which pays for warm-up), for dev/gpu_check.sh.
-int main(int argc, char** argv) {
+// ./train_vlvcu --model-check [-b batch] [-n steps]: the model check train_vlv.c had before its
+// pipeline: build the default-size model from scratch and train each objective for a few steps
+// on one fixed random batch, printing the loss (which must fall), ms/step and images/s; then
+// one summary line per objective, averaged over the steps after the first (which pays for
+// warm-up): dev/gpu_check.sh's speed benchmark.
+static int model_check(int argc, char** argv) {
     Config c = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = 64, .cap_len = 24,
                  .d_v = 128, .L_v = 4, .nh_v = 4, .L_a = 2, .nh_a = 4,
                  .d_t = 128, .L_t = 2, .nh_t = 4, .d_d = 128, .L_d = 6, .nh_d = 4, .d_freq = 64,
@@ -1906,7 +2063,7 @@ int main(int argc, char** argv) {
         if (*end != '\0' || v < 1 || v > 1000000) fail("flag %s: '%s' is not a positive integer", argv[i], argv[i + 1]);
         if (strcmp(argv[i], "-b") == 0) { B = (int)v; }
         else if (strcmp(argv[i], "-n") == 0) { steps = (int)v; }
-        else { fail("unknown flag %s\nusage: %s [-b batch (16)] [-n steps per objective (10)]", argv[i], argv[0]); }
+        else { fail("unknown flag %s\nusage: train_vlvcu --model-check [-b batch (16)] [-n steps per objective (10)]", argv[i]); }
     }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
@@ -1971,4 +2128,25 @@ int main(int argc, char** argv) {
     cuda_scratch_free();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+#ifdef VLV_PIPELINE
+// the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
+// with train_vlv.c: vlvc/pipeline.h. It needs stb_image and zlib (link -lstb -lz). Its `= {0}`
+// initializers trip g++'s -Wmissing-field-initializers as model.h's do (doc/cuda.md).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include "vlvc/pipeline.h"
+#pragma GCC diagnostic pop
+int main(int argc, char** argv) {
+    if (argc > 1 && strcmp(argv[1], "--model-check") == 0) { return model_check(argc - 1, argv + 1); }
+    return vlv_main(argc, argv);
+}
+#else
+// built without the pipeline (no -DVLV_PIPELINE: where stb_image and zlib are missing), the
+// program is the model check alone
+int main(int argc, char** argv) {
+    if (argc > 1 && strcmp(argv[1], "--model-check") == 0) { argc--; argv++; }
+    return model_check(argc, argv);
+}
+#endif
 #endif

@@ -12,7 +12,10 @@
 #      C -> PyTorch -> C, the readers; test_vlvcu_cublas on small and awkward
 #   5. each lab's correctness (dev/cuda/LAB --check)
 #   6. speed: images/s of each objective's training step on the default model at batch 32:
-#      train_vlvcu (hand-written), train_vlvcu_cublas, PyTorch eager and torch.compile
+#      train_vlvcu --model-check (hand-written), train_vlvcu_cublas, PyTorch eager and
+#      torch.compile; then, where train_vlvcu has the shared pipeline (stb_image and zlib
+#      present), the tiny end-to-end run of dev/test_pipeline.sh on the GPU and on the CPU
+#      (train_vlv), whose RESULT lines must agree
 #   7. while time is left: the labs' timing tables, then compute-sanitizer memcheck on
 #      test_vlvcu small
 #
@@ -45,7 +48,7 @@ record() {
     case "$2" in ok|skipped) ;; *) FAILED=1 ;; esac
 }
 # why LOG: the first line of LOG that says what went wrong, shortened
-why() { grep -m1 -E '^FAIL|[Ee]rror|TIMED OUT|Traceback' "$1" 2>/dev/null | cut -c1-90; }
+why() { grep -m1 -E '^FAIL|[Ee]rror|TIMED OUT|Traceback|failed' "$1" 2>/dev/null | cut -c1-90; }
 # run LOG LIMIT CMD...: runs CMD with a time limit, appending its output to LOG; returns its status
 run() {
     local log=$1 limit=$2; shift 2
@@ -75,9 +78,13 @@ record "environment" ok "${GPU:-no nvidia-smi}; $(nvcc --version 2>/dev/null | g
 #    warnings shown but not fatal, so that the checks still run. Either way: -arch=sm_90.
 LABS=$(ls dev/cuda/*.cu 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.cu$//')
 NVCC_FLAGS="-O3 -std=c++20 -arch=sm_90 -lineinfo -Xcompiler -Wall,-Wextra"
+# the shared pipeline (vlvc/pipeline.h) needs stb_image and zlib; without them train_vlvcu is
+# the model check alone
+PIPELINE=""
+[ -f /usr/include/stb/stb_image.h ] && [ -f /usr/include/zlib.h ] && PIPELINE="-DVLV_PIPELINE -lstb -lz"
 build_direct() {
     local pids=() rc=0
-    nvcc $NVCC_FLAGS -o train_vlvcu train_vlv.cu & pids+=($!)
+    nvcc $NVCC_FLAGS $PIPELINE -o train_vlvcu train_vlv.cu & pids+=($!)
     nvcc $NVCC_FLAGS -o test_vlvcu test_vlv.cu & pids+=($!)
     nvcc $NVCC_FLAGS -DUSE_CUBLAS -o train_vlvcu_cublas train_vlv.cu -lcublas & pids+=($!)
     nvcc $NVCC_FLAGS -DUSE_CUBLAS -o test_vlvcu_cublas test_vlv.cu -lcublas & pids+=($!)
@@ -85,7 +92,7 @@ build_direct() {
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     return $rc
 }
-export -f build_direct; export NVCC_FLAGS LABS
+export -f build_direct; export NVCC_FLAGS LABS PIPELINE
 t0=$SECONDS
 rm -f train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas
 for lab in $LABS; do rm -f dev/cuda/$lab; done
@@ -185,8 +192,8 @@ ips_c() { # images/s of an objective from a train_vlvcu log's summary line
 }
 for bin in train_vlvcu train_vlvcu_cublas; do
     if [ -x $bin ]; then
-        run "$WORK/bench_$bin.log" 120 ./$bin -b $BATCH -n $STEPS
-        rc=$?; { echo "=== $bin -b $BATCH -n $STEPS"; cat "$WORK/bench_$bin.log"; } >> "$LOGDIR/bench.log"
+        run "$WORK/bench_$bin.log" 120 ./$bin --model-check -b $BATCH -n $STEPS
+        rc=$?; { echo "=== $bin --model-check -b $BATCH -n $STEPS"; cat "$WORK/bench_$bin.log"; } >> "$LOGDIR/bench.log"
         if [ $rc -eq 0 ]; then record "speed: $bin" ok "every loss falls"; else record "speed: $bin" FAILED "rc=$rc: $(why "$WORK/bench_$bin.log")"; fi
     else
         record "speed: $bin" skipped "not built"
@@ -202,6 +209,36 @@ else
     record "speed: PyTorch eager + compile" skipped "no time left"
 fi
 ips_torch() { awk -v m="$1" -v s="$2" '$1 == "RESULT" && $2 == m && $3 == s { print $5 }' "$WORK/bench_torch.log" 2>/dev/null | tail -n 1; }
+
+# the shared pipeline end to end: dev/test_pipeline.sh's tiny run on the GPU and on the CPU
+TINY="--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16 --d_v 32 --d_t 32 --d_d 32 --d_g 32
+      --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1 --nh_v 2 --nh_a 2 --nh_t 2 --nh_d 2 --nh_g 2 --d_freq 16
+      --eval_n 16 --sample_steps 4 --log_every 5 --eval_every 15 --ckpt_every 10 --baseline 1 --threads 1"
+if [ -z "$PIPELINE" ] || ! ./train_vlvcu --help 2>&1 | grep -q -- '--steps0'; then
+    record "pipeline: tiny run, GPU vs CPU" skipped "train_vlvcu built without the pipeline (no stb_image/zlib)"
+elif [ "$(left)" -lt 90 ]; then
+    record "pipeline: tiny run, GPU vs CPU" skipped "no time left"
+else
+    run "$WORK/pipe_cpu_build.log" 60 make train_vlv; cat "$WORK/pipe_cpu_build.log" >> "$LOGDIR/build.log"
+    run "$WORK/pipe_gpu.log" 60 ./train_vlvcu $TINY --out "$WORK/pipe_gpu"
+    rc_gpu=$?
+    run "$WORK/pipe_cpu.log" 60 ./train_vlv $TINY --out "$WORK/pipe_cpu"
+    rc_cpu=$?
+    { echo "=== pipeline, GPU"; cat "$WORK/pipe_gpu.log"; echo "=== pipeline, CPU"; cat "$WORK/pipe_cpu.log"; } >> "$LOGDIR/bench.log"
+    # every logged loss within 1e-3 (relative) of the CPU's; the RESULT lines are shown (their
+    # exact counts may legitimately differ where a caption decision is a near-tie)
+    r_gpu=$(grep '^RESULT' "$WORK/pipe_gpu.log" | sed 's/ minutes=.*//'); r_cpu=$(grep '^RESULT' "$WORK/pipe_cpu.log" | sed 's/ minutes=.*//')
+    worst=$(paste <(grep -o 'step .*loss [0-9.]*' "$WORK/pipe_gpu.log" | grep -o '[0-9.]*$') \
+                  <(grep -o 'step .*loss [0-9.]*' "$WORK/pipe_cpu.log" | grep -o '[0-9.]*$') |
+            awk 'NF == 2 { d = ($1 - $2) / ($2 > 0 ? $2 : 1); if (d < 0) d = -d; if (d > w) w = d; n++ } NF != 2 { bad = 1 }
+                 END { if (bad || n == 0) print "mismatch"; else printf "%.1e", w }')
+    same=$([ "$r_gpu" = "$r_cpu" ] && echo "same RESULT" || echo "RESULT differs: GPU ${r_gpu#RESULT } | CPU ${r_cpu#RESULT }")
+    if [ $rc_gpu -ne 0 ] || [ -z "$r_gpu" ]; then record "pipeline: tiny run, GPU vs CPU" FAILED "rc=$rc_gpu: $(why "$WORK/pipe_gpu.log")"
+    elif [ -z "$r_cpu" ]; then record "pipeline: tiny run, GPU vs CPU" ok "GPU ${r_gpu#RESULT }; no CPU run to compare (pipe_cpu: $(why "$WORK/pipe_cpu.log"))"
+    elif [ "$worst" != "mismatch" ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-3) }'; then
+        record "pipeline: tiny run, GPU vs CPU" ok "logged losses within $worst; $same"
+    else record "pipeline: tiny run, GPU vs CPU" FAILED "logged losses differ ($worst); $same"; fi
+fi
 
 # ---------------------------------------------------------------------------------------------
 # the labs' timing tables (each lab run in full: its correctness sweep again, then its table),

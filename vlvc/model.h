@@ -357,7 +357,8 @@ static inline void acts_views_free(ActViews* v) {
 
 // number of parameters a config implies, and (optionally) the tensor table
 static inline size_t count_params(const Config* c, TensorInfo** table, int* count) {
-    Arena a = {0};
+    Arena a;
+    memset(&a, 0, sizeof a);
     a.table = NULL;
     ParamViews views;
     if (table) { a.table = (TensorInfo*)mallocCheck(sizeof(TensorInfo)); a.capacity = 1; }

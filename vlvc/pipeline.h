@@ -477,7 +477,8 @@ static void conditioning_gap(Run* r, float* with_caption, float* without) {
 
 // text-to-image: draws the captions of held-out scenes, the oracle reads them back
 static Score eval_t2i(Run* r, const char* grid) {
-    Score sc = {0};
+    Score sc;
+    memset(&sc, 0, sizeof sc);
     for (int first = 0; first < r->s.eval_n; first += r->B) {
         uint64_t rng = 0;
         make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
@@ -520,7 +521,9 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
         for (int b = 0; b < r->B && first + b < r->s.eval_n; b++) {
             char text[CAPTION_MAX];
             vocab_decode(&r->vocab, r->generated + (size_t)b * c->cap_len, c->cap_len, text, sizeof text);
-            Scene said = {0}, seen = {0};
+            Scene said, seen;
+            memset(&said, 0, sizeof said);
+            memset(&seen, 0, sizeof seen);
             if (!caption_parse(&said, text)) { said.n = -1; } // ungrammatical: scores as wrong
             score_add(captions, &r->truth[b], &said);
             fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], text);
