@@ -18,8 +18,7 @@ each check copies what it compares to the host. Beyond test_vlv.c's checks:
 #include "train_vlv.cu"
 #include "vlvc/debug_state.h"
 #include "vlvc/checks.h"
-#include <sys/wait.h>
-#include <unistd.h>
+#include "vlvc/host_checks.h"
 
 // a host copy of n device floats (the caller frees it)
 static float* host_floats(const float* device, size_t n) {
@@ -67,41 +66,6 @@ static void compare_grads(const DebugState* ds, const Model* m, const float* gra
         for (size_t j = 0; j < t->numel; j++) { nonzero += grads[t->offset + j] != 0.0f; }
     }
     report("frozen parts got no gradient", nonzero == 0, "%s: %zu nonzero gradient entries outside the trained groups", objective, nonzero);
-}
-
-// caption dropout: about p of the captions become exactly the empty caption, the others
-// stay untouched (10,000 captions: the binomial's standard deviation at p = 0.1 is 30)
-static void check_caption_dropout(int N) {
-    int B = 10000;
-    int* tokens = (int*)mallocCheck((size_t)B * N * sizeof(int));
-    int* orig = (int*)mallocCheck((size_t)B * N * sizeof(int));
-    uint64_t rng = 7;
-    for (size_t i = 0; i < (size_t)B * N; i++) { orig[i] = TOKEN_FIRST_WORD + (int)(random_u32(&rng) % 5); }
-    float ps[3] = { 0.0f, 0.1f, 1.0f };
-    for (int k = 0; k < 3; k++) {
-        memcpy(tokens, orig, (size_t)B * N * sizeof(int));
-        int dropped = caption_dropout(tokens, B, N, ps[k], &rng);
-        int counted = 0, wrong = 0;
-        for (int b = 0; b < B; b++) {
-            const int* row = tokens + (size_t)b * N;
-            int is_empty = row[0] == TOKEN_BOS && row[1] == TOKEN_EOS;
-            for (int j = 2; j < N; j++) { is_empty &= row[j] == TOKEN_PAD; }
-            counted += is_empty;
-            if (!is_empty) { wrong += memcmp(row, orig + (size_t)b * N, N * sizeof(int)) != 0; }
-        }
-        int lo = ps[k] == 0.1f ? 900 : (int)(ps[k] * B), hi = ps[k] == 0.1f ? 1100 : (int)(ps[k] * B);
-        report("caption dropout", dropped == counted && wrong == 0 && dropped >= lo && dropped <= hi,
-               "p=%.1f: %d of %d captions empty (expected %d..%d), %d others changed", ps[k], dropped, B, lo, hi, wrong);
-    }
-    free(tokens);
-    free(orig);
-}
-
-// how many of n floats differ in their bits
-static size_t bits_differ(const float* a, const float* b, size_t n) {
-    size_t differ = 0;
-    for (size_t i = 0; i < n; i++) { differ += memcmp(&a[i], &b[i], sizeof(float)) != 0; }
-    return differ;
 }
 
 static int run_model_checks(const char* ckpt, const char* state_path, const char* save_trained) {
@@ -299,109 +263,11 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
 // They run here too because model_load differs: it validates the weights on the host before
 // touching the device, and must reject the same broken files with the same messages.
 
-// two checkpoints must hold the same config and the same bits (the C -> PyTorch -> C round trip)
-static void run_compare(const char* a_path, const char* b_path) {
-    Config ca, cb;
-    size_t na, nb;
-    FILE* fa = checkpoint_open(a_path, &ca, &na);
-    FILE* fb = checkpoint_open(b_path, &cb, &nb);
-    report("round trip keeps the config", memcmp(&ca, &cb, sizeof ca) == 0 && na == nb, "%s vs %s", a_path, b_path);
-    if (na == nb) {
-        float* pa = (float*)mallocCheck(na * sizeof(float));
-        float* pb = (float*)mallocCheck(nb * sizeof(float));
-        freadCheck(pa, sizeof(float), na, fa, a_path);
-        freadCheck(pb, sizeof(float), nb, fb, b_path);
-        size_t differ = bits_differ(pa, pb, na);
-        report("round trip keeps every weight's bits", differ == 0, "%zu of %zu weights differ", differ, na);
-        free(pa); free(pb);
-    }
-    fclose(fa);
-    fclose(fb);
-}
-
-// bad input: every reader must reject a broken file with a message and exit status 1,
-// never crash. Each case runs in a child process, since the readers exit on failure. This
-// mode never initializes CUDA in the parent (a forked child could not use it).
-static void copy_bytes(const char* src, const char* dst, long keep, long patch_at, int patch_value) {
-    FILE* in = fopenCheck(src, "rb");
-    long size = file_size(in, src);
-    char* buf = (char*)mallocCheck(size + 16);
-    freadCheck(buf, 1, size, in, src);
-    fclose(in);
-    if (keep < 0) { keep = size + (-keep - 1); memset(buf + size, 0, 16); } // keep = -1 - extra: append zeros
-    if (patch_at >= 0) { memcpy(buf + patch_at, &patch_value, sizeof(int)); }
-    FILE* out = fopenCheck(dst, "wb");
-    fwriteCheck(buf, 1, keep, out, dst);
-    fcloseCheck(out, dst);
-    free(buf);
-}
-
-static void expect_rejected(const char* what, const char* path, int is_checkpoint, const char* expect_in_message) {
-    int pipefd[2];
-    if (pipe(pipefd) != 0) fail("pipe failed");
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) fail("fork failed");
-    if (pid == 0) {
-        dup2(pipefd[1], STDERR_FILENO);
-        close(pipefd[0]);
-        if (is_checkpoint) { Model m; model_load(&m, path, 1); }
-        else { DebugState ds; debug_state_load(&ds, path); }
-        _exit(0); // accepted: the check below fails
-    }
-    close(pipefd[1]);
-    char msg[1024] = {0};
-    size_t len = 0;
-    ssize_t r;
-    while ((r = read(pipefd[0], msg + len, sizeof msg - 1 - len)) > 0) { len += r; }
-    close(pipefd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    int exited_1 = WIFEXITED(status) && WEXITSTATUS(status) == 1;
-    int says = strstr(msg, expect_in_message) != NULL && strstr(msg, path) != NULL;
-    char* nl = strchr(msg, '\n');
-    if (nl) { *nl = '\0'; }
-    report(what, exited_1 && says, "%s", exited_1 ? msg : WIFSIGNALED(status) ? "CRASHED" : "ACCEPTED");
-}
-
-static void run_reader_checks(const char* ckpt, const char* state) {
-    char tmp[4096]; // next to the checkpoint, so that parallel runs do not collide
-    snprintf(tmp, sizeof tmp, "%s.cubroken", ckpt);
-    expect_rejected("checkpoint: missing file", "/nonexistent/vlv.bin", 1, "could not open");
-    copy_bytes(ckpt, tmp, 100, -1, 0);
-    expect_rejected("checkpoint: shorter than its header", tmp, 1, "truncated");
-    FILE* fp = fopenCheck(ckpt, "rb");
-    long size = file_size(fp, ckpt);
-    fclose(fp);
-    copy_bytes(ckpt, tmp, size - 4, -1, 0);
-    expect_rejected("checkpoint: truncated by 4 bytes", tmp, 1, "truncated");
-    copy_bytes(ckpt, tmp, -1 - 8, -1, 0);
-    expect_rejected("checkpoint: trailing bytes", tmp, 1, "trailing data");
-    copy_bytes(ckpt, tmp, size, 0, 12345);
-    expect_rejected("checkpoint: wrong magic", tmp, 1, "magic");
-    copy_bytes(ckpt, tmp, size, 4, 99);
-    expect_rejected("checkpoint: unknown version", tmp, 1, "version");
-    copy_bytes(ckpt, tmp, size, 4 * 3, 5); // patch = 5 does not divide img_size
-    expect_rejected("checkpoint: inconsistent config", tmp, 1, "bad config");
-    copy_bytes(ckpt, tmp, size, 4 * 24, 7); // num_params
-    expect_rejected("checkpoint: wrong parameter count", tmp, 1, "parameters");
-    copy_bytes(ckpt, tmp, size, 256 + 8, 0x7fc00000); // a NaN weight
-    expect_rejected("checkpoint: NaN weight", tmp, 1, "NaN");
-    fp = fopenCheck(state, "rb");
-    size = file_size(fp, state);
-    fclose(fp);
-    copy_bytes(state, tmp, size / 2, -1, 0);
-    expect_rejected("debug state: truncated", tmp, 0, "truncated");
-    copy_bytes(state, tmp, size, 0, CHECKPOINT_MAGIC);
-    expect_rejected("debug state: wrong magic", tmp, 0, "magic");
-    remove(tmp);
-}
-
 int main(int argc, char** argv) {
     if (argc == 4 && strcmp(argv[1], "--compare") == 0) {
         run_compare(argv[2], argv[3]);
     } else if (argc == 4 && strcmp(argv[1], "--readers") == 0) {
-        run_reader_checks(argv[2], argv[3]);
+        run_reader_checks(argv[2], argv[3], "cubroken");
     } else if (argc == 3 || (argc == 5 && strcmp(argv[3], "--save-trained") == 0)) {
         run_model_checks(argv[1], argv[2], argc == 5 ? argv[4] : NULL);
     } else {

@@ -17,7 +17,7 @@ cp "$ref.ckpt" "$ref.state" "$work/"
 ckpt="$work/$(basename "$ref").ckpt"
 state="$work/$(basename "$ref").state"
 
-# name @@ text in train_vlv.c @@ its replacement (each text must occur exactly once; \n is a newline)
+# name @@ text in train_vlv.c, vlvc/parts.h or vlvc/objectives.h @@ its replacement (each text must occur exactly once; \n is a newline)
 mutants=(
   "layernorm backward: sign of the n*mean(g*n) term@@dx[c] += s * (g - g_mean - (x[c] - m) * s * gn_mean);@@dx[c] += s * (g - g_mean + (x[c] - m) * s * gn_mean);"
   "layernorm backward: weight gradient not normalized@@dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];@@dw += dy * inp[(size_t)n * C + c];"
@@ -46,16 +46,20 @@ printf '%-58s %s\n' "mutant" "result"
 for entry in "${mutants[@]}"; do
   name=${entry%%@@*}; rest=${entry#*@@}
   find=${rest%%@@*}; repl=${rest#*@@}
-  if ! FIND="$find" REPL="$repl" "$PYTHON_BIN" - "$root/train_vlv.c" "$work/train_vlv.c" <<'PY'
+  # the text is looked for in train_vlv.c, the model's composition (vlvc/parts.h) and vlvc/objectives.h
+  if ! FIND="$find" REPL="$repl" "$PYTHON_BIN" - "$root" "$work" <<'PY'
 import os, sys
-src = open(sys.argv[1]).read()
+root, work = sys.argv[1], sys.argv[2]
 find, repl = (os.environ[k].replace('\\n', '\n') for k in ('FIND', 'REPL'))
-if src.count(find) != 1:
+files = ['train_vlv.c', 'vlvc/parts.h', 'vlvc/objectives.h']
+texts = {f: open(os.path.join(root, f)).read() for f in files}
+if sum(t.count(find) for t in texts.values()) != 1:
     sys.exit(1)
-open(sys.argv[2], 'w').write(src.replace(find, repl))
+for f, t in texts.items():
+    open(os.path.join(work, f), 'w').write(t.replace(find, repl))
 PY
   then
-    printf '%-58s %s\n' "$name" "NOT APPLIED (the text is not in train_vlv.c exactly once)"; broken=$((broken + 1)); continue
+    printf '%-58s %s\n' "$name" "NOT APPLIED (the text is not exactly once in train_vlv.c, vlvc/parts.h, vlvc/objectives.h)"; broken=$((broken + 1)); continue
   fi
   if ! $CC $CFLAGS -o "$work/test_vlv" "$work/test_vlv.c" $LDLIBS 2>"$work/cc.log"; then
     printf '%-58s %s\n' "$name" "DOES NOT COMPILE"; cat "$work/cc.log"; broken=$((broken + 1)); continue
