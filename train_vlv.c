@@ -288,22 +288,57 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
     }
 }
 
+// min(y, 88) without a branch: a compare and bit operations. gcc vectorizes this, where it
+// leaves a ?: that feeds the float-to-int conversion below as a branch (and then nothing).
+static inline float gelu_min88(float y) {
+    int32_t yb, cb = 0x42b00000; // 88.0f
+    memcpy(&yb, &y, sizeof yb);
+    int32_t keep = -(int32_t)(y < 88.0f);
+    yb = (yb & keep) | (cb & ~keep);
+    memcpy(&y, &yb, sizeof y);
+    return y;
+}
+
+// tanh that gcc vectorizes: tanh(u) = sign(u) (1 - 2 / (e^y + 1)), y = 2|u|, with e^y by
+// Cephes' expf polynomial (y = n ln2 + r, |r| <= ln2 / 2, degree 6; 2^n from the exponent
+// bits) and y capped at 88 (tanh is 1 in float from |u| ~ 9 on). Absolute error ~1e-7, like
+// tanhf's near |tanh| = 1; no infinities or NaNs on the way, so -Ofast keeps it. (No floorf:
+// gcc vectorizes that only with -ffast-math.)
+static inline float tanh_vec(float u) {
+    float y = gelu_min88(2.0f * fabsf(u));
+    int32_t ni = (int32_t)(y * 1.44269504088896341f + 0.5f); // round(y / ln2): y >= 0
+    float n = (float)ni;
+    float r = y - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = (ni + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return copysignf(1.0f - 2.0f / (p * two_n + 1.0f), u);
+}
+
 // GELU, tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2/pi)
 #define GELU_K 0.7978845608028654f
 void gelu_forward(float* out, const float* inp, size_t N) {
-    #pragma omp parallel for
+    #pragma omp parallel for simd
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+        out[i] = 0.5f * x * (1.0f + tanh_vec(GELU_K * (x + 0.044715f * x * x * x)));
     }
 }
 
 // d/dx = 0.5 (1 + th) + 0.5 x (1 - th^2) k (1 + 3 * 0.044715 x^2), th = tanh(k (x + 0.044715 x^3))
 void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
-    #pragma omp parallel for
+    #pragma omp parallel for simd
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
-        float th = tanhf(GELU_K * (x + 0.044715f * x * x * x));
+        float th = tanh_vec(GELU_K * (x + 0.044715f * x * x * x));
         float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += grad * dout[i];
     }
@@ -404,77 +439,82 @@ void attention_forward(float* out, float* att, const float* q, int q_stride, con
                        const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel for collapse(3)
+    long tq_tiles = (Tq + MM_MR - 1) / MM_MR;
+    long s_units = tq_tiles * ((Tk + MM_NR - 1) / MM_NR), o_units = tq_tiles * ((hs + MM_NR - 1) / MM_NR);
+    #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
+            const float* qh = q + (size_t)b * Tq * q_stride + h * hs;
+            const float* kh = k + (size_t)b * Tk * kv_stride + h * hs;
+            const float* vh = v + (size_t)b * Tk * kv_stride + h * hs;
+            float* s = att + ((size_t)b * NH + h) * Tq * Tk;
+            // S[Tq, Tk] = Q K^T: A(i, c) = q_i[c], B(c, j) = k_j[c]
+            matmul_units(s, Tk, qh, q_stride, 1, kh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, s_units);
+            // a numerically safe softmax of each row (-FLT_MAX, not -INFINITY: -Ofast
+            // assumes there are no infinities)
             for (int i = 0; i < Tq; i++) {
-                const float* qi = q + ((size_t)b * Tq + i) * q_stride + h * hs;
-                float* a = att + (((size_t)b * NH + h) * Tq + i) * Tk;
+                float* a = s + (size_t)i * Tk;
                 int jend = causal ? i + 1 : Tk;
-                // scores, then a numerically safe softmax (-FLT_MAX, not -INFINITY: -Ofast
-                // assumes there are no infinities)
                 float maxv = -FLT_MAX;
-                for (int j = 0; j < jend; j++) {
-                    const float* kj = k + ((size_t)b * Tk + j) * kv_stride + h * hs;
-                    float dot = 0.0f;
-                    for (int c = 0; c < hs; c++) { dot += qi[c] * kj[c]; }
-                    a[j] = dot * scale;
-                    if (a[j] > maxv) { maxv = a[j]; }
-                }
+                for (int j = 0; j < jend; j++) { a[j] *= scale; maxv = a[j] > maxv ? a[j] : maxv; }
                 float sum = 0.0f;
                 for (int j = 0; j < jend; j++) { a[j] = expf(a[j] - maxv); sum += a[j]; }
                 float inv = 1.0f / sum;
                 for (int j = 0; j < jend; j++) { a[j] *= inv; }
                 for (int j = jend; j < Tk; j++) { a[j] = 0.0f; }
-                // weighted sum of the values
-                float* o = out + ((size_t)b * Tq + i) * C + h * hs;
-                for (int c = 0; c < hs; c++) { o[c] = 0.0f; }
-                for (int j = 0; j < jend; j++) {
-                    const float* vj = v + ((size_t)b * Tk + j) * kv_stride + h * hs;
-                    for (int c = 0; c < hs; c++) { o[c] += a[j] * vj[c]; }
-                }
             }
+            // O[Tq, hs] = A V: B(j, c) = v_j[c]
+            matmul_units(out + (size_t)b * Tq * C + h * hs, C, s, Tk, 1, vh, kv_stride, 1, NULL, 1, Tq, Tk, hs, 0, o_units);
         }
     }
 }
 
 // Backward of attention_forward. With o_i = sum_j a_ij v_j and a_i = softmax(s_i),
 // s_ij = scale q_i.k_j: dv_j += a_ij do_i; da_ij = do_i.v_j; ds_ij = a_ij (da_ij - sum_k a_ik da_ik);
-// dq_i += scale sum_j ds_ij k_j; dk_j += scale ds_ij q_i. datt [B, NH, Tq, Tk] is scratch.
-// Each (b, h) touches only its own rows and head channels, so (b, h) runs in parallel.
+// dq_i += scale sum_j ds_ij k_j; dk_j += scale ds_ij q_i. datt [B, NH, Tq, Tk] is scratch
+// (holds da, then ds). Each (b, h) touches only its own rows and head channels, so (b, h)
+// runs in parallel.
 void attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout,
                         const float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
+    long tq_tiles = (Tq + MM_MR - 1) / MM_MR, tk_tiles = (Tk + MM_MR - 1) / MM_MR;
+    long hs_panels = (hs + MM_NR - 1) / MM_NR, tk_panels = (Tk + MM_NR - 1) / MM_NR;
     #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
+            const float* qh = q + (size_t)b * Tq * q_stride + h * hs;
+            const float* kh = k + (size_t)b * Tk * kv_stride + h * hs;
+            const float* vh = v + (size_t)b * Tk * kv_stride + h * hs;
+            const float* doh = dout + (size_t)b * Tq * C + h * hs;
+            const float* ah = att + ((size_t)b * NH + h) * Tq * Tk;
+            float* dsh = datt + ((size_t)b * NH + h) * Tq * Tk;
+            // dV[Tk, hs] += A^T dO: A(j, i) = a_ij, B(i, c) = do_i[c]
+            matmul_units(dv + (size_t)b * Tk * kv_stride + h * hs, kv_stride, ah, 1, Tk, doh, C, 1, NULL, 0,
+                         Tk, Tq, hs, 0, tk_tiles * hs_panels);
+            // dA[Tq, Tk] = dO V^T: A(i, c) = do_i[c], B(c, j) = v_j[c]
+            matmul_units(dsh, Tk, doh, C, 1, vh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, tq_tiles * tk_panels);
+            // dS = A (dA - rowsum(A dA)) scale, in place (0 where masked: a_ij = 0 there)
             for (int i = 0; i < Tq; i++) {
-                const float* a = att + (((size_t)b * NH + h) * Tq + i) * Tk;
-                float* da = datt + (((size_t)b * NH + h) * Tq + i) * Tk;
-                const float* doi = dout + ((size_t)b * Tq + i) * C + h * hs;
-                const float* qi = q + ((size_t)b * Tq + i) * q_stride + h * hs;
-                float* dqi = dq + ((size_t)b * Tq + i) * q_stride + h * hs;
-                int jend = causal ? i + 1 : Tk;
+                const float* a = ah + (size_t)i * Tk;
+                float* da = dsh + (size_t)i * Tk;
                 float a_da = 0.0f;
-                for (int j = 0; j < jend; j++) {
-                    const float* vj = v + ((size_t)b * Tk + j) * kv_stride + h * hs;
-                    float* dvj = dv + ((size_t)b * Tk + j) * kv_stride + h * hs;
-                    float dot = 0.0f;
-                    for (int c = 0; c < hs; c++) { dot += doi[c] * vj[c]; dvj[c] += a[j] * doi[c]; }
-                    da[j] = dot;
-                    a_da += a[j] * dot;
-                }
-                for (int j = 0; j < jend; j++) {
+                for (int j = 0; j < Tk; j++) { a_da += a[j] * da[j]; }
+                for (int j = 0; j < Tk; j++) {
                     float ds = a[j] * (da[j] - a_da) * scale;
-                    const float* kj = k + ((size_t)b * Tk + j) * kv_stride + h * hs;
-                    float* dkj = dk + ((size_t)b * Tk + j) * kv_stride + h * hs;
-                    for (int c = 0; c < hs; c++) { dqi[c] += ds * kj[c]; dkj[c] += ds * qi[c]; }
+                    da[j] = ds;
                 }
             }
+            // dQ[Tq, hs] += dS K: B(j, c) = k_j[c]
+            matmul_units(dq + (size_t)b * Tq * q_stride + h * hs, q_stride, dsh, Tk, 1, kh, kv_stride, 1, NULL, 0,
+                         Tq, Tk, hs, 0, tq_tiles * hs_panels);
+            // dK[Tk, hs] += dS^T Q: A(j, i) = ds_ij, B(i, c) = q_i[c]
+            matmul_units(dk + (size_t)b * Tk * kv_stride + h * hs, kv_stride, dsh, 1, Tk, qh, q_stride, 1, NULL, 0,
+                         Tk, Tq, hs, 0, tk_tiles * hs_panels);
         }
     }
+    (void)causal; // the mask is in att: a_ij = 0 above the diagonal
 }
 
 // Input embeddings with positions: row t of sample b is

@@ -11,6 +11,9 @@ table on the default model's attention shapes (B = 32).
       query row at a time vectorized over the keys; dk and dv summed in stack rows and added
       once; datt is not touched (the one row of da lives on the stack). Falls back to v2's
       loops when hs * Tk > ATT_TILE (the stack copy would not fit).
+  v4  the proposal (attention_kernels.h): per (b, h) the four products as small matmuls on
+      matmul_kernels.h's register tile (S = Q K^T, O = A V; dV, dA, dQ, dK), a row softmax
+  v5  v4 with the softmax vectorized by a polynomial exp (forward only; the backward is v4's)
 
 Build and run (from the repository root):
   gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/attention dev/cpu/attention.c -lm
@@ -563,9 +566,34 @@ static int run_checks(const int* threads, int nthreads) {
             fails += check_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6], threads[t], &worst);
         }
     }
-    printf("check: %d cases x %d versions x %d thread counts: %d failures; worst norm-wise relative error %.3g\n",
-           n, NV, nthreads, fails, worst);
-    return fails;
+    // the proposal (v4) must give bitwise the same at 1 and 2 threads
+    int det = 0;
+    for (int i = 0; i < n; i++) {
+        const int* cs = cases[i];
+        int B = cs[0], Tq = cs[1], Tk = cs[2], C = cs[3], NH = cs[4], causal = cs[5], cross = cs[6];
+        int q_stride = cross ? C : 3 * C, kv_stride = cross ? 2 * C : 3 * C;
+        size_t nq = (size_t)B * Tq * q_stride, nkv = cross ? (size_t)B * Tk * kv_stride : nq, natt = (size_t)B * NH * Tq * Tk;
+        float* qb = make(nq, 2.0f);
+        float* kvb = cross ? make(nkv, 2.0f) : qb;
+        const float *q = qb, *k = cross ? kvb : qb + C, *v = cross ? kvb + C : qb + 2 * C;
+        float* dout = make((size_t)B * Tq * C, 1.0f);
+        float *out[2], *att[2], *datt[2], *dq[2], *dkv[2];
+        for (int r = 0; r < 2; r++) {
+            out[r] = calloc((size_t)B * Tq * C, 4); att[r] = calloc(natt, 4); datt[r] = calloc(natt, 4);
+            dq[r] = calloc(nq, 4); dkv[r] = cross ? calloc(nkv, 4) : dq[r];
+            set_threads(r + 1);
+            attention_forward4(out[r], att[r], q, q_stride, k, v, kv_stride, B, Tq, Tk, C, NH, causal);
+            attention_backward4(dq[r], cross ? dkv[r] : dq[r] + C, cross ? dkv[r] + C : dq[r] + 2 * C, datt[r], dout, att[r],
+                                q, q_stride, k, v, kv_stride, B, Tq, Tk, C, NH, causal);
+        }
+        if (memcmp(out[0], out[1], (size_t)B * Tq * C * 4) || memcmp(att[0], att[1], natt * 4) || memcmp(dq[0], dq[1], nq * 4) ||
+            (cross && memcmp(dkv[0], dkv[1], nkv * 4))) { det++; printf("FAIL determinism case %d: 1 and 2 threads differ\n", i); }
+        for (int r = 0; r < 2; r++) { free(out[r]); free(att[r]); free(datt[r]); free(dq[r]); if (cross) { free(dkv[r]); } }
+        free(qb); if (cross) { free(kvb); } free(dout);
+    }
+    printf("check: %d cases x %d versions x %d thread counts: %d failures; worst norm-wise relative error %.3g; "
+           "proposal (v4) bitwise identical at 1 and 2 threads: %s\n", n, NV, nthreads, fails, worst, det ? "NO" : "yes");
+    return fails + det;
 }
 
 // ----------------------------------------------------------------------------

@@ -12,12 +12,13 @@ Version 1 is the code in train_vlv.c today; the last version of each is the prop
 dev/cpu/matmul_kernels.h (included, so the lab checks and times exactly the code to paste).
 
 Build and run (from the repository root):
-  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o dev/cpu/matmul dev/cpu/matmul.c -lm
-  ./dev/cpu/matmul check          correctness: every version, many sizes, 1 and 2 threads
-  ./dev/cpu/matmul bench          timing table at 1 and 2 threads (median of repeats)
-  ./dev/cpu/matmul                both
+  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/matmul dev/cpu/matmul.c -lm
+  /tmp/matmul check          correctness: every version, many sizes, 1 and 2 threads
+  /tmp/matmul bench          timing table at 1 and 2 threads (median of repeats)
+  /tmp/matmul                both
 Options: --threads a,b,...  (default 1,2)   --reps R (default 21)   --ghz G (clock for the peak;
-default: measured)   --quick (check: fewer sizes)
+default: measured)   --quick (check: fewer sizes). The bench also reports how much CPU the rest
+of the machine used meanwhile: on a shared machine 2-thread timings are meaningless.
 */
 #include <stdio.h>
 #include <stdlib.h>

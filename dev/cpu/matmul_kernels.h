@@ -1,8 +1,9 @@
 // ----------------------------------------------------------------------------
 // dev/cpu/matmul_kernels.h — the proposed drop-in matmul_forward / matmul_backward for
-// train_vlv.c (paste from here to the end in place of the two current functions; needs
-// <stddef.h>, <math.h> and, under _OPENMP, <omp.h>, all already included there). dev/cpu/matmul.c
-// includes this file and checks and times exactly this code.
+// train_vlv.c: paste from '// register tile:' to the end in place of the two current
+// functions (needs <stddef.h>, <math.h> and, under _OPENMP, <omp.h>, all already included
+// there; dev/cpu/splice.py does it). dev/cpu/matmul.c includes this file and checks and times
+// exactly this code; dev/cpu/attention_kernels.h runs attention on its matmul_units.
 //
 // All three products are one blocked kernel, C[M, NC] (+)= A[M, K] B[K, NC]:
 //   forward        out  = inp  W^T (+ b): M = N,  K = C,  NC = OC, B(k, j) = W[j, k]

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""FLOP and time accounting of one training step of each objective of the default model.
+"""FLOP and time accounting of one training step of each objective.
 
 Builds an instrumented copy of train_vlv.c in a temporary folder (train_vlv.c itself is not
 touched): every matmul_forward / matmul_backward / attention_forward / attention_backward
 call adds its FLOPs, counted analytically from its arguments, and its wall time to a
-counter; ./train_vlv then prints, per objective and step, the FLOPs and the time of each
-class and the rest of the step. Optionally splices the proposed kernels in first.
+counter. A small driver (the model check that train_vlv.c's main used to be) builds the
+model from scratch, trains each objective for a few steps on one fixed random batch and
+prints, per objective and step, the FLOPs and time of each class and the rest of the step.
+Optionally splices the proposed kernels in first (dev/cpu/splice.py).
 
   FLOPs, counted as 2 per multiply-add:
     matmul forward         2 N C OC
@@ -15,22 +17,29 @@ class and the rest of the step. Optionally splices the proposed kernels in first
     attention backward     8 hs * pairs per head: da = do.v, dv, dq, dk
   (softmax, layernorm, GELU, residuals, AdamW: elementwise, O(N C), not counted)
 
-usage: dev/cpu/step_flops.py [--proposal] [-b 32] [-n 3] [--threads 2]
+usage: dev/cpu/step_flops.py [--proposal [--attention] [--gelu]] [--preset full|default] [-b 32] [-n 3] [--threads 2]
+  full:    d 128, 4 heads, L_v 4, L_d 6, L_g 4 (the config train_vlv.c's model check used; the issue's shapes)
+  default: d 96, 3 heads, L_v 3, L_d 4, L_g 2 (vlvc/pipeline.h's default preset)
 """
 import argparse, os, re, subprocess, sys, tempfile
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ap = argparse.ArgumentParser()
 ap.add_argument("--proposal", action="store_true", help="splice dev/cpu/matmul_kernels.h in first")
+ap.add_argument("--attention", action="store_true", help="with --proposal: splice dev/cpu/attention_kernels.h in too")
+ap.add_argument("--gelu", action="store_true", help="with --proposal: splice dev/cpu/gelu_kernels.h in too")
+ap.add_argument("--preset", default="full", choices=["full", "default"])
 ap.add_argument("-b", type=int, default=32)
 ap.add_argument("-n", type=int, default=3)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--vocab", type=int, default=64)
 ap.add_argument("--cc", default="gcc")
 args = ap.parse_args()
 
 work = tempfile.mkdtemp(prefix="vlv_flops_")
 if args.proposal:
-    subprocess.run([sys.executable, os.path.join(root, "dev", "cpu", "splice.py"), work], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, os.path.join(root, "dev", "cpu", "splice.py"), work] + (["--attention"] if args.attention else []) + (["--gelu"] if args.gelu else []),
+                   check=True, stdout=subprocess.DEVNULL)
     src = open(os.path.join(work, "train_vlv.c")).read()
 else:
     src = open(os.path.join(root, "train_vlv.c")).read()
@@ -45,8 +54,7 @@ static double attn_pairs(int B, int Tq, int Tk, int NH, int causal) {
 }
 """
 # rename the four kernels to *_impl and add counting wrappers with the original names
-names = ["matmul_forward", "matmul_backward", "attention_forward", "attention_backward"]
-for n in names:
+for n in ["matmul_forward", "matmul_backward", "attention_forward", "attention_backward"]:
     src, k = re.subn(r"\bvoid %s\(" % n, "static void %s_impl(" % n, src, count=1)
     assert k == 1, n
 wrappers = r"""
@@ -71,34 +79,80 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
     prof_secs[3] += prof_now() - t0; prof_flops[3] += 8.0 * (C / NH) * attn_pairs(B, Tq, Tk, NH, causal);
 }
 """
-# the wrappers go right after the last of the four definitions' end: before "// Input embeddings"
 anchor = "// Input embeddings with positions"
 assert anchor in src
 src = src.replace(anchor, wrappers + "\n" + anchor, 1)
-# counters after the includes
 inc = '#include "vlvc/model.h"\n'
 assert inc in src
 src = src.replace(inc, inc + counters, 1)
-# print per step: reset before, print after each vlv_train_step in main
-step = "float loss = vlv_train_step(&m, (Objective)o, &batch, groups, &opt);"
-assert step in src
-src = src.replace(step, "memset(prof_flops, 0, sizeof prof_flops); memset(prof_secs, 0, sizeof prof_secs);\n"
-                  "            " + step, 1)
-pr = 'printf("%-7s step %3d/%d | loss %.5f'
-assert pr in src
-src = src.replace(pr, r"""{ double tf = prof_flops[0] + prof_flops[1] + prof_flops[2] + prof_flops[3], ts = prof_secs[0] + prof_secs[1] + prof_secs[2] + prof_secs[3];
-              printf("FLOPS %-7s step %d: total %.2f GFLOP | matmul fwd %.2f GFLOP %.1f ms (%.1f GFLOP/s) | matmul bwd %.2f GFLOP %.1f ms (%.1f GFLOP/s) | attn fwd %.3f GFLOP %.1f ms | attn bwd %.3f GFLOP %.1f ms | rest %.1f ms of %.1f ms | attention %.1f%% of FLOPs\n",
-                     objective_name[o], step + 1, tf / 1e9, prof_flops[0] / 1e9, prof_secs[0] * 1e3, prof_flops[0] / prof_secs[0] / 1e9,
-                     prof_flops[1] / 1e9, prof_secs[1] * 1e3, prof_flops[1] / (prof_secs[1] + 1e-12) / 1e9,
-                     prof_flops[2] / 1e9, prof_secs[2] * 1e3, prof_flops[3] / 1e9, prof_secs[3] * 1e3, ms - ts * 1e3, ms,
-                     100.0 * (prof_flops[2] + prof_flops[3]) / tf); }
-            """ + pr, 1)
 open(os.path.join(work, "train_prof.c"), "w").write(src)
-exe = os.path.join(work, "train_prof")
-subprocess.run([args.cc, "-O3", "-march=native", "-fopenmp", "-std=gnu11", "-o", exe, os.path.join(work, "train_prof.c"), "-lm"],
+
+if args.preset == "full":
+    cfg = ".d_v = 128, .L_v = 4, .nh_v = 4, .L_a = 2, .nh_a = 4, .d_t = 128, .L_t = 2, .nh_t = 4, " \
+          ".d_d = 128, .L_d = 6, .nh_d = 4, .d_freq = 64, .d_g = 128, .L_g = 4, .nh_g = 4, .cap_len = 24"
+else:
+    cfg = ".d_v = 96, .L_v = 3, .nh_v = 3, .L_a = 2, .nh_a = 3, .d_t = 96, .L_t = 2, .nh_t = 3, " \
+          ".d_d = 96, .L_d = 4, .nh_d = 3, .d_freq = 64, .d_g = 96, .L_g = 2, .nh_g = 3, .cap_len = 16"
+driver = r"""
+#define VLV_NO_MAIN
+#include "train_prof.c"
+int main(int argc, char** argv) {
+    int B = atoi(argv[1]), steps = atoi(argv[2]);
+    Config c = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = VOCAB, CFG,
+                 .prediction = PREDICT_EPS, .n_timesteps = 1000 };
+    Model m;
+    model_build(&m, &c, B);
+    model_init(&m, 1337);
+    size_t img = (size_t)B * c.img_size * c.img_size * 3;
+    float* images = (float*)mallocCheck(img * sizeof(float));
+    float* noise = (float*)mallocCheck(img * sizeof(float));
+    int* text = (int*)mallocCheck((size_t)B * c.n_q * sizeof(int));
+    int* caption = (int*)mallocCheck((size_t)B * c.cap_len * sizeof(int));
+    int* timesteps = (int*)mallocCheck(B * sizeof(int));
+    uint64_t rng = 42;
+    for (size_t i = 0; i < img; i++) { images[i] = 2.0f * random_uniform(&rng) - 1.0f; noise[i] = random_normal(&rng); }
+    for (int b = 0; b < B; b++) {
+        timesteps[b] = random_u32(&rng) % c.n_timesteps;
+        int words = 1 + random_u32(&rng) % 8;
+        for (int j = 0; j < c.n_q; j++) { text[b * c.n_q + j] = j == 0 ? TOKEN_BOS : j <= words ? TOKEN_FIRST_WORD + random_u32(&rng) % (c.vocab - TOKEN_FIRST_WORD) : j == words + 1 ? TOKEN_EOS : TOKEN_PAD; }
+        for (int j = 0; j < c.cap_len; j++) { caption[b * c.cap_len + j] = j < c.n_q ? text[b * c.n_q + j] : TOKEN_PAD; }
+    }
+    Batch batch = { images, text, caption, noise, timesteps };
+    AdamW opt = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f };
+    static const char* names[] = { "stage0", "stage0b", "stage1", "stage2" };
+    printf("%zu parameters, batch %d, %d thread(s)\n", m.num_params, B, omp_get_max_threads());
+    for (int o = 0; o < NUM_OBJECTIVES; o++) {
+        int groups = objective_groups((Objective)o);
+        vlv_reset_optimizer(&m);
+        for (int step = 0; step < steps; step++) {
+            memset(prof_flops, 0, sizeof prof_flops); memset(prof_secs, 0, sizeof prof_secs);
+            double t0 = prof_now();
+            float loss = vlv_train_step(&m, (Objective)o, &batch, groups, &opt);
+            double ms = (prof_now() - t0) * 1e3;
+            double tf = prof_flops[0] + prof_flops[1] + prof_flops[2] + prof_flops[3];
+            double ts = prof_secs[0] + prof_secs[1] + prof_secs[2] + prof_secs[3];
+            printf("%-7s step %d: loss %.4f | %7.1f ms | %.2f GFLOP, %5.1f GFLOP/s | matmul fwd %.2f GFLOP %6.1f ms (%5.1f GFLOP/s)"
+                   " | matmul bwd %.2f GFLOP %6.1f ms (%5.1f GFLOP/s) | attn fwd %.3f GFLOP %5.1f ms | attn bwd %.3f GFLOP %5.1f ms"
+                   " | rest %6.1f ms | attention %.1f%% of FLOPs\n",
+                   names[o], step + 1, loss, ms, tf / 1e9, tf / ms / 1e6,
+                   prof_flops[0] / 1e9, prof_secs[0] * 1e3, prof_flops[0] / prof_secs[0] / 1e9,
+                   prof_flops[1] / 1e9, prof_secs[1] * 1e3, prof_flops[1] / (prof_secs[1] + 1e-12) / 1e9,
+                   prof_flops[2] / 1e9, prof_secs[2] * 1e3, prof_flops[3] / 1e9, prof_secs[3] * 1e3,
+                   ms - ts * 1e3, 100.0 * (prof_flops[2] + prof_flops[3]) / tf);
+        }
+    }
+    free(images); free(noise); free(text); free(caption); free(timesteps);
+    model_free(&m);
+    (void)argc;
+    return 0;
+}
+""".replace("CFG", cfg).replace("VOCAB", str(args.vocab))
+open(os.path.join(work, "driver.c"), "w").write(driver)
+exe = os.path.join(work, "driver")
+subprocess.run([args.cc, "-O3", "-march=native", "-fopenmp", "-std=gnu11", "-o", exe, os.path.join(work, "driver.c"), "-lm"],
                check=True, cwd=work)
 env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-r = subprocess.run([exe, "-b", str(args.b), "-n", str(args.n)], env=env, capture_output=True, text=True, cwd=work)
+r = subprocess.run([exe, str(args.b), str(args.n)], env=env, capture_output=True, text=True, cwd=work)
 print(r.stdout, end="")
 print(r.stderr, end="", file=sys.stderr)
 sys.exit(r.returncode)

@@ -4,7 +4,9 @@ products (torch.nn.functional.linear forward; dinp = dout @ W; dW = dout^T @ inp
 db = dout.sum(0)), float32, median and fastest of R runs, at 1 and 2 threads.
 
 usage: python3 dev/cpu/torch_matmul.py [--reps 21] [--threads 1,2]
-(the Debian torch here calls OpenBLAS for these: set OPENBLAS_NUM_THREADS too, done below)
+(the Debian torch here calls OpenBLAS (pthreads) for these; "threads" are OpenBLAS's, torch's
+own OpenMP pool is kept at 1 thread: with both at 2 the spinning threads oversubscribe the
+2 cores and torch ran 2-3x slower than with 1)
 """
 import argparse, os, sys, time
 
@@ -18,15 +20,17 @@ threads = [int(t) for t in args.threads.split(",")]
 if os.environ.get("_TORCH_MATMUL_CHILD") is None:
     import subprocess
     for t in threads:
-        env = dict(os.environ, _TORCH_MATMUL_CHILD="1", OMP_NUM_THREADS=str(t), OPENBLAS_NUM_THREADS=str(t),
-                   MKL_NUM_THREADS=str(t))
+        # each product is one BLAS call, so the threads that matter are OpenBLAS's; torch's own
+        # OpenMP pool stays at 1 (2 OpenMP + 2 OpenBLAS threads spinning on 2 cores ran 2-3x slower)
+        env = dict(os.environ, _TORCH_MATMUL_CHILD="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS=str(t),
+                   MKL_NUM_THREADS=str(t), TORCH_MATMUL_THREADS=str(t))
         subprocess.run([sys.executable, __file__, "--reps", str(args.reps), "--threads", str(t)], env=env, check=True)
     sys.exit(0)
 
 import torch
 torch.manual_seed(0)
 t = threads[0]
-torch.set_num_threads(t)
+torch.set_num_threads(1)
 shapes = [  # name, N, C, OC, calls per step, has dinp
     ("qkv        2048x128->384", 2048, 128, 384, 1, 1),
     ("attn proj  2048x128->128", 2048, 128, 128, 1, 1),
@@ -42,7 +46,7 @@ shapes = [  # name, N, C, OC, calls per step, has dinp
     ("LM head    24x128->64 x32", 24, 128, 64, 32, 1),
     ("adaLN      32x128->768  ", 32, 128, 768, 1, 1),
 ]
-print(f"\nPyTorch {torch.__version__}, {torch.get_num_threads()} thread(s) (OpenBLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}); "
+print(f"\nPyTorch {torch.__version__}, OpenBLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')} (torch intra-op threads {torch.get_num_threads()}); "
       f"median ms of {args.reps} runs of all the step's calls of each shape, GFLOP/s at the median and at the fastest run")
 print(f"{'shape':26s} {'product':10s} |  med ms   GF/s   best")
 total = [0.0, 0.0, 0.0]
