@@ -196,12 +196,14 @@ static void matmul_blocked(float* c, size_t ldc, const float* a, size_t a_m, siz
 // out[N, OC] = inp[N, C] @ weight[OC, C]^T + bias[OC]  (bias may be NULL)
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int N, int C, int OC) {
+    flops_counted += 2.0 * N * C * OC;
     matmul_blocked(out, OC, inp, C, 1, weight, 1, C, bias, 1, N, C, OC);
 }
 
 // y = x W^T + b gives dx = dy W, dW = dy^T x, db = sum over rows of dy (all added with +=)
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int C, int OC) {
+    flops_counted += 2.0 * N * C * OC * ((dinp != NULL) + (dweight != NULL));
     if (dinp) { matmul_blocked(dinp, C, dout, OC, 1, weight, C, 1, NULL, 0, N, OC, C); }
     if (dweight) { matmul_blocked(dweight, C, dout, 1, OC, inp, C, 1, NULL, 0, OC, N, C); }
     if (dbias) {
@@ -437,6 +439,7 @@ void gated_residual_backward(float* dx, float* dy, float* dgate, const float* do
 // out [B, Tq, C]. causal: query i sees keys j <= i (then Tq == Tk).
 void attention_forward(float* out, float* att, const float* q, int q_stride, const float* k,
                        const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
+    flops_counted += 4.0 * B * Tq * Tk * C;
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     long tq_tiles = (Tq + MM_MR - 1) / MM_MR;
@@ -477,6 +480,7 @@ void attention_forward(float* out, float* att, const float* q, int q_stride, con
 void attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout,
                         const float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
+    flops_counted += 8.0 * B * Tq * Tk * C;
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     long tq_tiles = (Tq + MM_MR - 1) / MM_MR, tk_tiles = (Tk + MM_MR - 1) / MM_MR;

@@ -425,6 +425,7 @@ __global__ void add_bias_kernel(float* out, const float* bias, int N, int OC) {
 // out[N, OC] = inp[N, C] @ weight[OC, C]^T + bias[OC]  (bias may be NULL)
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int N, int C, int OC) {
+    flops_counted += 2.0 * N * C * OC;
     if (N == 0 || OC == 0) return;
 #ifdef USE_CUBLAS
     const float one = 1.0f, zero = 0.0f;
@@ -442,6 +443,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 // y = x W^T + b gives dx = dy W, dW = dy^T x, db = sum over rows of dy
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int C, int OC) {
+    flops_counted += 2.0 * N * C * OC * ((dinp != NULL) + (dweight != NULL));
     if (N == 0 || OC == 0) return;
 #ifdef USE_CUBLAS
     const float one = 1.0f;
@@ -735,6 +737,7 @@ __global__ void attention_forward_kernel(float* out, float* att, const float* q,
 }
 void attention_forward(float* out, float* att, const float* q, int q_stride, const float* k,
                        const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
+    flops_counted += 4.0 * B * Tq * Tk * C;
     size_t rows = (size_t)B * NH * Tq;
     if (rows == 0) return;
     attention_forward_kernel<<<ceil_div(rows, ATT_WARPS), 32 * ATT_WARPS>>>(out, att, q, q_stride, k, v, kv_stride,
@@ -814,6 +817,7 @@ __global__ void attention_backward_key_kernel(float* dk, float* dv, const float*
 void attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout,
                         const float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
+    flops_counted += 8.0 * B * Tq * Tk * C;
     size_t qrows = (size_t)B * NH * Tq, krows = (size_t)B * NH * Tk;
     if (qrows == 0 || krows == 0) return;
     attention_backward_query_kernel<<<ceil_div(qrows, ATT_WARPS), 32 * ATT_WARPS>>>(

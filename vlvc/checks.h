@@ -15,12 +15,12 @@ comparisons against records of the PyTorch twin's debug state (host arrays).
 // rounding to what it inherits. Each tolerance is ~10-20x the worst error measured over both
 // test configs (doc/testing.md has the figures) and far below what a real bug gives (a sign
 // flip or a missing term is an O(1e-2..1) relative error; dev/mutants.sh shows they fail).
-#define TOL_ACT 5e-6f    // activations, a few blocks deep: worst measured 3.4e-7
-#define TOL_LOSS 1e-6f   // losses, accumulated in double: worst measured 0 (float32-exact)
+#define TOL_ACT 5e-6f    // activations, a few blocks deep: worst measured 3.0e-7
+#define TOL_LOSS 1e-6f   // losses, accumulated in double: worst measured 9.6e-8 (1.6 ulps)
 #define TOL_GRAD 3e-5f   // gradients: the backward doubles the chain, and shared tensors (wte,
-                         // positions, adaLN) sum many rows: worst measured 2.7e-6
+                         // positions, adaLN) sum many rows: worst measured 9.8e-7
 #define TOL_STEPS 2e-6f  // losses over 5 AdamW steps: worst measured 9.6e-8
-#define TOL_DDIM 3e-6f   // 3 guided DDIM steps (guidance amplifies the DiT's error): worst 1.6e-7
+#define TOL_DDIM 3e-6f   // 3 guided DDIM steps (guidance amplifies the DiT's error; x0 is clipped): worst 7.5e-7
 #define TOL_FIT 1e-3f    // 60 AdamW steps at lr 3e-3: Adam amplifies the float32/float64 difference
                          // step by step (worst measured 9e-5); the greedy tokens must match exactly
 

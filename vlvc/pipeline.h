@@ -49,6 +49,7 @@ typedef struct {
     int threads;
     int fresh;
     int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
+    float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: estimate
     char out_dir[1024];
     char preset[32];
 } Settings;
@@ -62,7 +63,7 @@ static void settings_preset(Settings* s, const char* name) {
                  .d_g = 96, .L_g = 2, .nh_g = 3, .prediction = PREDICT_EPS, .n_timesteps = 1000 };
     s->model = m;
     s->batch = 32;
-    int steps[NUM_OBJECTIVES] = { 1500, 300, 600, 300 };
+    int steps[NUM_OBJECTIVES] = { 5000, 500, 2000, 1000 };
     float lr[NUM_OBJECTIVES] = { 1e-3f, 1e-3f, 1e-3f, 1e-3f };
     memcpy(s->steps, steps, sizeof steps);
     memcpy(s->lr, lr, sizeof lr);
@@ -79,9 +80,9 @@ static void settings_preset(Settings* s, const char* name) {
     s->eval_n = 128;
     s->sample_steps = 25;
     s->guidance = 2.0f;
-    s->log_every = 25;
-    s->eval_every = 500;
-    s->ckpt_every = 250;
+    s->log_every = 50;
+    s->eval_every = 1000;
+    s->ckpt_every = 500;
     s->threads = 0;
     if (strcmp(name, "demo") == 0) {
         Config d = m;
@@ -132,6 +133,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--fresh", FLAG_INT, &s->fresh, "1: start over even if the run folder holds a run");
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
+    FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: threads x 8 lanes x 2 FMA x 2 x clock)");
     FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
     FLAG("--objects", FLAG_INT, &s->max_objects, "shapes per image, 1 to 3");
     FLAG("--batch", FLAG_INT, &s->batch, "images per step");
@@ -279,6 +281,7 @@ typedef struct {
     FILE* log;
     int next_stage, next_step;    // where the run stands (resume)
     int steps_done;               // training steps of this invocation (--stop_after)
+    float peak;                   // fp32 peak GFLOP/s
 } Run;
 
 // progress goes to stdout and to the run's log
@@ -455,8 +458,10 @@ static float score_attr(const Score* sc) {
     return sc->objects ? right / (float)(NUM_ATTRS * sc->objects) : 0.0f;
 }
 
-// guided DDIM from fresh noise on the contexts in r->ctx -> r->recon
+// guided DDIM from fresh noise on the contexts in r->ctx -> r->recon, against the empty
+// caption's context (computed here: the decoder's weights change during stage 0)
 static void sample_images(Run* r, uint64_t seed) {
+    empty_context(&r->model, r->ctx_empty);
     uint64_t rng = seed;
     for (size_t i = 0; i < r->img; i++) { r->recon[i] = random_normal(&rng); }
     ddim_sample(&r->model, r->recon, r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, r->s.sample_steps);
@@ -583,6 +588,21 @@ static void run_free(Run* r) {
 // the stages
 
 
+// The fp32 peak: threads x 8 lanes (256-bit vectors) x 2 FMA units x 2 FLOP x the clock from
+// /proc/cpuinfo. An estimate (doc/speed.md): 512-bit units double it on some CPUs (not on AMD
+// Zen 4, which splits AVX-512 into two 256-bit halves); --peak gives the right one.
+static float estimated_peak_gflops(int threads) {
+    FILE* fp = fopen("/proc/cpuinfo", "r");
+    float mhz = 0.0f;
+    char line[512];
+    while (fp && fgets(line, sizeof line, fp)) {
+        float f;
+        if (sscanf(line, "cpu MHz : %f", &f) == 1 && f > mhz) { mhz = f; }
+    }
+    if (fp) { fclose(fp); }
+    return threads * 8 * 2 * 2 * mhz / 1000.0f; // 0 when the clock is unknown
+}
+
 static void format_eta(char* out, size_t cap, double seconds) {
     int s = (int)(seconds + 0.5);
     if (s >= 3600) { snprintf(out, cap, "%dh%02dm", s / 3600, s % 3600 / 60); }
@@ -602,7 +622,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     }
     AdamW opt = { .lr = s->lr[o], .beta1 = s->beta1, .beta2 = s->beta2, .eps = 1e-8f,
                   .weight_decay = s->weight_decay, .grad_clip = s->grad_clip };
-    double t_window = wall_seconds(), loss_sum = 0.0;
+    double t_window = wall_seconds(), loss_sum = 0.0, flops_window = flops_counted;
     int window = 0;
     for (int step = r->next_step; step < total; step++) {
         opt.lr = stage_lr(r, o, step);
@@ -618,12 +638,14 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
         window++;
         if ((step + 1) % s->log_every == 0 || step + 1 == total) {
             double dt = wall_seconds() - t_window;
-            double ms = 1e3 * dt / window;
+            double ms = 1e3 * dt / window, gflops = (flops_counted - flops_window) / dt * 1e-9;
             char eta[32];
             format_eta(eta, sizeof eta, ms * 1e-3 * (total - step - 1));
-            say(r, "%-8s step %6d/%d | loss %.5f | lr %.2e | %7.1f ms/step | %7.1f images/s | ETA %s\n",
-                stage_name[stage], step + 1, total, loss_sum / window, opt.lr, ms, r->B * 1e3 / ms, eta);
+            say(r, "%-8s step %6d/%d | loss %.5f | lr %.2e | %7.1f ms/step | %7.1f images/s | %5.1f GFLOP/s (%.0f%% of peak) | ETA %s\n",
+                stage_name[stage], step + 1, total, loss_sum / window, opt.lr, ms, r->B * 1e3 / ms, gflops,
+                r->peak > 0 ? 100.0 * gflops / r->peak : 0.0, eta);
             t_window = wall_seconds();
+            flops_window = flops_counted;
             loss_sum = 0.0;
             window = 0;
         }
@@ -639,6 +661,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
                    "conditioning gap %.1f%%; T2I oracle exact %.1f%% (%s)\n", step + 1, with, without,
                 100.0f * (without - with) / without, 100.0f * score_exact(&t2i), grid);
             t_window = wall_seconds();
+            flops_window = flops_counted;
         }
         r->next_step = step + 1;
         if (r->next_step % s->ckpt_every == 0 && r->next_step < total) { train_state_save(r); }
@@ -698,8 +721,9 @@ static int vlv_main(int argc, char** argv) {
     model_build(&r->model, &s->model, s->batch);
     model_init(&r->model, s->seed);
     run_alloc(r);
-    say(r, "vlv.c: preset %s, %zu parameters, batch %d, %d threads, run folder %s\n", s->preset,
-        r->model.num_params, r->B, threads, s->out_dir);
+    r->peak = s->peak_gflops > 0 ? s->peak_gflops : estimated_peak_gflops(threads);
+    say(r, "vlv.c: preset %s, %zu parameters, batch %d, %d threads (fp32 peak %.0f GFLOP/s%s), run folder %s\n", s->preset,
+        r->model.num_params, r->B, threads, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
     fprintf(r->log, "config: ");
     config_print(&r->model.config, r->log);
     if (train_state_load(r)) {
@@ -714,7 +738,6 @@ static int vlv_main(int argc, char** argv) {
     say(r, "\nevaluation on %d held-out scenes (DDIM %d steps, guidance %g)\n", s->eval_n, s->sample_steps, s->guidance);
     run_path(r, path, sizeof path, stage_checkpoint[STAGE2]);
     model_load_weights(&r->model, path);
-    empty_context(&r->model, r->ctx_empty);
     Score t2i = eval_t2i(r, "t2i.png"), captions, roundtrip, baseline;
     eval_vlv(r, "captions.tsv", &captions, &roundtrip);
     if (s->baseline) {
