@@ -75,6 +75,11 @@ before=$(md5sum < "$dir/e/train_state.bin")
 [ $? = 1 ] && grep -q "the last good checkpoint" "$dir/e.log"; check "a NaN loss stops with a message" $?
 [ "$before" = "$(md5sum < "$dir/e/train_state.bin")" ]; check "and leaves the last good checkpoint untouched" $?
 
+# the splits as dataset files for the PyTorch twin
+./train_vlv "${tiny[@]}" --out "$dir/x" --export 24 > "$dir/x.log" 2>&1
+ok=$?; for f in shapes_t2i.bin shapes_unpaired.bin shapes_captioned.bin shapes_test.bin vocab.txt; do [ -s "$dir/x/$f" ] || ok=1; done
+[ $ok = 0 ] && [ ! -e "$dir/x/stage0.bin" ]; check "--export writes the four splits and the vocabulary, and trains nothing" $?
+
 # caption: images of any size, a missing one reported, the others captioned; round trips as PNG
 ./caption -m "$dir/a/model.bin" "$dir/a/t2i.png" "$dir/nope.png" "$dir/a/roundtrip.png" --recon "$dir/rt.png" \
   > "$dir/cap.out" 2> "$dir/cap.err"

@@ -50,6 +50,7 @@ typedef struct {
     int fresh;
     int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
     float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: estimate
+    int export_n;                // write the world's splits as dataset files and stop; 0: train
     char out_dir[1024];
     char preset[32];
 } Settings;
@@ -132,6 +133,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
     FLAG("--fresh", FLAG_INT, &s->fresh, "1: start over even if the run folder holds a run");
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
+    FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
     FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: threads x 8 lanes x 2 FMA x 2 x clock)");
     FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
@@ -718,6 +720,18 @@ static int vlv_main(int argc, char** argv) {
     run_path(r, path, sizeof path, "vocab.txt");
     vocab_save(&r->vocab, path);
     s->model.vocab = r->vocab.size;
+    if (s->export_n > 0) { // the exact data of this run, for the PyTorch twin (doc/data.md)
+        const char* names[NUM_SPLITS] = { "shapes_t2i.bin", "shapes_unpaired.bin", "shapes_captioned.bin", "shapes_test.bin" };
+        int counts[NUM_SPLITS] = { s->export_n, s->export_n, s->K, s->eval_n };
+        for (int split = 0; split < NUM_SPLITS; split++) {
+            run_path(r, path, sizeof path, names[split]);
+            shapes_export(path, split, counts[split], s->model.img_size, s->max_objects, s->seed);
+            say(r, "wrote %s: %d items\n", path, counts[split]);
+        }
+        vocab_free(&r->vocab);
+        fclose(r->log);
+        return 0;
+    }
     model_build(&r->model, &s->model, s->batch);
     model_init(&r->model, s->seed);
     run_alloc(r);
