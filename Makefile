@@ -130,7 +130,7 @@ test-data: dev/test_data dev/test_images
 
 # the whole pipeline on a tiny model: stages, resume, evaluation, caption
 test-pipeline: train_vlv caption
-	dev/test_pipeline.sh
+	PYTHON=$(PYTHON) dev/test_pipeline.sh
 
 test-mutants: $(REFERENCES)
 	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/mutants.sh $(TESTDIR)/small

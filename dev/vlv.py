@@ -11,6 +11,7 @@ the C code against:
 
     python3 dev/vlv.py dump --out_ckpt model.bin --out_state state.bin [config flags]
     python3 dev/vlv.py roundtrip IN.bin OUT.bin      # read a checkpoint, write it back
+    python3 dev/vlv.py train --data DIR --out DIR    # train on ./train_vlv --export data
 
 The dump holds every activation, loss and gradient, computed in float64 from the float32
 weights of the checkpoint it writes, so that the only rounding in the reference is the final
@@ -775,6 +776,116 @@ def roundtrip(a):
     print(f'{a.inp} -> {a.out}: {num_params(cfg)} parameters')
 
 
+
+# ----------------------------------------------------------------------------------------------
+# Training on the exported shapes world (./train_vlv --export N): the same stages, schedule and
+# data as the C pipeline (vlvc/pipeline.h), for trying recipes fast on a GPU. The noise is
+# PyTorch's, not the C program's. It writes model.bin and vocab.txt; the C program scores it:
+# ./train_vlv --eval_model OUT/model.bin --out OUT
+
+def load_shapes(path):
+    """A dataset file of doc/data.md -> (images float32 [n, S, S, 3] in [-1, 1], captions)."""
+    raw = open(path, 'rb').read()
+    if len(raw) < 256:
+        raise FormatError(f'{path}: shorter than its header')
+    h = struct.unpack('<64i', raw[:256])
+    if h[0] != 20261128 or h[1] != 1:
+        raise FormatError(f'{path}: not a vlv.c shapes dataset of version 1 (magic {h[0]}, version {h[1]})')
+    n, S, cb = h[3], h[4], h[6]
+    if len(raw) != 256 + n * (3 * S * S + 52 + cb):
+        raise FormatError(f'{path}: {len(raw)} bytes, not the {256 + n * (3 * S * S + 52 + cb)} its header implies')
+    pixels = torch.frombuffer(bytearray(raw[256:256 + n * S * S * 3]), dtype=torch.uint8).view(n, S, S, 3)
+    images = (2 * pixels.float() - 255) / 255
+    o = 256 + n * S * S * 3 + n * 52
+    captions = [raw[o + i * cb:o + (i + 1) * cb].split(b'\0')[0].decode() for i in range(n)]
+    return images, captions
+
+
+def load_vocab(path):
+    lines = open(path).read().split('\n')
+    head = lines[0].split()
+    if len(head) != 3 or head[0] != 'vlv.c-vocabulary' or head[1] != '1':
+        raise FormatError(f'{path}: not a vlv.c vocabulary of version 1')
+    return {w: i for i, w in enumerate(lines[1:1 + int(head[2])])}
+
+
+def encode(vocab, captions, L):
+    """[BOS, words, EOS, PAD...] of length L per caption (doc/model.md "Tokens")."""
+    out = torch.full((len(captions), L), PAD, dtype=torch.long)
+    for b, text in enumerate(captions):
+        ids = [BOS] + [vocab.get(w, UNK) for w in text.split()] + [EOS]
+        if len(ids) > L:
+            raise FormatError(f'caption "{text}" does not fit in {L} tokens')
+        out[b, :len(ids)] = torch.tensor(ids)
+    return out
+
+
+def train(a):
+    dev = torch.device(a.device)
+    vocab = load_vocab(f'{a.data}/vocab.txt')
+    cfg = Config(**{f.name: getattr(a, f.name) for f in fields(Config)})
+    cfg.vocab = len(vocab)
+    check_config(cfg, 'command line')
+    data = {s: load_shapes(f'{a.data}/shapes_{s}.bin') for s in ('t2i', 'unpaired', 'captioned')}
+    torch.manual_seed(a.seed)
+    model = VLV(cfg).to(dev)
+    ema = None
+    steps = {'stage0': a.steps0, 'stage0b': a.steps0b, 'stage1': a.steps1, 'stage2': a.steps2}
+    lrs = {'stage0': a.lr0, 'stage0b': a.lr0b, 'stage1': a.lr1, 'stage2': a.lr2}
+    source = {'stage0': 't2i', 'stage0b': 't2i', 'stage1': 'unpaired', 'stage2': 'captioned'}
+    for stage in STAGES:
+        params = set_trainable(model, stage)
+        groups = [{'params': [p for _, p in params if p.dim() >= 2], 'weight_decay': a.weight_decay},
+                  {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        opt = torch.optim.AdamW(groups, lr=lrs[stage], betas=(0.9, 0.999), eps=1e-8)
+        images, captions = data[source[stage]]
+        n, total, warm = images.shape[0], steps[stage], int(0.05 * steps[stage])
+        if stage == 'stage0':
+            ema = {k: p.detach().clone() for k, p in model.named_parameters() if trainable(k, stage)}
+        start = time.time()
+        for step in range(total):
+            # warm-up, then cosine from lr to lr/10 (vlvc/pipeline.h stage_lr)
+            progress = (step - warm) / max(total - warm, 1)
+            lr = lrs[stage] * ((step + 1) / warm if step < warm else 0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+            for g in opt.param_groups:
+                g['lr'] = lr
+            idx = (torch.randint(0, n, (a.batch,)) if stage == 'stage2'
+                   else torch.arange(step * a.batch, (step + 1) * a.batch) % n)
+            text = [captions[i] for i in idx.tolist()]
+            batch = {'images': images[idx].to(dev), 't2i_images': images[idx].to(dev),
+                     'text_tokens': encode(vocab, text, cfg.n_q).to(dev),
+                     'caption_tokens': encode(vocab, text, cfg.cap_len).to(dev),
+                     'noise': torch.randn(a.batch, cfg.img_size, cfg.img_size, 3, device=dev),
+                     'timesteps': torch.randint(0, cfg.n_timesteps, (a.batch,), device=dev)}
+            if stage == 'stage0':  # caption dropout to the empty caption
+                drop = torch.rand(a.batch) < a.dropout
+                batch['text_tokens'][drop.to(dev)] = empty_caption(int(drop.sum()), cfg.n_q).to(dev)
+            opt.zero_grad()
+            loss, _ = model.objective(stage, batch)
+            if not math.isfinite(loss.item()):
+                raise FormatError(f'{stage} step {step}: the loss is {loss.item()}')
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], a.grad_clip)
+            opt.step()
+            if stage == 'stage0':
+                with torch.no_grad():
+                    for k, p in model.named_parameters():
+                        if k in ema:
+                            ema[k].mul_(a.ema).add_(p.detach(), alpha=1 - a.ema)
+            if (step + 1) % a.log_every == 0 or step + 1 == total:
+                ms = 1e3 * (time.time() - start) / (step + 1)
+                print(f'{stage:8s} step {step + 1:6d}/{total} | loss {loss.item():.5f} | lr {lr:.2e} | {ms:.1f} ms/step', flush=True)
+        if stage == 'stage0':  # from here on the decoder is its EMA
+            with torch.no_grad():
+                for k, p in model.named_parameters():
+                    if k in ema:
+                        p.copy_(ema[k])
+    model.cpu()
+    write_checkpoint(f'{a.out}/model.bin', model)
+    with open(f'{a.data}/vocab.txt') as src, open(f'{a.out}/vocab.txt', 'w') as dst:
+        dst.write(src.read())
+    print(f'wrote {a.out}/model.bin; score it with ./train_vlv --eval_model {a.out}/model.bin --out {a.out}')
+
 def main():
     parser = argparse.ArgumentParser(description='PyTorch twin of vlv.c (doc/model.md, doc/formats.md)')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -796,14 +907,31 @@ def main():
         d.add_argument(f'--{name}', type=float, default=default)
     d.add_argument('--ddim_steps', type=int, default=10, help='S of the DDIM schedule')
     d.add_argument('--ddim_run', type=int, default=3, help='how many of its steps to run')
+    t = sub.add_parser('train', help='train on ./train_vlv --export data (same stages, schedule and data as the C pipeline)')
+    t.add_argument('--data', required=True, help='the folder ./train_vlv --export wrote')
+    t.add_argument('--out', required=True)
+    defaults = dict(img_size=32, patch=4, n_q=16, vocab=0, cap_len=16, d_v=96, L_v=3, nh_v=3, L_a=2, nh_a=3, d_t=96,
+                    L_t=2, nh_t=3, d_d=96, L_d=4, nh_d=3, d_freq=64, d_g=96, L_g=2, nh_g=3, n_timesteps=1000)
+    for f in fields(Config):  # the C default preset's sizes
+        if f.name == 'prediction':
+            t.add_argument('--prediction', choices=('eps', 'v'), default='eps')
+        else:
+            t.add_argument(f'--{f.name}', type=int, default=defaults[f.name])
+    for name, default in (('steps0', 5000), ('steps0b', 500), ('steps1', 2000), ('steps2', 1000), ('batch', 32),
+                          ('log_every', 100), ('seed', 1337)):
+        t.add_argument(f'--{name}', type=int, default=default)
+    for name, default in (('lr0', 1e-3), ('lr0b', 1e-3), ('lr1', 1e-3), ('lr2', 1e-3), ('weight_decay', 0.0),
+                          ('grad_clip', 1.0), ('ema', 0.995), ('dropout', 0.1)):
+        t.add_argument(f'--{name}', type=float, default=default)
+    t.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     r = sub.add_parser('roundtrip', help='read a checkpoint and write it back')
     r.add_argument('inp', metavar='IN')
     r.add_argument('out', metavar='OUT')
     a = parser.parse_args()
     try:
-        if a.command == 'dump':
+        if a.command in ('dump', 'train'):
             a.prediction = {'eps': 0, 'v': 1}[a.prediction]
-            dump(a)
+            dump(a) if a.command == 'dump' else train(a)
         else:
             roundtrip(a)
     except (FormatError, OSError) as e:

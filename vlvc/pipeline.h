@@ -51,6 +51,7 @@ typedef struct {
     int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
     float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: estimate
     int export_n;                // write the world's splits as dataset files and stop; 0: train
+    char eval_model[1024];       // only evaluate this checkpoint (e.g. one the PyTorch twin trained)
     char out_dir[1024];
     char preset[32];
 } Settings;
@@ -133,6 +134,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
     FLAG("--fresh", FLAG_INT, &s->fresh, "1: start over even if the run folder holds a run");
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
+    FLAG("--eval_model", FLAG_STR, s->eval_model, "only evaluate this checkpoint (its config; vocab.txt of the shapes world)");
     FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
     FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: threads x 8 lanes x 2 FMA x 2 x clock)");
@@ -732,6 +734,12 @@ static int vlv_main(int argc, char** argv) {
         fclose(r->log);
         return 0;
     }
+    if (s->eval_model[0]) { // the model is the checkpoint's, e.g. trained by dev/vlv.py train
+        size_t n;
+        fclose(checkpoint_open(s->eval_model, &s->model, &n));
+        if (s->model.vocab != r->vocab.size) fail("'%s' has a vocabulary of %d words, the shapes world %d", s->eval_model, s->model.vocab, r->vocab.size);
+        s->baseline = 0;
+    }
     model_build(&r->model, &s->model, s->batch);
     model_init(&r->model, s->seed);
     run_alloc(r);
@@ -740,7 +748,9 @@ static int vlv_main(int argc, char** argv) {
         r->model.num_params, r->B, threads, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
     fprintf(r->log, "config: ");
     config_print(&r->model.config, r->log);
-    if (train_state_load(r)) {
+    if (s->eval_model[0]) {
+        r->next_stage = ALL_DONE;
+    } else if (train_state_load(r)) {
         say(r, "resuming from %s/train_state.bin: %s, step %d\n", s->out_dir,
             stage_name[r->next_stage], r->next_step);
     }
@@ -750,7 +760,8 @@ static int vlv_main(int argc, char** argv) {
 
     // evaluation of the VLV model (reloaded: the run may resume in the baseline)
     say(r, "\nevaluation on %d held-out scenes (DDIM %d steps, guidance %g)\n", s->eval_n, s->sample_steps, s->guidance);
-    run_path(r, path, sizeof path, stage_checkpoint[STAGE2]);
+    if (s->eval_model[0]) { snprintf(path, sizeof path, "%s", s->eval_model); }
+    else { run_path(r, path, sizeof path, stage_checkpoint[STAGE2]); }
     model_load_weights(&r->model, path);
     Score t2i = eval_t2i(r, "t2i.png"), captions, roundtrip, baseline;
     eval_vlv(r, "captions.tsv", &captions, &roundtrip);
