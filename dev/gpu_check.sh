@@ -201,7 +201,7 @@ for bin in train_vlvcu train_vlvcu_cublas; do
 done
 budget=$(( $(left) - 90 ))   # keep time for the labs' tables, the sanitizer and the summary
 if [ $budget -gt 60 ]; then
-    run "$WORK/bench_torch.log" $((budget + 30)) $PYTHON dev/bench_gpu.py --batch $BATCH --steps 20 --budget_s $budget
+    run "$WORK/bench_torch.log" $((budget + 30)) $PYTHON dev/bench_torch.py --device cuda --no_inference --batch $BATCH --steps 20 --budget_s $budget
     rc=$?; cat "$WORK/bench_torch.log" >> "$LOGDIR/bench.log"
     if [ $rc -eq 0 ]; then record "speed: PyTorch eager + compile" ok "$(grep -c '^RESULT' "$WORK/bench_torch.log") results, $(grep -c '^SKIP' "$WORK/bench_torch.log") skipped"
     else record "speed: PyTorch eager + compile" FAILED "rc=$rc: $(why "$WORK/bench_torch.log")"; fi

@@ -58,6 +58,26 @@ cmp -s "$dir/a/model.bin" "$dir/b/model.bin"; check "interrupted and uninterrupt
 check "rerunning a finished run skips every stage" $?
 [ "$(result "$dir/a.log")" = "$(result "$dir/a2.log")" ]; check "and gives the same scores" $?
 
+# --from: stages 1 and 2 again from the stage-0b checkpoint (another stage-1 recipe on the same
+# frozen decoder); training is deterministic, so the same flags give the same weights again
+cp -r "$dir/a" "$dir/f"
+./train_vlv "${tiny[@]}" --out "$dir/f" --from 1 > "$dir/f.log" 2>&1
+[ $? = 0 ] && grep -q "starting again at stage1" "$dir/f.log" && ! grep -q "^stage0 .*step" "$dir/f.log" && grep -q "^stage1 .*step" "$dir/f.log"
+check "--from 1 trains stages 1 and 2 again, not stage 0" $?
+cmp -s "$dir/a/model.bin" "$dir/f/model.bin"; check "and ends with the same weights as the first run" $?
+./train_vlv "${tiny[@]}" --out "$dir/f" --from 3 > "$dir/f3.log" 2>&1; [ $? = 1 ] && grep -q "not 0b, 1 or 2" "$dir/f3.log"
+check "--from 3 is refused" $?
+./train_vlv "${tiny[@]}" --out "$dir/f_empty" --from 2 > "$dir/f4.log" 2>&1; [ $? = 1 ] && grep -q "stage1.bin" "$dir/f4.log"
+check "--from 2 without a stage-1 checkpoint names the missing file" $?
+
+# --bench: the speed of each stage's step and of inference, and the weights for PyTorch
+./train_vlv "${tiny[@]}" --out "$dir/g" --bench 2 > "$dir/g.log" 2>&1
+[ $? = 0 ] && [ -s "$dir/g/bench.bin" ] && [ "$(grep '^BENCH' "$dir/g.log" | awk '$3 > 0 && $5 > 0' | wc -l)" = 6 ]
+check "--bench times the 4 stages and 2 inferences and writes bench.bin" $?
+"${PYTHON:-/usr/bin/python3}" dev/bench_torch.py --ckpt "$dir/g/bench.bin" --device cpu --no_compile --threads 1 \
+    --batch 8 --steps 1 --warmup 0 --sample_steps 4 > "$dir/g_torch.log" 2>&1
+[ $? = 0 ] && [ "$(grep -c '^RESULT eager' "$dir/g_torch.log")" = 6 ]; check "dev/bench_torch.py times the same items on bench.bin" $?
+
 # another model in the same folder is refused, with a way out
 ./train_vlv "${tiny[@]}" --d_d 48 --out "$dir/a" > "$dir/c.log" 2>&1
 [ $? = 1 ] && grep -q -- "--fresh" "$dir/c.log"; check "a different model config in the same run folder is refused" $?

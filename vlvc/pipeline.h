@@ -51,7 +51,9 @@ typedef struct {
     int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
     float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: estimate
     int export_n;                // write the world's splits as dataset files and stop; 0: train
+    int bench;                   // N: time N repeats of each stage's step and of inference, and stop; 0: train
     char eval_model[1024];       // only evaluate this checkpoint (e.g. one the PyTorch twin trained)
+    char from_stage[1024];       // "0b", "1" or "2": retrain from this stage on, from the previous stage's checkpoint
     char out_dir[1024];
     char preset[32];
 } Settings;
@@ -133,9 +135,11 @@ static int settings_flags(Settings* s, Flag* f) {
 #define FLAG(nm, kind, ptr, help) f[n++] = (Flag){ nm, kind, ptr, help }
     FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
     FLAG("--fresh", FLAG_INT, &s->fresh, "1: start over even if the run folder holds a run");
+    FLAG("--from", FLAG_STR, s->from_stage, "0b, 1 or 2: train again from this stage on, starting from the run folder's checkpoint of the stage before");
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
     FLAG("--eval_model", FLAG_STR, s->eval_model, "only evaluate this checkpoint (its config; vocab.txt of the shapes world)");
     FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
+    FLAG("--bench", FLAG_INT, &s->bench, "N: time N training steps of each stage and N one-image inferences (median), write bench.bin for dev/bench_torch.py, and stop");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
     FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: threads x 8 lanes x 2 FMA x 2 x clock)");
     FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
@@ -579,10 +583,14 @@ static void run_alloc(Run* r) {
     r->captions = (char(*)[CAPTION_MAX])mallocCheck((size_t)r->B * CAPTION_MAX);
 }
 
-static void run_free(Run* r) {
+static void run_free_buffers(Run* r) {
     free(r->images); free(r->noise); free(r->recon); free(r->ctx); free(r->ctx_empty);
     free(r->text_tokens); free(r->caption_tokens); free(r->generated); free(r->timesteps);
     free(r->truth); free(r->captions);
+}
+
+static void run_free(Run* r) {
+    run_free_buffers(r);
     model_free(&r->model);
     vocab_free(&r->vocab);
     if (r->log) { fclose(r->log); }
@@ -686,6 +694,90 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     say(r, "%s done: wrote %s\n", stage_name[stage], path);
 }
 
+// ----------------------------------------------------------------------------
+// --bench N: the speed of this build on the run's model config (dev/bench_cpu.sh compares it
+// with PyTorch on the same weights). Per stage, 2 untimed training steps, then N timed ones on
+// the stage's real batches; then, with a batch of 1, N captions (ViT, adapter, text encoder,
+// T_c - 1 caption-decoder passes) and N round trips (the same context, then guided DDIM:
+// 2 DiT passes per step). Prints the median of each as
+//   BENCH <stage0|stage0b|stage1|stage2|caption|roundtrip> <ms> <images/s> <GFLOP/s>
+// and writes the timed weights to bench.bin in the run folder.
+
+static int double_cmp(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+// times one item (a training step or an inference) `repeats` times; returns the median in ms
+typedef void (*BenchItem)(Run* r, int o, int repeat);
+static double bench_median_ms(Run* r, BenchItem item, int o, int warmup, int repeats, double* gflops) {
+    double* ms = (double*)mallocCheck(repeats * sizeof(double));
+    for (int i = 0; i < warmup; i++) { item(r, o, i); }
+    double flops0 = flops_counted, t_all = wall_seconds();
+    for (int i = 0; i < repeats; i++) {
+        double t0 = wall_seconds();
+        item(r, o, warmup + i);
+        ms[i] = 1e3 * (wall_seconds() - t0);
+    }
+    *gflops = (flops_counted - flops0) / (wall_seconds() - t_all) * 1e-9;
+    qsort(ms, repeats, sizeof(double), double_cmp);
+    double median = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+    free(ms);
+    return median;
+}
+
+static void bench_train_step(Run* r, int o, int step) {
+    AdamW opt = { .lr = r->s.lr[o], .beta1 = r->s.beta1, .beta2 = r->s.beta2, .eps = 1e-8f,
+                  .weight_decay = r->s.weight_decay, .grad_clip = r->s.grad_clip };
+    Batch batch = stage_batch(r, (Objective)o, step);
+    float loss = vlv_train_step(&r->model, (Objective)o, &batch, objective_groups((Objective)o), &opt);
+    if (!is_finite_float(loss)) fail("--bench: %s step %d: the loss is %f", objective_name[o], step, loss);
+}
+
+static void bench_inference(Run* r, int roundtrip, int repeat) {
+    uint64_t rng = 0;
+    make_examples(r, SPLIT_TEST, (uint64_t)repeat, 0, &rng);
+    image_context(&r->model, r->images, r->ctx);
+    if (roundtrip) { sample_images(r, stream_seed(r->s.seed, 97, (uint64_t)repeat)); }
+    else { greedy_caption(&r->model, r->generated, r->ctx); }
+}
+
+static void bench_report(Run* r, const char* name, double ms, int images, double gflops) {
+    say(r, "BENCH %-9s %10.3f ms %10.1f images/s %7.1f GFLOP/s\n", name, ms, images * 1e3 / ms, gflops);
+}
+
+static int run_bench(Run* r) {
+    int repeats = r->s.bench;
+    double gflops;
+    say(r, "timing %d steps of each stage (after 2 untimed), batch %d; median per step\n", repeats, r->B);
+    for (int o = 0; o < NUM_OBJECTIVES; o++) {
+        vlv_reset_optimizer(&r->model);
+        double ms = bench_median_ms(r, bench_train_step, o, 2, repeats, &gflops);
+        bench_report(r, stage_name[o], ms, r->B, gflops);
+    }
+    // inference on the freshly initialised weights, which bench.bin hands to PyTorch
+    char path[1100];
+    run_path(r, path, sizeof path, "bench.bin");
+    model_init(&r->model, r->s.seed);
+    model_save(&r->model, path);
+    Config c = r->model.config;
+    run_free_buffers(r);
+    model_free(&r->model);
+    r->s.batch = 1;
+    model_build(&r->model, &c, 1);
+    model_load_weights(&r->model, path);
+    run_alloc(r);
+    say(r, "timing %d one-image inferences of each kind (after 1 untimed), DDIM %d steps, guidance %g; median\n",
+        repeats, r->s.sample_steps, r->s.guidance);
+    const char* names[2] = { "caption", "roundtrip" };
+    for (int k = 0; k < 2; k++) {
+        double ms = bench_median_ms(r, bench_inference, k, 1, repeats, &gflops);
+        bench_report(r, names[k], ms, 1, gflops);
+    }
+    say(r, "wrote %s (the weights the inferences ran on)\n", path);
+    return 0;
+}
+
 static void make_dir(const char* path) {
     char buf[1100];
     snprintf(buf, sizeof buf, "%s", path);
@@ -748,8 +840,21 @@ static int vlv_main(int argc, char** argv) {
         r->model.num_params, r->B, threads, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
     fprintf(r->log, "config: ");
     config_print(&r->model.config, r->log);
+    if (s->bench > 0) {
+        int status = run_bench(r);
+        run_free(r);
+        return status;
+    }
     if (s->eval_model[0]) {
         r->next_stage = ALL_DONE;
+    } else if (s->from_stage[0]) { // e.g. another stage-1 recipe on the same frozen decoder
+        int from = strcmp(s->from_stage, "0b") == 0 ? STAGE0B : strcmp(s->from_stage, "1") == 0 ? STAGE1
+                 : strcmp(s->from_stage, "2") == 0 ? STAGE2 : -1;
+        if (from < 0) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
+        run_path(r, path, sizeof path, stage_checkpoint[from - 1]);
+        model_load_weights(&r->model, path);
+        r->next_stage = from;
+        say(r, "starting again at %s from %s\n", stage_name[from], path);
     } else if (train_state_load(r)) {
         say(r, "resuming from %s/train_state.bin: %s, step %d\n", s->out_dir,
             stage_name[r->next_stage], r->next_step);
