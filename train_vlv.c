@@ -440,6 +440,7 @@ void gated_residual_backward(float* dx, float* dy, float* dgate, const float* do
 void attention_forward(float* out, float* att, const float* q, int q_stride, const float* k,
                        const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
     flops_counted += 4.0 * B * Tq * Tk * C;
+    attention_flops_counted += 4.0 * B * Tq * Tk * C;
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     long tq_tiles = (Tq + MM_MR - 1) / MM_MR;
@@ -481,6 +482,7 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
                         const float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
     flops_counted += 8.0 * B * Tq * Tk * C;
+    attention_flops_counted += 8.0 * B * Tq * Tk * C;
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     long tq_tiles = (Tq + MM_MR - 1) / MM_MR, tk_tiles = (Tk + MM_MR - 1) / MM_MR;
@@ -647,6 +649,8 @@ void mse_backward(float* dpred, const float* pred, const float* target, size_t N
 // ----------------------------------------------------------------------------
 // the model: all parameters, gradients, AdamW moments and activations
 
+#define NORM_CHUNK 4096 // floats per partial sum of the gradient norm (fixed: deterministic)
+
 typedef struct {
     Config config;
     int B;                    // batch size the activations are sized for
@@ -659,7 +663,9 @@ typedef struct {
     TensorInfo* tensors;      // name, shape, offset and group of each parameter tensor
     int num_tensors;
     ParamViews p, g, frozen;  // views into params, into grads, and all-NULL (no gradients)
+    double* norm_partials;    // [num_params / NORM_CHUNK + num_tensors] sums of squares per chunk (vlv_update)
     size_t num_acts;
+    size_t act_part_start[NUM_ACT_PARTS + 1]; // where each part's activations start (ACTS_VIT...)
     float *acts_memory, *dacts_memory;
     ActViews a, d;            // activations and their gradients
     // diffusion constants and scratch
@@ -687,6 +693,7 @@ void model_build(Model* m, const Config* c, int B) {
     m->num_params = count_params(c, &m->tensors, &m->num_tensors);
     m->params = (float*)mallocCheck(m->num_params * sizeof(float));
     m->grads = (float*)callocCheck(m->num_params, sizeof(float));
+    m->norm_partials = (double*)mallocCheck((m->num_params / NORM_CHUNK + m->num_tensors) * sizeof(double));
     m->m = (float*)callocCheck(m->num_params, sizeof(float));
     m->v = (float*)callocCheck(m->num_params, sizeof(float));
     m->ema = (float*)callocCheck(m->num_params, sizeof(float));
@@ -700,6 +707,7 @@ void model_build(Model* m, const Config* c, int B) {
     acts_layout(&tmp, &count, c, B);
     acts_views_free(&tmp);
     m->num_acts = count.used;
+    memcpy(m->act_part_start, count.part_start, sizeof m->act_part_start);
     m->acts_memory = (float*)callocCheck(m->num_acts, sizeof(float));
     m->dacts_memory = (float*)callocCheck(m->num_acts, sizeof(float));
     Arena aa = { .base = m->acts_memory }, da = { .base = m->dacts_memory };
@@ -733,6 +741,7 @@ void model_free(Model* m) {
     acts_views_free(&m->a);
     acts_views_free(&m->d);
     free(m->params); free(m->grads); free(m->m); free(m->v); free(m->ema); free(m->tensors);
+    free(m->norm_partials);
     free(m->acts_memory); free(m->dacts_memory);
     free(m->alphas_cumprod); free(m->pos2d);
     free(m->xt); free(m->target); free(m->guided); free(m->ctx_cond); free(m->ctx_empty);
@@ -863,6 +872,13 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
     return m->loss;
 }
 
+// sets n floats to zero, both threads at once (memory bandwidth is per core here)
+static void zero_floats(float* x, size_t n) {
+    const size_t chunk = 1 << 16;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += chunk) { memset(x + i, 0, (n - i < chunk ? n - i : chunk) * sizeof(float)); }
+}
+
 // the backward of the last vlv_forward of objective o: adds into the gradients of the
 // groups in `groups`; every other part only passes activation gradients through
 void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
@@ -870,8 +886,15 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
     int B = m->B;
     ActViews *a = &m->a, *d = &m->d;
     ParamViews g = grad_views(m, groups);
-    memset(m->dacts_memory, 0, m->num_acts * sizeof(float));
     int through_encoder = o == STAGE1 || (o == STAGE2 && (groups & ENCODER_GROUPS));
+    // activation gradients accumulate (+=): zero those of the parts this backward runs
+    // through, and only those (all of them would cost stage 0b more than its matmuls)
+    int parts = o == STAGE0 || o == STAGE1 ? 1 << ACTS_TEXTENC | 1 << ACTS_DIT : 1 << ACTS_CAPDEC;
+    if (through_encoder) { parts |= 1 << ACTS_VIT | 1 << ACTS_ADAPTER | 1 << ACTS_TEXTENC; }
+    for (int k = 0; k < NUM_ACT_PARTS; k++) {
+        size_t start = m->act_part_start[k], end = m->act_part_start[k + 1];
+        if (parts & 1 << k) { zero_floats(m->dacts_memory + start, end - start); }
+    }
     if (o == STAGE0 || o == STAGE1) {
         mse_backward(d->dit.out, a->dit.out, m->target, image_numel(m));
         int ctx_grad = o == STAGE1 || (groups & 1 << GROUP_TEXTENC);
@@ -902,7 +925,7 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
 void vlv_zero_grad(Model* m, int groups) {
     for (int i = 0; i < m->num_tensors; i++) {
         const TensorInfo* t = &m->tensors[i];
-        if (groups & 1 << t->group) { memset(m->grads + t->offset, 0, t->numel * sizeof(float)); }
+        if (groups & 1 << t->group) { zero_floats(m->grads + t->offset, t->numel); }
     }
 }
 
@@ -913,32 +936,67 @@ void vlv_reset_optimizer(Model* m) {
     m->adam_step = 0;
 }
 
+// The squared L2 norm of the groups' gradients, in double. The same bits at any thread count:
+// each tensor is cut into fixed chunks of NORM_CHUNK floats, a chunk sums into 8 accumulators
+// (which vectorize) in a fixed order, and the chunk sums are added serially in layout order.
+static double grad_sumsq(Model* m, int groups) {
+    int num_chunks = 0;
+    for (int i = 0; i < m->num_tensors; i++) {
+        if (groups & 1 << m->tensors[i].group) { num_chunks += (int)((m->tensors[i].numel + NORM_CHUNK - 1) / NORM_CHUNK); }
+    }
+    #pragma omp parallel
+    {
+        int chunk = 0;
+        for (int i = 0; i < m->num_tensors; i++) {
+            const TensorInfo* t = &m->tensors[i];
+            if (!(groups & 1 << t->group)) { continue; }
+            int n_chunks = (int)((t->numel + NORM_CHUNK - 1) / NORM_CHUNK);
+            #pragma omp for schedule(static) nowait
+            for (int k = 0; k < n_chunks; k++) {
+                const float* g = m->grads + t->offset + (size_t)k * NORM_CHUNK;
+                size_t n = t->numel - (size_t)k * NORM_CHUNK < NORM_CHUNK ? t->numel - (size_t)k * NORM_CHUNK : NORM_CHUNK;
+                double acc[8] = { 0 };
+                size_t j = 0;
+                for (; j + 8 <= n; j += 8) {
+                    for (int l = 0; l < 8; l++) { acc[l] += (double)g[j + l] * g[j + l]; }
+                }
+                for (; j < n; j++) { acc[0] += (double)g[j] * g[j]; }
+                m->norm_partials[chunk + k] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            }
+            chunk += n_chunks;
+        }
+    }
+    double sumsq = 0.0;
+    for (int k = 0; k < num_chunks; k++) { sumsq += m->norm_partials[k]; }
+    return sumsq;
+}
+
 // clips the groups' gradients to a global L2 norm of opt->grad_clip (as
 // torch.nn.utils.clip_grad_norm_) and applies one AdamW step; returns the norm before clipping
 float vlv_update(Model* m, int groups, const AdamW* opt) {
-    double sumsq = 0.0;
-    for (int i = 0; i < m->num_tensors; i++) {
-        const TensorInfo* t = &m->tensors[i];
-        if (!(groups & 1 << t->group)) { continue; }
-        for (size_t j = t->offset; j < t->offset + t->numel; j++) { sumsq += (double)m->grads[j] * m->grads[j]; }
-    }
-    float norm = (float)sqrt(sumsq);
+    float norm = (float)sqrt(grad_sumsq(m, groups));
     float clip = opt->grad_clip / (norm + 1e-6f);
     if (clip > 1.0f) { clip = 1.0f; }
     m->adam_step++;
     float bc1 = 1.0f - powf(opt->beta1, (float)m->adam_step), bc2 = 1.0f - powf(opt->beta2, (float)m->adam_step);
+    float beta1 = opt->beta1, beta2 = opt->beta2, lr = opt->lr, eps = opt->eps;
+    #pragma omp parallel // one team for all tensors; each element is updated alone, so nowait is safe
     for (int i = 0; i < m->num_tensors; i++) {
         const TensorInfo* t = &m->tensors[i];
         if (!(groups & 1 << t->group)) { continue; }
         // decoupled weight decay on matrices and embeddings only, none on biases and norms
-        float decay = t->ndim >= 2 ? opt->lr * opt->weight_decay : 0.0f;
-        #pragma omp parallel for
-        for (size_t j = t->offset; j < t->offset + t->numel; j++) {
-            float g = m->grads[j] * clip;
-            m->params[j] -= decay * m->params[j];
-            m->m[j] = opt->beta1 * m->m[j] + (1.0f - opt->beta1) * g;
-            m->v[j] = opt->beta2 * m->v[j] + (1.0f - opt->beta2) * g * g;
-            m->params[j] -= opt->lr * (m->m[j] / bc1) / (sqrtf(m->v[j] / bc2) + opt->eps);
+        float decay = t->ndim >= 2 ? lr * opt->weight_decay : 0.0f;
+        float* restrict w = m->params + t->offset;
+        float* restrict mom = m->m + t->offset;
+        float* restrict vel = m->v + t->offset;
+        const float* restrict grad = m->grads + t->offset;
+        #pragma omp for schedule(static) nowait
+        for (size_t j = 0; j < t->numel; j++) {
+            float g = grad[j] * clip;
+            w[j] -= decay * w[j];
+            mom[j] = beta1 * mom[j] + (1.0f - beta1) * g;
+            vel[j] = beta2 * vel[j] + (1.0f - beta2) * g * g;
+            w[j] -= lr * (mom[j] / bc1) / (sqrtf(vel[j] / bc2) + eps);
         }
     }
     return norm;

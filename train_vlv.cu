@@ -738,6 +738,7 @@ __global__ void attention_forward_kernel(float* out, float* att, const float* q,
 void attention_forward(float* out, float* att, const float* q, int q_stride, const float* k,
                        const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
     flops_counted += 4.0 * B * Tq * Tk * C;
+    attention_flops_counted += 4.0 * B * Tq * Tk * C;
     size_t rows = (size_t)B * NH * Tq;
     if (rows == 0) return;
     attention_forward_kernel<<<ceil_div(rows, ATT_WARPS), 32 * ATT_WARPS>>>(out, att, q, q_stride, k, v, kv_stride,
@@ -818,6 +819,7 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
                         const float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
     flops_counted += 8.0 * B * Tq * Tk * C;
+    attention_flops_counted += 8.0 * B * Tq * Tk * C;
     size_t qrows = (size_t)B * NH * Tq, krows = (size_t)B * NH * Tk;
     if (qrows == 0 || krows == 0) return;
     attention_backward_query_kernel<<<ceil_div(qrows, ATT_WARPS), 32 * ATT_WARPS>>>(

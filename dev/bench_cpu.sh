@@ -2,7 +2,7 @@
 # The CPU speed benchmark: train_vlv.c against the PyTorch twin on the same machine, threads,
 # config, batch and weights, in one invocation (doc/speed.md has the results).
 #
-#   dev/bench_cpu.sh [--threads T] [--repeats N] [--peak GFLOPS] [train_vlv flags, e.g. --preset full]
+#   dev/bench_cpu.sh [--threads T] [--repeats N] [--rounds R] [--peak GFLOPS] [train_vlv flags, e.g. --preset full]
 #
 # 1. ./train_vlv --bench N: the median of N timed training steps of each stage (after 2
 #    untimed), and of N one-image inferences (a greedy caption; a round trip: context, then
@@ -10,7 +10,9 @@
 # 2. dev/bench_torch.py --ckpt bench.bin: the same in PyTorch eager mode, with
 #    torch.set_num_threads(T) and OMP/OpenBLAS/MKL held to T threads as well (OpenBLAS's own
 #    pthreads otherwise oversubscribe the cores and slow PyTorch several-fold).
-# Prints a table, then last one line: RATIO stage0=... stage0b=... stage1=... stage2=...
+# The two alternate for R rounds (default 3), and each side's figure per item is the best of
+# its R medians: a shared or virtual machine's speed drifts by tens of percent over minutes,
+# and alternating keeps that drift from favouring one side. Prints a table, then last one line: RATIO stage0=... stage0b=... stage1=... stage2=...
 # caption=... roundtrip=..., each C time / PyTorch time (below 1: train_vlv.c is faster).
 #
 # PyTorch: $PYTHON if set, else the first of python3 and /usr/bin/python3 that imports torch.
@@ -21,14 +23,16 @@ cd "$(dirname "$0")/.."
 
 threads=$(nproc)
 repeats=20
+rounds=3
 peak=0
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --threads) threads="$2"; shift 2 ;;
         --repeats) repeats="$2"; shift 2 ;;
+        --rounds) rounds="$2"; shift 2 ;;
         --peak) peak="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) if [ $# -lt 2 ]; then echo "dev/bench_cpu.sh: flag $1 needs a value" >&2; exit 2; fi
            extra+=("$1" "$2"); shift 2 ;;
     esac
@@ -47,23 +51,28 @@ fi
 make -s train_vlv
 work=$(mktemp -d /tmp/vlv_bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-echo "== train_vlv.c, $threads threads ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
-OMP_NUM_THREADS=$threads ./train_vlv --bench "$repeats" --threads "$threads" --peak "$peak" --out "$work" \
-    ${extra[@]+"${extra[@]}"} | tee "$work/c.log"
-batch=$(sed -n 's/.*steps of each stage (after 2 untimed), batch \([0-9]*\).*/\1/p' "$work/c.log")
-ddim=$(sed -n 's/.*DDIM \([0-9]*\) steps, guidance \([0-9.e+-]*\).*/\1 \2/p' "$work/c.log")
-peak_used=$(sed -n 's/.*(fp32 peak \([0-9.]*\) GFLOP\/s.*/\1/p' "$work/c.log")
-echo
-echo "== PyTorch ($PYTHON), $threads threads"
-OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-    "$PYTHON" dev/bench_torch.py --ckpt "$work/bench.bin" --device cpu --no_compile --threads "$threads" \
-    --batch "$batch" --steps "$repeats" --sample_steps "${ddim% *}" --guidance "${ddim#* }" | tee "$work/torch.log"
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+for round in $(seq "$rounds"); do
+    echo "== round $round of $rounds: train_vlv.c, $threads threads ($cpu)"
+    OMP_NUM_THREADS=$threads ./train_vlv --bench "$repeats" --threads "$threads" --peak "$peak" --out "$work" \
+        ${extra[@]+"${extra[@]}"} | tee "$work/c.log" | grep -v '^wrote'
+    cat "$work/c.log" >> "$work/c_all.log"
+    batch=$(sed -n 's/.*steps of each stage (after 2 untimed), batch \([0-9]*\).*/\1/p' "$work/c.log")
+    ddim=$(sed -n 's/.*DDIM \([0-9]*\) steps, guidance \([0-9.e+-]*\).*/\1 \2/p' "$work/c.log")
+    peak_used=$(sed -n 's/.*(fp32 peak \([0-9.]*\) GFLOP\/s.*/\1/p' "$work/c.log")
+    echo "== round $round of $rounds: PyTorch ($PYTHON), $threads threads"
+    OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+        "$PYTHON" dev/bench_torch.py --ckpt "$work/bench.bin" --device cpu --no_compile --threads "$threads" \
+        --batch "$batch" --steps "$repeats" --sample_steps "${ddim% *}" --guidance "${ddim#* }" > "$work/torch.log"
+    grep -E '^(torch|  BLAS|RESULT|SKIP)' "$work/torch.log"
+    cat "$work/torch.log" >> "$work/torch_all.log"
+done
 
 echo
-echo "median per item: training steps of batch $batch, inference of one image; fp32 peak $peak_used GFLOP/s"
+echo "best of $rounds medians of $repeats per item: training steps of batch $batch, inference of one image; fp32 peak $peak_used GFLOP/s"
 awk -v peak="$peak_used" '
-    FNR == NR && $1 == "BENCH" { c[$2] = $3; gf[$2] = $7; next }
-    $1 == "RESULT" && $2 == "eager" { t[$3] = $4 }
+    FNR == NR && $1 == "BENCH" { if (!($2 in c) || $3 < c[$2]) { c[$2] = $3; gf[$2] = $7 }; next }
+    $1 == "RESULT" && $2 == "eager" { if (!($3 in t) || $4 < t[$3]) t[$3] = $4 }
     END {
         n = split("stage0 stage0b stage1 stage2 caption roundtrip", items, " ")
         printf "| %-9s | %10s | %9s | %7s | %12s | %9s |\n", "item", "C ms", "C GFLOP/s", "of peak", "PyTorch ms", "C/PyTorch"
@@ -77,4 +86,4 @@ awk -v peak="$peak_used" '
         }
         print ""
         print line
-    }' "$work/c.log" "$work/torch.log"
+    }' "$work/c_all.log" "$work/torch_all.log"

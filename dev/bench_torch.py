@@ -89,19 +89,22 @@ def median_ms(fn, steps, warmup, sync):
     return statistics.median(times)
 
 
-def blas_libraries():
-    """The BLAS/MKL/oneDNN shared libraries this process has mapped after a matmul (Linux): what
-    PyTorch's matmuls actually run on (Debian's torch calls whichever libblas.so.3 the system
-    selects: the slow reference BLAS unless OpenBLAS is installed; the PyPI wheel links MKL in)."""
+def blas_library():
+    """What PyTorch's CPU matmuls run on: MKL where it is linked in (the PyPI wheel), else the
+    BLAS shared libraries mapped after a matmul (Debian's torch calls whichever libblas.so.3 the
+    system selects: the slow reference BLAS unless OpenBLAS is installed)."""
+    config = torch.__config__.show()
+    if 'BLAS_INFO=mkl' in config:
+        return 'MKL (linked into libtorch)'
     torch.ones(64, 64) @ torch.ones(64, 64)
     try:
         with open('/proc/self/maps') as f:
-            libs = {line.split()[-1] for line in f if line.rstrip().endswith('.so') or '.so.' in line}
+            libs = {line.split()[-1] for line in f if '.so' in line}
     except OSError:
         return 'unknown (no /proc/self/maps)'
     found = sorted({os.path.basename(os.path.realpath(p)) for p in libs
-                    if any(k in os.path.basename(p).lower() for k in ('blas', 'mkl', 'dnnl', 'lapack'))})
-    return ', '.join(found) if found else 'none separate (linked into libtorch)'
+                    if any(k in os.path.basename(p).lower() for k in ('libblas', 'openblas', 'blis'))})
+    return ', '.join(found) if found else 'unknown'
 
 
 def main():
@@ -135,7 +138,7 @@ def main():
     print(f'torch {torch.__version__} on {name}; batch {a.batch}, median of {a.steps} timed repeats after {a.warmup}',
           flush=True)
     if dev.type == 'cpu':
-        print(f'  matmul libraries loaded: {blas_libraries()}', flush=True)
+        print(f'  BLAS: {blas_library()}', flush=True)
 
     try:
         if a.ckpt:

@@ -52,6 +52,11 @@ check "the third run finishes" $?
 cmp -s "$dir/a/model.bin" "$dir/b/model.bin"; check "interrupted and uninterrupted runs end with identical weights" $?
 [ "$(result "$dir/a.log")" = "$(result "$dir/b3.log")" ]; check "and identical scores" $?
 
+# the kernels, the gradient norm and AdamW are bitwise deterministic at any thread count
+./train_vlv "${tiny[@]}" --out "$dir/t1" --threads 1 > "$dir/t1.log" 2>&1 && ./train_vlv "${tiny[@]}" --out "$dir/t2" --threads 2 > "$dir/t2.log" 2>&1
+[ $? = 0 ] && cmp -s "$dir/t1/model.bin" "$dir/t2/model.bin" && [ "$(result "$dir/t1.log")" = "$(result "$dir/t2.log")" ]
+check "1 and 2 threads train the very same weights and scores" $?
+
 # a finished run: a rerun only evaluates
 ./train_vlv "${tiny[@]}" --out "$dir/a" > "$dir/a2.log" 2>&1
 [ $? = 0 ] && grep -q "resuming from .*evaluation" "$dir/a2.log" && ! grep -q "step .*/30" "$dir/a2.log"

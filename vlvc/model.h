@@ -18,6 +18,7 @@ Shared by train_vlv.c and train_vlv.cu (which lays the same views over device me
 // product, 4·B·Tq·Tk·C for attention's forward (QKᵀ, AV) and 8·B·Tq·Tk·C for its backward.
 // Elementwise layers are not counted (under 1% of the work). The pipeline turns it into GFLOP/s.
 static double flops_counted = 0.0;
+static double attention_flops_counted = 0.0; // the part of flops_counted that attention did
 
 // ----------------------------------------------------------------------------
 // the bump allocator
@@ -32,9 +33,13 @@ typedef struct {
     int group;
 } TensorInfo;
 
+// the activations' parts, in layout order (acts_layout records where each starts)
+enum { ACTS_VIT, ACTS_ADAPTER, ACTS_TEXTENC, ACTS_DIT, ACTS_CAPDEC, NUM_ACT_PARTS };
+
 typedef struct {
     float* base;          // NULL: only count (and record names), hand out NULL views
     size_t used;          // floats handed out so far
+    size_t part_start[NUM_ACT_PARTS + 1]; // acts_layout: where each part starts, and the end
     TensorInfo* table;    // when not NULL, every named tensor is recorded here
     int count, capacity;
     int group;            // group of the tensors being laid out now
@@ -277,12 +282,14 @@ static inline void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
     int Np = config_num_patches(c), PD = config_patch_dim(c), Nq = c->n_q;
     size_t BNp = (size_t)B * Np, BNq = (size_t)B * Nq;
     // vision encoder
+    a->part_start[ACTS_VIT] = a->used;
     v->vit.patches = take(a, BNp * PD);
     v->vit.patch_out = take(a, BNp * c->d_v);
     v->vit.x0 = take(a, BNp * c->d_v);
     v->vit.blocks = take_blocksA(a, c->L_v, B, Np, c->d_v, c->nh_v);
     take_normA(a, &v->vit.ln_f, BNp, c->d_v);
     // adapter
+    a->part_start[ACTS_ADAPTER] = a->used;
     int C = c->d_v;
     v->adapter.x0 = take(a, BNq * C);
     v->adapter.blocks = (AdapterBlockA*)blocks_alloc(c->L_a, sizeof(AdapterBlockA));
@@ -303,10 +310,12 @@ static inline void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
     v->adapter.h1_gelu = take(a, BNq * c->d_t);
     v->adapter.z = take(a, BNq * c->d_t);
     // text encoder
+    a->part_start[ACTS_TEXTENC] = a->used;
     v->textenc.x0 = take(a, BNq * c->d_t);
     v->textenc.blocks = take_blocksA(a, c->L_t, B, Nq, c->d_t, c->nh_t);
     take_normA(a, &v->textenc.ln_f, BNq, c->d_t);
     // DiT
+    a->part_start[ACTS_DIT] = a->used;
     C = c->d_d;
     v->dit.patches = take(a, BNp * PD);
     v->dit.patch_out = take(a, BNp * C);
@@ -338,6 +347,7 @@ static inline void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
     v->dit.fout = take(a, BNp * PD);
     v->dit.out = take(a, BNp * PD);
     // caption decoder: sized for the longest sequence, prefix + caption
+    a->part_start[ACTS_CAPDEC] = a->used;
     int T = Nq + c->cap_len;
     C = c->d_g;
     v->capdec.p1 = take(a, BNq * C);
@@ -348,6 +358,7 @@ static inline void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
     take_normA(a, &v->capdec.ln_f, (size_t)B * T, C);
     v->capdec.logits = take(a, (size_t)B * c->cap_len * c->vocab);
     v->capdec.probs = take(a, (size_t)B * c->cap_len * c->vocab);
+    a->part_start[NUM_ACT_PARTS] = a->used;
 }
 
 static inline void acts_views_free(ActViews* v) {

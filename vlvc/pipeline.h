@@ -477,13 +477,16 @@ static void sample_images(Run* r, uint64_t seed) {
 
 // the conditioning gap of the decoder: its loss on a fixed held-out batch with the true
 // captions and with the empty caption. A decoder that ignores its caption has no gap, and
-// then stage 1 has nothing to learn from.
-static void conditioning_gap(Run* r, float* with_caption, float* without) {
+// then stage 1 has nothing to learn from. With with_z, also the loss with the context
+// TextEnc(z) of the images themselves (stage 1's loss on that batch): how much of the gap
+// the encoder has recovered.
+static void conditioning_gap(Run* r, float* with_caption, float* without, float* with_z) {
     uint64_t rng = stream_seed(r->s.seed, 99, 0);
     make_examples(r, SPLIT_TEST, 0, 0, &rng);
     make_noise(r, &rng);
     Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
     *with_caption = vlv_forward(&r->model, STAGE0, &b);
+    if (with_z) { *with_z = vlv_forward(&r->model, STAGE1, &b); }
     for (int i = 0; i < r->B; i++) { empty_caption(r->text_tokens + (size_t)i * r->model.config.n_q, r->model.config.n_q); }
     *without = vlv_forward(&r->model, STAGE0, &b);
 }
@@ -664,7 +667,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
         if (o == STAGE0 && ((step + 1) % s->eval_every == 0 || step + 1 == total)) {
             vlv_ema_swap(&r->model, groups); // health of the EMA decoder
             float with, without;
-            conditioning_gap(r, &with, &without);
+            conditioning_gap(r, &with, &without, NULL);
             char grid[64];
             snprintf(grid, sizeof grid, "t2i_step%06d.png", step + 1);
             Score t2i = eval_t2i(r, grid);
@@ -672,6 +675,15 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
             say(r, "stage0  health at step %d (EMA weights): loss with caption %.5f, empty caption %.5f, "
                    "conditioning gap %.1f%%; T2I oracle exact %.1f%% (%s)\n", step + 1, with, without,
                 100.0f * (without - with) / without, 100.0f * score_exact(&t2i), grid);
+            t_window = wall_seconds();
+            flops_window = flops_counted;
+        }
+        if (o == STAGE1 && ((step + 1) % s->eval_every == 0 || step + 1 == total)) {
+            float with, without, with_z;
+            conditioning_gap(r, &with, &without, &with_z);
+            say(r, "stage1  health at step %d: decoder loss with TextEnc(z) %.5f, true caption %.5f, empty caption %.5f; "
+                   "z recovers %.1f%% of the caption's gain\n", step + 1, with_z, with, without,
+                100.0f * (without - with_z) / (without - with));
             t_window = wall_seconds();
             flops_window = flops_counted;
         }
@@ -700,7 +712,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
 // the stage's real batches; then, with a batch of 1, N captions (ViT, adapter, text encoder,
 // T_c - 1 caption-decoder passes) and N round trips (the same context, then guided DDIM:
 // 2 DiT passes per step). Prints the median of each as
-//   BENCH <stage0|stage0b|stage1|stage2|caption|roundtrip> <ms> <images/s> <GFLOP/s>
+//   BENCH <stage0|stage0b|stage1|stage2|caption|roundtrip> <ms> ms <images/s> images/s <GFLOP/s> GFLOP/s <attention share> % attention
 // and writes the timed weights to bench.bin in the run folder.
 
 static int double_cmp(const void* a, const void* b) {
@@ -708,18 +720,20 @@ static int double_cmp(const void* a, const void* b) {
     return (x > y) - (x < y);
 }
 
-// times one item (a training step or an inference) `repeats` times; returns the median in ms
+// times one item (a training step or an inference) `repeats` times; returns the median in ms,
+// and the GFLOP/s of all repeats and the share of their FLOPs that attention did
 typedef void (*BenchItem)(Run* r, int o, int repeat);
-static double bench_median_ms(Run* r, BenchItem item, int o, int warmup, int repeats, double* gflops) {
+static double bench_median_ms(Run* r, BenchItem item, int o, int warmup, int repeats, double* gflops, double* attention) {
     double* ms = (double*)mallocCheck(repeats * sizeof(double));
     for (int i = 0; i < warmup; i++) { item(r, o, i); }
-    double flops0 = flops_counted, t_all = wall_seconds();
+    double flops0 = flops_counted, attention0 = attention_flops_counted, t_all = wall_seconds();
     for (int i = 0; i < repeats; i++) {
         double t0 = wall_seconds();
         item(r, o, warmup + i);
         ms[i] = 1e3 * (wall_seconds() - t0);
     }
     *gflops = (flops_counted - flops0) / (wall_seconds() - t_all) * 1e-9;
+    *attention = (attention_flops_counted - attention0) / (flops_counted - flops0);
     qsort(ms, repeats, sizeof(double), double_cmp);
     double median = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
     free(ms);
@@ -742,18 +756,19 @@ static void bench_inference(Run* r, int roundtrip, int repeat) {
     else { greedy_caption(&r->model, r->generated, r->ctx); }
 }
 
-static void bench_report(Run* r, const char* name, double ms, int images, double gflops) {
-    say(r, "BENCH %-9s %10.3f ms %10.1f images/s %7.1f GFLOP/s\n", name, ms, images * 1e3 / ms, gflops);
+static void bench_report(Run* r, const char* name, double ms, int images, double gflops, double attention) {
+    say(r, "BENCH %-9s %10.3f ms %10.1f images/s %7.1f GFLOP/s %5.1f %% attention\n", name, ms, images * 1e3 / ms,
+        gflops, 100.0 * attention);
 }
 
 static int run_bench(Run* r) {
     int repeats = r->s.bench;
-    double gflops;
+    double gflops, attention;
     say(r, "timing %d steps of each stage (after 2 untimed), batch %d; median per step\n", repeats, r->B);
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
         vlv_reset_optimizer(&r->model);
-        double ms = bench_median_ms(r, bench_train_step, o, 2, repeats, &gflops);
-        bench_report(r, stage_name[o], ms, r->B, gflops);
+        double ms = bench_median_ms(r, bench_train_step, o, 2, repeats, &gflops, &attention);
+        bench_report(r, stage_name[o], ms, r->B, gflops, attention);
     }
     // inference on the freshly initialised weights, which bench.bin hands to PyTorch
     char path[1100];
@@ -771,8 +786,8 @@ static int run_bench(Run* r) {
         repeats, r->s.sample_steps, r->s.guidance);
     const char* names[2] = { "caption", "roundtrip" };
     for (int k = 0; k < 2; k++) {
-        double ms = bench_median_ms(r, bench_inference, k, 1, repeats, &gflops);
-        bench_report(r, names[k], ms, 1, gflops);
+        double ms = bench_median_ms(r, bench_inference, k, 1, repeats, &gflops, &attention);
+        bench_report(r, names[k], ms, 1, gflops, attention);
     }
     say(r, "wrote %s (the weights the inferences ran on)\n", path);
     return 0;
