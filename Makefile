@@ -8,6 +8,7 @@
 #   make test-ofast                    the same checks built with -Ofast (fast-math)
 #   make test-cuemu                    the CUDA code's checks on the CPU, through the emulator dev/cuda/emu
 #   make test-mutants                  deliberately broken backwards must make the checks fail
+#   make cpu-labs                      build the CPU kernel labs dev/cpu/*.c (they include train_vlv.c), warnings as errors
 #   make cuda                          build every CUDA target with nvcc, warnings as errors (no GPU needed)
 #   make checkcu                       on a GPU machine: test_vlvcu against the references
 # Switches: NO_OMP=1 (no OpenMP), NO_NATIVE=1 (no -march=native), PYTHON=... (a python with torch).
@@ -135,8 +136,15 @@ test-pipeline: train_vlv caption
 test-mutants: $(REFERENCES)
 	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/mutants.sh $(TESTDIR)/small
 
+# the CPU kernel labs take their kernels from train_vlv.c: built here so that they never rot
+CPU_LABS = $(patsubst dev/cpu/%.c,build/cpu/%,$(wildcard dev/cpu/*.c))
+build/cpu/%: dev/cpu/%.c train_vlv.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Werror -o $@ $< -lm
+cpu-labs: $(CPU_LABS)
+
 # all of them, stopping at the first that fails; the last line sums them up
-TEST_PARTS = check test-data test-pipeline test-asan test-ofast test-cuemu test-mutants
+TEST_PARTS = check test-data test-pipeline test-asan test-ofast test-cuemu test-mutants cpu-labs
 test:
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \
@@ -200,4 +208,4 @@ clean:
 	rm -rf $(EMU_DIR)
 	rm -rf $(TESTDIR)
 
-.PHONY: test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cuda cuda-labs checkcu clean
+.PHONY: test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cpu-labs cuda cuda-labs checkcu clean

@@ -2,17 +2,20 @@
 dev/cpu/attention.c — kernel lab for train_vlv.c's attention_forward / attention_backward:
 a float64 reference, versions, a correctness check over odd sizes (causal or not, self and
 cross, strided q / kv rows as in the packed qkv buffer) at 1 and 2 threads, and a timing
-table on the default model's attention shapes (B = 32).
+table on the default model's attention shapes (B = 32). The lab includes train_vlv.c itself
+(with VLV_NO_MAIN, so without its main and pipeline): v4 is exactly the code the model runs.
 
-  v1  train_vlv.c today: per (query, key) pair a scalar dot product over the head (a float
-      reduction gcc may not vectorize without -ffast-math), dk / dv updated in memory per pair
+  v1  train_vlv.c's original attention: per (query, key) pair a scalar dot product over the
+      head (a float reduction gcc may not vectorize without -ffast-math), dk / dv updated in
+      memory per pair
   v2  the same loops with `omp simd reduction` on the dot products (vectorized over the head)
   v3  per (b, h): K^T (and V^T) copied to the stack once, so scores and dO V^T are computed a
       query row at a time vectorized over the keys; dk and dv summed in stack rows and added
       once; datt is not touched (the one row of da lives on the stack). Falls back to v2's
       loops when hs * Tk > ATT_TILE (the stack copy would not fit).
-  v4  the proposal (attention_kernels.h): per (b, h) the four products as small matmuls on
-      matmul_kernels.h's register tile (S = Q K^T, O = A V; dV, dA, dQ, dK), a row softmax
+  v4  train_vlv.c's attention_forward / attention_backward: per (b, h) the four products as
+      small matmuls on train_vlv.c's matmul register tile (matmul_units: S = Q K^T, O = A V;
+      dV, dA, dQ, dK), a row softmax
   v5  v4 with the softmax vectorized by a polynomial exp (forward only; the backward is v4's)
 
 Build and run (from the repository root):
@@ -29,6 +32,11 @@ Build and run (from the repository root):
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+// the current kernels: attention_forward, attention_backward and the matmul_units / MM_MR /
+// MM_NR they (and v5) run on, straight from train_vlv.c without its main
+#define VLV_NO_MAIN
+#include "../../train_vlv.c"
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -58,7 +66,7 @@ static int cmp_double(const void* a, const void* b) {
 }
 
 // ----------------------------------------------------------------------------
-// v1: train_vlv.c today (verbatim, renamed)
+// v1: train_vlv.c's original attention (verbatim, renamed)
 
 void attention_forward1(float* out, float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
@@ -355,11 +363,10 @@ void attention_backward3(float* dq, float* dk, float* dv, float* datt, const flo
 }
 
 // ----------------------------------------------------------------------------
-// v4: the proposal (attention_kernels.h): per (b, h), the four products as small matmuls on
-// matmul_kernels.h's register tile, and a row softmax in between
+// v4: train_vlv.c's attention_forward / attention_backward (included at the top): per
+// (b, h), the four products as small matmuls on its matmul register tile (matmul_units), and
+// a row softmax in between
 
-#include "matmul_kernels.h"
-#include "attention_kernels.h"
 #define attention_forward4 attention_forward
 #define attention_backward4 attention_backward
 
@@ -566,7 +573,7 @@ static int run_checks(const int* threads, int nthreads) {
             fails += check_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6], threads[t], &worst);
         }
     }
-    // the proposal (v4) must give bitwise the same at 1 and 2 threads
+    // train_vlv.c's attention (v4) must give bitwise the same at 1 and 2 threads
     int det = 0;
     for (int i = 0; i < n; i++) {
         const int* cs = cases[i];
@@ -592,7 +599,7 @@ static int run_checks(const int* threads, int nthreads) {
         free(qb); if (cross) { free(kvb); } free(dout);
     }
     printf("check: %d cases x %d versions x %d thread counts: %d failures; worst norm-wise relative error %.3g; "
-           "proposal (v4) bitwise identical at 1 and 2 threads: %s\n", n, NV, nthreads, fails, worst, det ? "NO" : "yes");
+           "train_vlv.c's v4 bitwise identical at 1 and 2 threads: %s\n", n, NV, nthreads, fails, worst, det ? "NO" : "yes");
     return fails + det;
 }
 

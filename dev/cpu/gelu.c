@@ -1,9 +1,11 @@
 /*
-dev/cpu/gelu.c — lab for train_vlv.c's GELU: v1 (today: glibc tanhf, a scalar call per
-element) against the proposal in dev/cpu/gelu_kernels.h (v2: a polynomial tanh that gcc
-vectorizes). Checks both against float64 over x in [-12, 12] (max absolute error of the
-output and of the gradient, and the norm-wise relative error the tests use), then times
-N = 2048 x 512 (one MLP's hidden layer of the full model at B = 32) at 1 and 2 threads.
+dev/cpu/gelu.c — lab for train_vlv.c's GELU: v1 (the original: glibc tanhf, a scalar call
+per element) against v2, train_vlv.c's own gelu_forward / gelu_backward (a polynomial tanh,
+tanh_vec, that gcc vectorizes). The lab includes train_vlv.c itself (with VLV_NO_MAIN, so
+without its main and pipeline): v2 is exactly the code the model runs. Checks both against
+float64 over x in [-12, 12] (max absolute error of the output and of the gradient, and the
+norm-wise relative error the tests use), then times N = 2048 x 512 (one MLP's hidden layer of
+the full model at B = 32) at 1 and 2 threads.
 
   gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/gelu dev/cpu/gelu.c -lm && /tmp/gelu
 */
@@ -17,6 +19,12 @@ N = 2048 x 512 (one MLP's hidden layer of the full model at B = 32) at 1 and 2 t
 #include <omp.h>
 #endif
 
+// the current kernels: gelu_forward, gelu_backward (and tanh_vec, GELU_K), straight from
+// train_vlv.c without its main
+#define VLV_NO_MAIN
+#include "../../train_vlv.c"
+
+// v1: train_vlv.c's original GELU (glibc tanhf), renamed
 #define GELU_K1 0.7978845608028654f
 void gelu_forward1(float* out, const float* inp, size_t N) {
     #pragma omp parallel for
@@ -34,8 +42,6 @@ void gelu_backward1(float* dinp, const float* inp, const float* dout, size_t N) 
         dinp[i] += grad * dout[i];
     }
 }
-
-#include "gelu_kernels.h" // gelu_forward, gelu_backward: the proposal
 
 static double now_seconds(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static int cmp_double(const void* a, const void* b) { double x = *(const double*)a, y = *(const double*)b; return (x > y) - (x < y); }
@@ -66,7 +72,7 @@ int main(void) {
         int bad = !(ey / my < 1e-5 && eg / mg < 1e-5);
         fails += bad;
         printf("v%d %s: forward max abs err %.2e (norm-wise rel %.2e), gradient max abs err %.2e (rel %.2e)%s\n", v + 1,
-               v ? "vectorized tanh (proposal)" : "tanhf (today)", ey, ey / my, eg, eg / mg, bad ? "  FAIL" : "");
+               v ? "vectorized tanh (train_vlv.c)" : "tanhf (original)", ey, ey / my, eg, eg / mg, bad ? "  FAIL" : "");
     }
     free(x); free(y); free(g); free(ones);
     // timing: one MLP hidden layer of the full model, B = 32: 2048 rows x 512

@@ -8,8 +8,10 @@ shapes the default model runs.
   backward-input   dinp[N,C] += dout[N,OC] @ W[OC,C]
   backward-weight  dW[OC,C]  += dout^T @ inp,  db[OC] += colsum(dout)
 
-Version 1 is the code in train_vlv.c today; the last version of each is the proposal in
-dev/cpu/matmul_kernels.h (included, so the lab checks and times exactly the code to paste).
+Version 1 is train_vlv.c's original kernel (plain loops, before the blocked one), version 2
+an intermediate step; the last version of each is train_vlv.c's own matmul_forward /
+matmul_backward: the lab includes train_vlv.c itself (with VLV_NO_MAIN, so without its main
+and pipeline), so it checks and times exactly the code the model runs.
 
 Build and run (from the repository root):
   gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/matmul dev/cpu/matmul.c -lm
@@ -31,7 +33,10 @@ of the machine used meanwhile: on a shared machine 2-thread timings are meaningl
 #include <omp.h>
 #endif
 
-#include "matmul_kernels.h" // the proposal: matmul_forward, matmul_backward
+// the current kernels: matmul_forward, matmul_backward and their helpers (matmul_tile,
+// matmul_units, MM_MR / MM_NR / MM_KC), straight from train_vlv.c without its main
+#define VLV_NO_MAIN
+#include "../../train_vlv.c"
 
 // ----------------------------------------------------------------------------
 // utilities
@@ -113,7 +118,7 @@ static void ref_backward(double* dinp, double* dinp_mag, double* dw, double* dw_
 }
 
 // ----------------------------------------------------------------------------
-// version 1: train_vlv.c today (copied verbatim, renamed)
+// version 1: train_vlv.c's original kernels (plain loops; copied verbatim, renamed)
 
 void matmul_forward1(float* out, const float* inp, const float* weight, const float* bias,
                      int N, int C, int OC) {
@@ -214,7 +219,7 @@ void matmul_forward2(float* out, const float* inp, const float* weight, const fl
 }
 
 // ----------------------------------------------------------------------------
-// version 2 of both backward products: the register tile of the proposal, but reading B
+// version 2 of both backward products: the register tile of version 3, but reading B
 // straight from memory (row stride ldb, no packing, no blocking over K). The backward-input
 // B is W itself (rows of C floats), the backward-weight B is inp itself: both are already
 // "k rows of contiguous j". Column edges (nc < 16) take a scalar loop.
@@ -280,7 +285,8 @@ void matmul_backward2(float* dinp, float* dweight, float* dbias, const float* do
 }
 
 // ----------------------------------------------------------------------------
-// version 3 = the proposal (matmul_kernels.h): packed, cache-blocked register tile
+// version 3 = train_vlv.c's matmul_forward / matmul_backward (included above): packed,
+// cache-blocked register tile
 
 #define matmul_forward3 matmul_forward
 #define matmul_backward3 matmul_backward
@@ -289,8 +295,8 @@ typedef void (*fwd_fn)(float*, const float*, const float*, const float*, int, in
 typedef void (*bwd_fn)(float*, float*, float*, const float*, const float*, const float*, int, int, int);
 static const fwd_fn fwd_versions[] = { NULL, matmul_forward1, matmul_forward2, matmul_forward3 };
 static const bwd_fn bwd_versions[] = { NULL, matmul_backward1, matmul_backward2, matmul_backward3 };
-static const char* fwd_names[] = { "", "v1 current (dot, scalar reduction)", "v2 dot 4x4, simd reduction", "v3 packed 12x16 tile (proposal)" };
-static const char* bwd_names[] = { "", "v1 current (axpy rows)", "v2 register tile, unpacked", "v3 packed 12x16 tile (proposal)" };
+static const char* fwd_names[] = { "", "v1 original (dot, scalar reduction)", "v2 dot 4x4, simd reduction", "v3 packed 12x16 tile (train_vlv.c)" };
+static const char* bwd_names[] = { "", "v1 original (axpy rows)", "v2 register tile, unpacked", "v3 packed 12x16 tile (train_vlv.c)" };
 #define NUM_VERSIONS 3
 
 // ----------------------------------------------------------------------------
@@ -372,7 +378,7 @@ static int check_one(int N, int C, int OC, int threads, int verbose, double* wor
     return fails;
 }
 
-// the proposal must give bitwise the same result at any thread count
+// train_vlv.c's kernels (v3) must give bitwise the same result at any thread count
 static int check_determinism(int N, int C, int OC, int max_threads) {
     float *inp = make((size_t)N * C), *w = make((size_t)OC * C), *b = make(OC), *dout = make((size_t)N * OC);
     float *o1 = malloc((size_t)N * OC * 4), *o2 = malloc((size_t)N * OC * 4);
@@ -423,7 +429,7 @@ static int run_checks(const int* threads, int nthreads, int quick) {
     static const int dshapes[][3] = { { 2048 + 13, 128, 384 }, { 7, 48, 13 }, { 64, 512, 128 }, { 24, 128, 64 }, { 1, 200, 770 } };
     for (int i = 0; i < 5; i++) { det += check_determinism(dshapes[i][0], dshapes[i][1], dshapes[i][2], maxt < 2 ? 2 : maxt); }
     printf("check: %d shapes x %d versions x (2 forward + 7 backward output sets): %d failures; "
-           "worst error %.3g of the bound (%.3g where 100+ terms are summed); proposal bitwise identical at 1..%d threads: %s\n",
+           "worst error %.3g of the bound (%.3g where 100+ terms are summed); v3 (train_vlv.c) bitwise identical at 1..%d threads: %s\n",
            cases / nthreads, NUM_VERSIONS, fails, worst_seen, worst_long, maxt < 2 ? 2 : maxt, det ? "NO" : "yes");
     return fails + det;
 }
@@ -431,7 +437,7 @@ static int run_checks(const int* threads, int nthreads, int quick) {
 // ----------------------------------------------------------------------------
 // peak: cores x SIMD lanes x FMA units x 2 FLOP x clock. The clock is measured with a chain
 // of dependent integer adds (1 per cycle on every x86 core since the P6), fastest of many trials; the FMA rate with
-// the proposal's register tile running on data that sits in L1 (the kernel's own ceiling).
+// train_vlv.c's register tile running on data that sits in L1 (the kernel's own ceiling).
 
 static double measure_ghz(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -453,7 +459,7 @@ static double measure_ghz(void) {
     return 0.0;
 #endif
 }
-static double measure_tile_gflops(void) { // one thread, the proposal's tile on L1-resident data
+static double measure_tile_gflops(void) { // one thread, train_vlv.c's tile on L1-resident data
     static float a[MM_MR * MM_KC], bp[MM_KC * MM_NR], c[MM_MR * MM_NR];
     for (int i = 0; i < MM_MR * MM_KC; i++) { a[i] = frand() * 1e-3f; }
     for (int i = 0; i < MM_KC * MM_NR; i++) { bp[i] = frand() * 1e-3f; }
@@ -544,7 +550,7 @@ static void run_bench(const int* threads, int nthreads, int reps, double ghz) {
     double fma1 = measure_tile_gflops();
     printf("\npeak: clock %.2f GHz (measured: dependent adds), 2 FMA units x 8 fp32 lanes (256-bit; AVX-512 on Zen 4 is\n"
            "      double-pumped, same rate) x 2 FLOP = 32 FLOP/cycle/core -> %.1f GFLOP/s per core;\n"
-           "      measured: the proposal's %dx%d tile on L1-resident data, 1 thread: %.1f GFLOP/s\n", ghz, 32.0 * ghz, MM_MR, MM_NR, fma1);
+           "      measured: train_vlv.c's %dx%d tile on L1-resident data, 1 thread: %.1f GFLOP/s\n", ghz, 32.0 * ghz, MM_MR, MM_NR, fma1);
     double tot[8][3][NUM_VERSIONS + 1]; // per thread count, product, version: summed time of one step's calls
     memset(tot, 0, sizeof tot);
     double busy0 = machine_busy_seconds(), own0 = process_cpu_seconds(), wall0 = now_seconds();

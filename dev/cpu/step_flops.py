@@ -7,7 +7,7 @@ call adds its FLOPs, counted analytically from its arguments, and its wall time 
 counter. A small driver (the model check that train_vlv.c's main used to be) builds the
 model from scratch, trains each objective for a few steps on one fixed random batch and
 prints, per objective and step, the FLOPs and time of each class and the rest of the step.
-Optionally splices the proposed kernels in first (dev/cpu/splice.py).
+It measures train_vlv.c's kernels as they are.
 
   FLOPs, counted as 2 per multiply-add:
     matmul forward         2 N C OC
@@ -17,7 +17,7 @@ Optionally splices the proposed kernels in first (dev/cpu/splice.py).
     attention backward     8 hs * pairs per head: da = do.v, dv, dq, dk
   (softmax, layernorm, GELU, residuals, AdamW: elementwise, O(N C), not counted)
 
-usage: dev/cpu/step_flops.py [--proposal [--attention] [--gelu]] [--preset full|default] [-b 32] [-n 3] [--threads 2]
+usage: dev/cpu/step_flops.py [--preset full|default] [-b 32] [-n 3] [--threads 2]
   full:    d 128, 4 heads, L_v 4, L_d 6, L_g 4 (the config train_vlv.c's model check used; the issue's shapes)
   default: d 96, 3 heads, L_v 3, L_d 4, L_g 2 (vlvc/pipeline.h's default preset)
 """
@@ -25,9 +25,6 @@ import argparse, os, re, subprocess, sys, tempfile
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ap = argparse.ArgumentParser()
-ap.add_argument("--proposal", action="store_true", help="splice dev/cpu/matmul_kernels.h in first")
-ap.add_argument("--attention", action="store_true", help="with --proposal: splice dev/cpu/attention_kernels.h in too")
-ap.add_argument("--gelu", action="store_true", help="with --proposal: splice dev/cpu/gelu_kernels.h in too")
 ap.add_argument("--preset", default="full", choices=["full", "default"])
 ap.add_argument("-b", type=int, default=32)
 ap.add_argument("-n", type=int, default=3)
@@ -37,13 +34,8 @@ ap.add_argument("--cc", default="gcc")
 args = ap.parse_args()
 
 work = tempfile.mkdtemp(prefix="vlv_flops_")
-if args.proposal:
-    subprocess.run([sys.executable, os.path.join(root, "dev", "cpu", "splice.py"), work] + (["--attention"] if args.attention else []) + (["--gelu"] if args.gelu else []),
-                   check=True, stdout=subprocess.DEVNULL)
-    src = open(os.path.join(work, "train_vlv.c")).read()
-else:
-    src = open(os.path.join(root, "train_vlv.c")).read()
-    os.symlink(os.path.join(root, "vlvc"), os.path.join(work, "vlvc"))
+src = open(os.path.join(root, "train_vlv.c")).read()
+os.symlink(os.path.join(root, "vlvc"), os.path.join(work, "vlvc"))
 
 counters = """
 // ---- instrumentation (dev/cpu/step_flops.py) ----
