@@ -290,27 +290,29 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
     }
 }
 
-// min(y, 88) without a branch: a compare and bit operations. gcc vectorizes this, where it
-// leaves a ?: that feeds the float-to-int conversion below as a branch (and then nothing).
-static inline float gelu_min88(float y) {
-    int32_t yb, cb = 0x42b00000; // 88.0f
+// x where cond holds, else y, without a branch: a compare and bit operations. gcc vectorizes
+// this, where it leaves a ?: that feeds a float-to-int conversion as a branch (and then nothing).
+static inline float select_bits(int cond, float x, float y) {
+    int32_t xb, yb, keep = -(int32_t)cond;
+    memcpy(&xb, &x, sizeof xb);
     memcpy(&yb, &y, sizeof yb);
-    int32_t keep = -(int32_t)(y < 88.0f);
-    yb = (yb & keep) | (cb & ~keep);
-    memcpy(&y, &yb, sizeof y);
-    return y;
+    xb = (xb & keep) | (yb & ~keep);
+    memcpy(&x, &xb, sizeof x);
+    return x;
 }
 
-// tanh that gcc vectorizes: tanh(u) = sign(u) (1 - 2 / (e^y + 1)), y = 2|u|, with e^y by
-// Cephes' expf polynomial (y = n ln2 + r, |r| <= ln2 / 2, degree 6; 2^n from the exponent
-// bits) and y capped at 88 (tanh is 1 in float from |u| ~ 9 on). Absolute error ~1e-7, like
-// tanhf's near |tanh| = 1; no infinities or NaNs on the way, so -Ofast keeps it. (No floorf:
-// gcc vectorizes that only with -ffast-math.)
-static inline float tanh_vec(float u) {
-    float y = gelu_min88(2.0f * fabsf(u));
-    int32_t ni = (int32_t)(y * 1.44269504088896341f + 0.5f); // round(y / ln2): y >= 0
+// e^x that gcc vectorizes (glibc's expf is a scalar call: in the softmax of attention it cost
+// as much as attention's matmuls). Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-6
+// polynomial for e^r, 2^n from the exponent bits. x is first clamped to [-87, 87], the ends of
+// float's normal range (e^-87 = 1.6e-38 counts as nothing next to a softmax row's largest
+// term, 1). Relative error ~1e-7, like expf's; no infinities or NaNs on the way, so -Ofast
+// keeps it. (No floorf: gcc vectorizes that only with -ffast-math.)
+static inline float exp_vec(float x) {
+    x = select_bits(x < 87.0f, x, 87.0f);
+    x = select_bits(x > -87.0f, x, -87.0f);
+    int32_t ni = (int32_t)(x * 1.44269504088896341f + copysignf(0.5f, x)); // round(x / ln2)
     float n = (float)ni;
-    float r = y - n * 0.693359375f;
+    float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -322,7 +324,14 @@ static inline float tanh_vec(float u) {
     int32_t bits = (ni + 127) << 23;
     float two_n;
     memcpy(&two_n, &bits, sizeof two_n);
-    return copysignf(1.0f - 2.0f / (p * two_n + 1.0f), u);
+    return p * two_n;
+}
+
+// tanh that gcc vectorizes: tanh(u) = sign(u) (1 - 2 / (e^y + 1)), y = 2|u| (tanh is 1 in
+// float from |u| ~ 9 on, so exp_vec's clamp changes nothing). Absolute error ~1e-7, like
+// tanhf's near |tanh| = 1.
+static inline float tanh_vec(float u) {
+    return copysignf(1.0f - 2.0f / (exp_vec(2.0f * fabsf(u)) + 1.0f), u);
 }
 
 // GELU, tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2/pi)
@@ -348,11 +357,11 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
 
 // SiLU: x * sigmoid(x); d/dx = s (1 + x (1 - s)) with s = sigmoid(x)
 void silu_forward(float* out, const float* inp, size_t N) {
-    for (size_t i = 0; i < N; i++) { out[i] = inp[i] / (1.0f + expf(-inp[i])); }
+    for (size_t i = 0; i < N; i++) { out[i] = inp[i] / (1.0f + exp_vec(-inp[i])); }
 }
 void silu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
     for (size_t i = 0; i < N; i++) {
-        float s = 1.0f / (1.0f + expf(-inp[i]));
+        float s = 1.0f / (1.0f + exp_vec(-inp[i]));
         dinp[i] += dout[i] * s * (1.0f + inp[i] * (1.0f - s));
     }
 }
@@ -462,7 +471,7 @@ void attention_forward(float* out, float* att, const float* q, int q_stride, con
                 float maxv = -FLT_MAX;
                 for (int j = 0; j < jend; j++) { a[j] *= scale; maxv = a[j] > maxv ? a[j] : maxv; }
                 float sum = 0.0f;
-                for (int j = 0; j < jend; j++) { a[j] = expf(a[j] - maxv); sum += a[j]; }
+                for (int j = 0; j < jend; j++) { a[j] = exp_vec(a[j] - maxv); sum += a[j]; }
                 float inv = 1.0f / sum;
                 for (int j = 0; j < jend; j++) { a[j] *= inv; }
                 for (int j = jend; j < Tk; j++) { a[j] = 0.0f; }
@@ -604,7 +613,7 @@ float crossentropy_forward(float* probs, const float* logits, const int* targets
         float maxv = -FLT_MAX;
         for (int i = 0; i < V; i++) { if (z[i] > maxv) { maxv = z[i]; } }
         float sum = 0.0f;
-        for (int i = 0; i < V; i++) { p[i] = expf(z[i] - maxv); sum += p[i]; }
+        for (int i = 0; i < V; i++) { p[i] = exp_vec(z[i] - maxv); sum += p[i]; }
         for (int i = 0; i < V; i++) { p[i] /= sum; }
         if (targets[n] != TOKEN_PAD) {
             // -log p[target] = log(sum) - (z[target] - max), without taking the log of a tiny p

@@ -310,7 +310,9 @@ void capdec_forward(CapDecA* a, const float* ctx, const int* tokens, const CapDe
     embed_forward(a->x0, a->prefix, tokens, p->wte, p->wpe + (size_t)(Nq - Tp) * C, B, Tp, Tc, C);
     const float* x = blocks_forward(a->blocks, a->x0, p->blocks, c->L_g, B, T, C, c->nh_g, 1);
     norm_forward(&a->ln_f, x, &p->ln_f, B * T, C);
-    for (int b = 0; b < B; b++) { // tied LM head on the caption rows
+    // tied LM head on the caption rows: all rows at once without a prefix, else sample by sample
+    if (Tp == 0) { matmul_forward(a->logits, a->ln_f.out, p->wte, NULL, B * Tc, C, V); }
+    for (int b = 0; b < B && Tp > 0; b++) {
         matmul_forward(a->logits + (size_t)b * Tc * V, a->ln_f.out + ((size_t)b * T + Tp) * C, p->wte, NULL, Tc, C, V);
     }
 }
@@ -319,7 +321,8 @@ void capdec_backward(float* dctx, CapDecA* d, const CapDecP* g, const CapDecA* a
                      const CapDecP* p, const Config* c, int B) {
     int Nq = c->n_q, Tc = c->cap_len, C = c->d_g, V = c->vocab, L = c->L_g;
     int Tp = ctx ? Nq : 0, T = Tp + Tc;
-    for (int b = 0; b < B; b++) {
+    if (Tp == 0) { matmul_backward(d->ln_f.out, g->wte, NULL, d->logits, a->ln_f.out, p->wte, B * Tc, C, V); }
+    for (int b = 0; b < B && Tp > 0; b++) {
         matmul_backward(d->ln_f.out + ((size_t)b * T + Tp) * C, g->wte, NULL, d->logits + (size_t)b * Tc * V,
                         a->ln_f.out + ((size_t)b * T + Tp) * C, p->wte, Tc, C, V);
     }
