@@ -104,6 +104,19 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
         compare_scalar(&ds, name, loss, TOL_LOSS);
         vlv_backward(&m, (Objective)o, batches[o], grad_groups[o]);
         compare_grads(&ds, &m, objective_name[o], grad_groups[o]);
+        // the clipping norm: AdamW is nearly blind to the scale of its gradient, so the steps
+        // below cannot see a slightly wrong norm; compare the chunked parallel sum with a
+        // plain serial one: both are double sums of ~1e5 squares, measured 2e-15..1e-14 apart;
+        // 1e-11 leaves 1000x, and one dropped square is typically ~1e-5 of the sum
+        double serial = 0.0;
+        for (int i = 0; i < m.num_tensors; i++) {
+            const TensorInfo* t = &m.tensors[i];
+            if (!(grad_groups[o] & 1 << t->group)) { continue; }
+            for (size_t j = t->offset; j < t->offset + t->numel; j++) { serial += (double)m.grads[j] * m.grads[j]; }
+        }
+        double chunked = grad_sumsq(&m, grad_groups[o]), norm_err = fabs(chunked - serial) / serial;
+        report("gradient norm: chunked sum = serial sum", norm_err < 1e-11, "%s: norm %.6g, rel diff %.1e",
+               objective_name[o], sqrt(serial), norm_err);
     }
 
     // 2. a few AdamW steps per objective from the checkpoint's weights: the losses must

@@ -100,6 +100,28 @@ before=$(md5sum < "$dir/e/train_state.bin")
 [ $? = 1 ] && grep -q "the last good checkpoint" "$dir/e.log"; check "a NaN loss stops with a message" $?
 [ "$before" = "$(md5sum < "$dir/e/train_state.bin")" ]; check "and leaves the last good checkpoint untouched" $?
 
+# other data sources (--data): Fashion-MNIST (Debian's dataset-fashion-mnist), an image folder
+if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  ./train_vlv "${tiny[@]}" --data fashion-mnist --out "$dir/fm" > "$dir/fm.log" 2>&1
+  [ $? = 0 ] && grep -q '^RESULT caption_exact=[0-9.]* roundtrip_mse=[0-9.]* baseline_exact=' "$dir/fm.log" \
+    && [ "$(cut -f2 "$dir/fm/captions.tsv" | tail -n +2 | grep -c '^a photo of an\? ')" = 16 ] && [ -s "$dir/fm/t2i.png" ]
+  check "--data fashion-mnist trains every stage and captions held-out Fashion-MNIST images" $?
+else
+  ./train_vlv "${tiny[@]}" --data fashion-mnist --out "$dir/fm" > "$dir/fm.log" 2>&1
+  [ $? = 1 ] && grep -q "apt-get install dataset-fashion-mnist" "$dir/fm.log"
+  check "--data fashion-mnist without the dataset says how to install it" $?
+fi
+mkdir -p "$dir/folder"
+for i in $(seq 10 25); do cp "$dir/a/$([ $((i % 2)) = 0 ] && echo t2i.png || echo roundtrip.png)" "$dir/folder/im$i.png"; done
+for i in $(seq 10 22); do printf 'im%d.png\t%s\n' $i "$([ $((i % 2)) = 0 ] && echo 'a grid of samples' || echo 'pairs side by side')"; done > "$dir/folder/captions.tsv"
+./train_vlv "${tiny[@]}" --data "folder:$dir/folder" --out "$dir/fo" > "$dir/fo.log" 2>&1
+[ $? = 0 ] && grep -q "11 captioned training items: K = 11" "$dir/fo.log" && grep -q "2 test items" "$dir/fo.log" && grep -q '^RESULT caption_exact=' "$dir/fo.log"
+check "--data folder:DIR trains on 16 images (13 captioned: 2 held out, K capped at 11)" $?
+rm "$dir/folder/captions.tsv"
+./train_vlv "${tiny[@]}" --data "folder:$dir/folder" --out "$dir/fo2" > "$dir/fo2.log" 2>&1; [ $? = 1 ] && grep -q "no captions.tsv" "$dir/fo2.log"
+check "an image folder without captions.tsv is refused" $?
+./train_vlv --data nope > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "choose shapes" "$dir/d.log"; check "--data nope is refused" $?
+
 # the splits as dataset files for the PyTorch twin
 ./train_vlv "${tiny[@]}" --out "$dir/x" --export 24 > "$dir/x.log" 2>&1
 ok=$?; for f in shapes_t2i.bin shapes_unpaired.bin shapes_captioned.bin shapes_test.bin vocab.txt; do [ -s "$dir/x/$f" ] || ok=1; done

@@ -16,7 +16,7 @@ table on the default model's attention shapes (B = 32). The lab includes train_v
   v4  train_vlv.c's attention_forward / attention_backward: per (b, h) the four products as
       small matmuls on train_vlv.c's matmul register tile (matmul_units: S = Q K^T, O = A V;
       dV, dA, dQ, dK), a row softmax
-  v5  v4 with the softmax vectorized by a polynomial exp (forward only; the backward is v4's)
+  v5  v4 with `omp simd` reductions in the softmax (forward only; the backward is v4's)
 
 Build and run (from the repository root):
   gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/attention dev/cpu/attention.c -lm
@@ -372,27 +372,8 @@ void attention_backward3(float* dq, float* dk, float* dv, float* datt, const flo
 
 
 // ----------------------------------------------------------------------------
-// v5: v4 with the softmax vectorized: e^x for x <= 0 by a polynomial gcc can vectorize
-// (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, 2^n from the exponent
-// bits; at most ~1.4 ulp from exp over [-87, 0], and 2^-126 below -87)
-
-static inline float exp_nonpos(float x) {
-    x = x > -87.0f ? x : -87.0f;
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
-}
+// v5: v4 with the softmax's max and sum as `omp simd` reductions (vector partial sums: other
+// bits than v4's serial sum). Its exp is train_vlv.c's exp_vec, like v4's.
 
 void attention_forward5(float* out, float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
@@ -416,7 +397,7 @@ void attention_forward5(float* out, float* att, const float* q, int q_stride, co
                 for (int j = 0; j < jend; j++) { a[j] *= scale; maxv = a[j] > maxv ? a[j] : maxv; }
                 float sum = 0.0f;
                 #pragma omp simd reduction(+:sum)
-                for (int j = 0; j < jend; j++) { a[j] = exp_nonpos(a[j] - maxv); sum += a[j]; }
+                for (int j = 0; j < jend; j++) { a[j] = exp_vec(a[j] - maxv); sum += a[j]; }
                 float inv = 1.0f / sum;
                 for (int j = 0; j < jend; j++) { a[j] *= inv; }
                 for (int j = jend; j < Tk; j++) { a[j] = 0.0f; }
