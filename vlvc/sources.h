@@ -37,8 +37,6 @@ typedef struct {
     int pool_size[NUM_SPLITS];
 } DataSource;
 
-static const char* const split_name[NUM_SPLITS] = { "text-to-image", "unpaired", "captioned", "test" };
-
 static int* source_range(int first, int n) {
     int* items = (int*)mallocCheck((size_t)n * sizeof(int));
     for (int i = 0; i < n; i++) { items[i] = first + i; }
