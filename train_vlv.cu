@@ -45,6 +45,9 @@ hand-written kernel, as a yardstick.
 #endif
 #ifdef USE_CUBLAS
 #include <cublas_v2.h>
+static const char* const matmul_kind = "cuBLAS matmuls";
+#else
+static const char* const matmul_kind = "hand-written matmuls";
 #endif
 #include "vlvc/utils.h"
 #include "vlvc/config.h"
@@ -1690,13 +1693,8 @@ static int model_check(int argc, char** argv) {
     Model m;
     model_build(&m, &c, B);
     model_init(&m, 1337);
-#ifdef USE_CUBLAS
-    const char* products = "cuBLAS matmuls";
-#else
-    const char* products = "hand-written matmuls";
-#endif
     printf("vlv.cu model check: %zu parameters, %.1f MiB of activations, batch %d, %s (%d SMs), %s\n",
-           m.num_params, m.num_acts * 4.0 / (1 << 20), B, prop.name, prop.multiProcessorCount, products);
+           m.num_params, m.num_acts * 4.0 / (1 << 20), B, prop.name, prop.multiProcessorCount, matmul_kind);
     // one fixed random batch: images in [-1, 1], captions of random words (as train_vlv.c)
     size_t img = image_numel(&m);
     float* images = (float*)mallocCheck(img * sizeof(float));
@@ -1753,6 +1751,20 @@ static int model_check(int argc, char** argv) {
 // the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
 // with train_vlv.c: vlvc/pipeline.h. It needs stb_image and zlib (link -lstb -lz). Its `= {0}`
 // initializers trip g++'s -Wmissing-field-initializers as model.h's do (doc/cuda.md).
+// what the pipeline runs on, in words, and its fp32 peak in GFLOP/s (for the "% of peak"):
+// SMs x FP32 lanes per SM x 2 (FMA) x the SM clock. 128 lanes from compute capability 8.6 on
+// (and 6.1), 64 on 8.0 (A100), 7.x and 6.0. An estimate; --peak gives the right one. The
+// host threads only prepare data.
+float device_describe(int threads, char* desc, size_t cap) {
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    int khz = 0;
+    cudaCheck(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
+    snprintf(desc, cap, "%s (%d SMs, %s; %d host thread%s)", prop.name, prop.multiProcessorCount, matmul_kind, threads,
+             threads == 1 ? "" : "s");
+    bool narrow = prop.major == 7 || (prop.major == 8 && prop.minor == 0) || (prop.major == 6 && prop.minor == 0);
+    return (float)prop.multiProcessorCount * (narrow ? 64 : 128) * 2 * (khz / 1e6f);
+}
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #include "vlvc/pipeline.h"

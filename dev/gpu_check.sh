@@ -11,9 +11,10 @@
 #   4. test_vlvcu on each (every tensor against PyTorch, determinism), the checkpoint round trip
 #      C -> PyTorch -> C, the readers; test_vlvcu_cublas on small and awkward
 #   5. each lab's correctness (dev/cuda/LAB --check)
-#   6. speed: images/s of each objective's training step on the default model at batch 32:
-#      train_vlvcu --model-check (hand-written), train_vlvcu_cublas, PyTorch eager and
-#      torch.compile; then, where train_vlvcu has the shared pipeline (stb_image and zlib
+#   6. speed: images/s of each objective's training step at batch 32, for the default preset
+#      (train_vlvcu --bench; PyTorch on the bench.bin it wrote) and for the full preset's size
+#      (train_vlvcu --model-check; PyTorch the same config), hand-written and cuBLAS builds,
+#      PyTorch eager and torch.compile; then, where train_vlvcu has the shared pipeline (stb_image and zlib
 #      present), the tiny end-to-end run of dev/test_pipeline.sh on the GPU and on the CPU
 #      (train_vlv), whose RESULT lines must agree
 #   7. while time is left: the labs' timing tables, then compute-sanitizer memcheck on
@@ -79,9 +80,15 @@ record "environment" ok "${GPU:-no nvidia-smi}; $(nvcc --version 2>/dev/null | g
 LABS=$(ls dev/cuda/*.cu 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.cu$//')
 NVCC_FLAGS="-O3 -std=c++20 -arch=sm_90 -lineinfo -Xcompiler -Wall,-Wextra"
 # the shared pipeline (vlvc/pipeline.h) needs stb_image and zlib; without them train_vlvcu is
-# the model check alone
+# the model check alone. The GPU machine has no libstb-dev and no registry to install it from,
+# so a caller may bring Debian's headers and static libraries in .devdeps/{include,lib} (an
+# ignored folder that dev/gpu_deps.sh fills, sent along with the device tool's `carry`).
+if [ -d .devdeps ]; then
+    export CPATH="$PWD/.devdeps/include${CPATH:+:$CPATH}" LIBRARY_PATH="$PWD/.devdeps/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+fi
 PIPELINE=""
-[ -f /usr/include/stb/stb_image.h ] && [ -f /usr/include/zlib.h ] && PIPELINE="-DVLV_PIPELINE -lstb -lz"
+printf '#include <stb/stb_image.h>\n#include <zlib.h>\nint main(void) { return stbi_is_hdr("") + (int)zlibVersion()[0]; }\n' > "$WORK/deps.c"
+gcc "$WORK/deps.c" -o "$WORK/deps" -lstb -lz -lm >> "$LOGDIR/build.log" 2>&1 && PIPELINE="-DVLV_PIPELINE -lstb -lz"
 build_direct() {
     local pids=() rc=0
     nvcc $NVCC_FLAGS $PIPELINE -o train_vlvcu train_vlv.cu & pids+=($!)
@@ -184,31 +191,55 @@ for lab in $LABS; do
 done
 
 # ---------------------------------------------------------------------------------------------
-# 6. speed on the default model, batch 32
+# 6. speed, batch 32, two models: the default preset's (train_vlvcu --bench on the pipeline's
+#    real batches; PyTorch times the very weights it wrote, bench.bin), and the full preset's
+#    size (train_vlvcu --model-check; PyTorch the same config with fresh weights)
 BATCH=32
 STEPS=30
-ips_c() { # images/s of an objective from a train_vlvcu log's summary line
-    awk -v s="$2" '$1 == "summary" && $2 == s { for (i = 1; i <= NF; i++) if ($(i+1) == "images/s") print $i }' "$1" | tail -n 1
+ips_model_check() { # ips_model_check LOG STAGE: images/s from a --model-check summary line
+    awk -v s="$2" '$1 == "summary" && $2 == s { for (i = 1; i <= NF; i++) if ($(i+1) == "images/s") print $i }' "$1" 2>/dev/null | tail -n 1
+}
+ips_bench() { # ips_bench LOG STAGE: images/s from a --bench BENCH line
+    awk -v s="$2" '$1 == "BENCH" && $2 == s { print $5 }' "$1" 2>/dev/null | tail -n 1
+}
+ips_torch() { # ips_torch LOG MODE STAGE
+    awk -v m="$2" -v s="$3" '$1 == "RESULT" && $2 == m && $3 == s { print $5 }' "$1" 2>/dev/null | tail -n 1
+}
+# torch_bench NAME LOG BUDGET [bench_torch flags]: eager and torch.compile within BUDGET seconds
+torch_bench() {
+    local name=$1 log=$2 budget=$3; shift 3
+    if [ "$budget" -lt 60 ]; then record "speed: PyTorch, $name" skipped "no time left"; return; fi
+    run "$log" $((budget + 30)) $PYTHON dev/bench_torch.py --device cuda --no_inference --batch $BATCH --steps 20 --budget_s $budget "$@"
+    local rc=$?; cat "$log" >> "$LOGDIR/bench.log"
+    if [ $rc -eq 0 ]; then record "speed: PyTorch, $name" ok "$(grep -c '^RESULT' "$log") results, $(grep -c '^SKIP' "$log") skipped"
+    else record "speed: PyTorch, $name" FAILED "rc=$rc: $(why "$log")"; fi
 }
 for bin in train_vlvcu train_vlvcu_cublas; do
-    if [ -x $bin ]; then
-        run "$WORK/bench_$bin.log" 120 ./$bin --model-check -b $BATCH -n $STEPS
-        rc=$?; { echo "=== $bin --model-check -b $BATCH -n $STEPS"; cat "$WORK/bench_$bin.log"; } >> "$LOGDIR/bench.log"
-        if [ $rc -eq 0 ]; then record "speed: $bin" ok "every loss falls"; else record "speed: $bin" FAILED "rc=$rc: $(why "$WORK/bench_$bin.log")"; fi
+    if [ -x $bin ] && [ -n "$PIPELINE" ]; then
+        run "$WORK/bench_default_$bin.log" 120 ./$bin --bench 20 --batch $BATCH --out "$WORK/bench_default_$bin"
+        rc=$?; { echo "=== $bin --bench 20 (default preset)"; cat "$WORK/bench_default_$bin.log"; } >> "$LOGDIR/bench.log"
+        if [ $rc -eq 0 ]; then record "speed: $bin, default preset" ok "$(grep -c '^BENCH' "$WORK/bench_default_$bin.log") items"
+        else record "speed: $bin, default preset" FAILED "rc=$rc: $(why "$WORK/bench_default_$bin.log")"; fi
     else
-        record "speed: $bin" skipped "not built"
+        record "speed: $bin, default preset" skipped "not built, or built without the pipeline"
+    fi
+    if [ -x $bin ]; then
+        run "$WORK/bench_full_$bin.log" 120 ./$bin --model-check -b $BATCH -n $STEPS
+        rc=$?; { echo "=== $bin --model-check -b $BATCH -n $STEPS (the full preset's size)"; cat "$WORK/bench_full_$bin.log"; } >> "$LOGDIR/bench.log"
+        if [ $rc -eq 0 ]; then record "speed: $bin, full-size model" ok "every loss falls"
+        else record "speed: $bin, full-size model" FAILED "rc=$rc: $(why "$WORK/bench_full_$bin.log")"; fi
+    else
+        record "speed: $bin, full-size model" skipped "not built"
     fi
 done
-budget=$(( $(left) - 90 ))   # keep time for the labs' tables, the sanitizer and the summary
-if [ $budget -gt 60 ]; then
-    run "$WORK/bench_torch.log" $((budget + 30)) $PYTHON dev/bench_torch.py --device cuda --no_inference --batch $BATCH --steps 20 --budget_s $budget
-    rc=$?; cat "$WORK/bench_torch.log" >> "$LOGDIR/bench.log"
-    if [ $rc -eq 0 ]; then record "speed: PyTorch eager + compile" ok "$(grep -c '^RESULT' "$WORK/bench_torch.log") results, $(grep -c '^SKIP' "$WORK/bench_torch.log") skipped"
-    else record "speed: PyTorch eager + compile" FAILED "rc=$rc: $(why "$WORK/bench_torch.log")"; fi
+# the time left, less 90 s for the labs' tables, the sanitizer and the summary, split in two
+budget=$(( ($(left) - 90) / 2 ))
+if [ -f "$WORK/bench_default_train_vlvcu/bench.bin" ]; then
+    torch_bench "default preset" "$WORK/torch_default.log" $budget --ckpt "$WORK/bench_default_train_vlvcu/bench.bin"
 else
-    record "speed: PyTorch eager + compile" skipped "no time left"
+    record "speed: PyTorch, default preset" skipped "no bench.bin from train_vlvcu --bench"
 fi
-ips_torch() { awk -v m="$1" -v s="$2" '$1 == "RESULT" && $2 == m && $3 == s { print $5 }' "$WORK/bench_torch.log" 2>/dev/null | tail -n 1; }
+torch_bench "full-size model" "$WORK/torch_full.log" $(( $(left) - 90 ))
 
 # the shared pipeline end to end: dev/test_pipeline.sh's tiny run on the GPU and on the CPU
 TINY="--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16 --d_v 32 --d_t 32 --d_d 32 --d_g 32
@@ -267,12 +298,21 @@ fi
 # the table
 {
     echo
-    echo "images/s per training step, default model, batch $BATCH, ${GPU:-GPU} (higher is better)"
-    printf '%-8s %14s %14s %14s %14s\n' stage vlv.cu vlv.cu+cuBLAS "torch eager" torch.compile
-    for s in stage0 stage0b stage1 stage2; do
-        printf '%-8s %14s %14s %14s %14s\n' $s "$(ips_c "$WORK/bench_train_vlvcu.log" $s)" \
-            "$(ips_c "$WORK/bench_train_vlvcu_cublas.log" $s)" "$(ips_torch eager $s)" "$(ips_torch compile $s)"
-    done
+    echo "images/s per training step, batch $BATCH, ${GPU:-GPU}, fp32 (higher is better)"
+    printf '%-22s %12s %14s %12s %14s %9s %9s\n' "model, stage" vlv.cu vlv.cu+cuBLAS "torch eager" torch.compile "x eager" "x compile"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "-" }'; }
+    # rows MODEL PARSER: one row per stage from the logs of that model (default | full)
+    rows() {
+        local model=$1 parse=$2 s c e k
+        for s in stage0 stage0b stage1 stage2; do
+            c=$($parse "$WORK/bench_${model}_train_vlvcu.log" $s)
+            e=$(ips_torch "$WORK/torch_$model.log" eager $s); k=$(ips_torch "$WORK/torch_$model.log" compile $s)
+            printf '%-22s %12s %14s %12s %14s %9s %9s\n' "$model $s" "$c" "$($parse "$WORK/bench_${model}_train_vlvcu_cublas.log" $s)" \
+                "$e" "$k" "$(ratio "$c" "$e")" "$(ratio "$c" "$k")"
+        done
+    }
+    rows default ips_bench
+    rows full ips_model_check
     echo
     echo "total $(elapsed)s; logs in $LOGDIR; $( [ $FAILED -eq 0 ] && echo 'ALL PASSED' || echo 'SOMETHING FAILED')"
 } >> "$SUMMARY"

@@ -1,7 +1,7 @@
 /*
 The VLV pipeline: the command line, the data, the four training stages, checkpoints and
 resumption, and the evaluation. Host-side code shared by train_vlv.c and train_vlv.cu: it
-drives the model only through the functions both of them define (model_build, model_init,
+drives the model only through the functions both of them define (device_describe, model_build, model_init,
 vlv_train_step, vlv_forward, text_context, image_context, empty_context, ddim_sample,
 greedy_caption, vlv_ema_update, vlv_ema_swap, model_buffer_read/write), always with host
 arrays.
@@ -112,7 +112,7 @@ static void settings_preset(Settings* s, const char* name) {
         f.nh_v = f.nh_a = f.nh_t = f.nh_d = f.nh_g = 4;
         s->model = f;
         int fs[NUM_OBJECTIVES] = { 30000, 3000, 6000, 3000 };
-        float fl[NUM_OBJECTIVES] = { 3e-4f, 1e-3f, 3e-4f, 3e-4f };
+        float fl[NUM_OBJECTIVES] = { 1e-3f, 1e-3f, 3e-4f, 3e-4f };
         memcpy(s->steps, fs, sizeof fs);
         memcpy(s->lr, fl, sizeof fl);
         s->ema_decay = 0.999f;
@@ -143,7 +143,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
     FLAG("--bench", FLAG_INT, &s->bench, "N: time N training steps of each stage and N one-image inferences (median), write bench.bin for dev/bench_torch.py, and stop");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
-    FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: threads x 8 lanes x 2 FMA x 2 x clock)");
+    FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: estimate it: CPU threads x 8 lanes x 2 FMA x 2 x clock; GPU SMs x FP32 lanes x 2 x clock)");
     FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
     FLAG("--data", FLAG_STR, s->data, "the examples: shapes (the embedded world), fashion-mnist[:DIR] or folder:DIR (PNG/JPEG + captions.tsv)");
     FLAG("--objects", FLAG_INT, &s->max_objects, "shapes per image, 1 to 3 (the shapes world)");
@@ -618,21 +618,6 @@ static void run_free(Run* r) {
 // the stages
 
 
-// The fp32 peak: threads x 8 lanes (256-bit vectors) x 2 FMA units x 2 FLOP x the clock from
-// /proc/cpuinfo. An estimate (doc/speed.md): 512-bit units double it on some CPUs (not on AMD
-// Zen 4, which splits AVX-512 into two 256-bit halves); --peak gives the right one.
-static float estimated_peak_gflops(int threads) {
-    FILE* fp = fopen("/proc/cpuinfo", "r");
-    float mhz = 0.0f;
-    char line[512];
-    while (fp && fgets(line, sizeof line, fp)) {
-        float f;
-        if (sscanf(line, "cpu MHz : %f", &f) == 1 && f > mhz) { mhz = f; }
-    }
-    if (fp) { fclose(fp); }
-    return threads * 8 * 2 * 2 * mhz / 1000.0f; // 0 when the clock is unknown
-}
-
 static void format_eta(char* out, size_t cap, double seconds) {
     int s = (int)(seconds + 0.5);
     if (s >= 3600) { snprintf(out, cap, "%dh%02dm", s / 3600, s % 3600 / 60); }
@@ -879,9 +864,11 @@ static int vlv_main(int argc, char** argv) {
     model_build(&r->model, &s->model, s->batch);
     model_init(&r->model, s->seed);
     run_alloc(r);
-    r->peak = s->peak_gflops > 0 ? s->peak_gflops : estimated_peak_gflops(threads);
-    say(r, "vlv.c: preset %s, %zu parameters, batch %d, %d threads (fp32 peak %.0f GFLOP/s%s), run folder %s\n", s->preset,
-        r->model.num_params, r->B, threads, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
+    char device[160];
+    float estimate = device_describe(threads, device, sizeof device);
+    r->peak = s->peak_gflops > 0 ? s->peak_gflops : estimate;
+    say(r, "vlv.c: preset %s, %zu parameters, batch %d, on %s (fp32 peak %.0f GFLOP/s%s), run folder %s\n", s->preset,
+        r->model.num_params, r->B, device, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
     fprintf(r->log, "config: ");
     config_print(&r->model.config, r->log);
     if (s->bench > 0) {
