@@ -25,7 +25,7 @@ static void usage(const char* prog) {
             "  --beams K       beam search with K beams (default 1: greedy)\n"
             "  --recon OUT     write the round trip of every image as a PNG grid (original | reconstruction)\n"
             "  --steps S       DDIM steps of the round trip (default 50)\n"
-            "  --guidance W    classifier-free guidance of the round trip (default 2)\n"
+            "  --guidance W    classifier-free guidance of the round trip (default 1: none)\n"
             "  --seed N        seed of the round trip's starting noise (default 1)\n"
             "  --threads N     OpenMP threads (default: all cores)\n", prog);
     exit(2);
@@ -42,7 +42,7 @@ static long parse_number(const char* flag, const char* v, long lo, long hi) {
 int main(int argc, char** argv) {
     const char *model_path = NULL, *vocab_path = NULL, *recon_path = NULL;
     int beams = 1, steps = 50, n_images = 0;
-    float guidance = 2.0f;
+    float guidance = 1.0f;
     uint64_t seed = 1;
     const char** image_paths = (const char**)mallocCheck(argc * sizeof(char*));
     for (int i = 1; i < argc; i++) { // flags and images in any order

@@ -5,7 +5,7 @@ GPU): the median time of one training step of each objective, and of one-image i
 (a greedy caption; a round trip), for dev/vlv.py's model in float32.
 
     python3 dev/bench_torch.py [--ckpt bench.bin] [--batch 32] [--steps 20] [--threads N]
-                               [--device cpu|cuda] [--no_compile] [--sample_steps 25] [--guidance 2]
+                               [--device cpu|cuda] [--no_compile] [--sample_steps 25] [--guidance 1]
 
 --ckpt takes the config and weights of a vlv.c checkpoint (./train_vlv --bench writes
 bench.bin), so both sides time the same model; without it, the model is the config of
@@ -115,7 +115,7 @@ def main():
     ap.add_argument('--warmup', type=int, default=3, help='untimed repeats first (compilation happens here)')
     ap.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: leave PyTorch\'s default)')
     ap.add_argument('--sample_steps', type=int, default=25, help='DDIM steps of a round trip')
-    ap.add_argument('--guidance', type=float, default=2.0)
+    ap.add_argument('--guidance', type=float, default=1.0)
     ap.add_argument('--budget_s', type=float, default=300.0, help='stop starting compiled runs after this')
     ap.add_argument('--compile_s', type=float, default=75.0, help='time to reserve for one compiled objective')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
