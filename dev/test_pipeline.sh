@@ -21,6 +21,13 @@ tiny=(--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16
 ./train_vlv "${tiny[@]}" --out "$dir/a" > "$dir/a.log" 2>&1
 check "a tiny run completes" $?
 test -n "$(result "$dir/a.log")"; check "it ends with a RESULT line: $(result "$dir/a.log")" $?
+# the table breaks captions, baseline, round trip and T2I down by attribute; the caption
+# attributes' mean is the mean of its four parts (one object per scene; each figure is printed
+# to 0.1, so the two sides may differ by 0.05 + 0.05)
+[ "$(grep -cE '^\| (caption attributes|baseline caption attributes|round trip exact \(oracle\)|text-to-image exact \(oracle\)) \| [0-9.]+% \(shape [0-9.]+%, colour [0-9.]+%, size [0-9.]+%, place [0-9.]+%\) \|$' "$dir/a.log")" = 4 ] &&
+  grep '^| caption attributes |' "$dir/a.log" | grep -oE '[0-9.]+%' | tr -d % | tr '\n' ' ' |
+  awk '{ d = $1 - ($2 + $3 + $4 + $5) / 4; exit !(NF == 5 && d < 0.1001 && d > -0.1001) }'
+check "the evaluation table gives each attribute: $(grep '^| caption attributes |' "$dir/a.log" | cut -c 24-)" $?
 missing=0
 for f in log.txt vocab.txt stage0.bin stage0b.bin stage1.bin model.bin baseline.bin train_state.bin \
          t2i.png t2i.png.txt roundtrip.png captions.tsv captions_baseline.tsv t2i_step000015.png; do
