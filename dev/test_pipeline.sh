@@ -30,7 +30,7 @@ test -n "$(result "$dir/a.log")"; check "it ends with a RESULT line: $(result "$
 check "the evaluation table gives each attribute: $(grep '^| caption attributes |' "$dir/a.log" | cut -c 24-)" $?
 missing=0
 for f in log.txt vocab.txt stage0.bin stage0b.bin stage1.bin model.bin baseline.bin train_state.bin \
-         t2i.png t2i.png.txt roundtrip.png captions.tsv captions_baseline.tsv t2i_step000015.png; do
+         t2i.png t2i.png.txt t2i.tsv roundtrip.png captions.tsv captions_baseline.tsv t2i_step000015.png; do
   [ -s "$dir/a/$f" ] || { echo "     missing: $f"; missing=1; }
 done
 check "the run folder holds the log, vocabulary, checkpoints, PNG grids and captions" $missing

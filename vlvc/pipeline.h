@@ -504,11 +504,19 @@ static void conditioning_gap(Run* r, float* with_caption, float* without, float*
 }
 
 // text-to-image: draws the captions of held-out examples, and in the shapes world the oracle
-// reads them back (other sources have no oracle: only the first batch is drawn, for the grid)
-static Score eval_t2i(Run* r, const char* grid) {
+// reads them back (other sources have no oracle: only the first batch is drawn, for the grid).
+// With a tsv name, each prompt and what the oracle read go there, a line per example.
+static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
     Score sc;
     memset(&sc, 0, sizeof sc);
     int scored = r->src.kind == SOURCE_SHAPES;
+    FILE* out = NULL;
+    char tsv_path[1100];
+    if (tsv && scored) {
+        run_path(r, tsv_path, sizeof tsv_path, tsv);
+        out = fopenCheck(tsv_path, "w");
+        fprintf(out, "index\tprompt\toracle read\n");
+    }
     for (int first = 0; first < (scored ? r->s.eval_n : 1); first += r->B) {
         uint64_t rng = 0;
         make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
@@ -518,6 +526,11 @@ static Score eval_t2i(Run* r, const char* grid) {
             Scene seen;
             oracle_parse(&seen, r->recon + (size_t)b * r->img / r->B, r->H);
             score_add(&sc, &r->truth[b], &seen);
+            if (out) {
+                char read[CAPTION_MAX];
+                scene_caption(read, sizeof read, &seen);
+                fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], seen.n > 0 ? read : "(no shape read)");
+            }
         }
         if (first == 0 && grid) {
             char path[1100], txt[1200];
@@ -529,6 +542,7 @@ static Score eval_t2i(Run* r, const char* grid) {
             fcloseCheck(fp, txt);
         }
     }
+    if (out) { fcloseCheck(out, tsv_path); }
     return sc;
 }
 
@@ -679,7 +693,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
             conditioning_gap(r, &with, &without, NULL);
             char grid[64];
             snprintf(grid, sizeof grid, "t2i_step%06d.png", step + 1);
-            Score t2i = eval_t2i(r, grid);
+            Score t2i = eval_t2i(r, grid, NULL);
             vlv_ema_swap(&r->model, groups);
             char oracle[64] = "";
             if (r->src.kind == SOURCE_SHAPES) { snprintf(oracle, sizeof oracle, "T2I oracle exact %.1f%% ", 100.0f * score_exact(&t2i)); }
@@ -908,7 +922,7 @@ static int vlv_main(int argc, char** argv) {
     if (s->eval_model[0]) { snprintf(path, sizeof path, "%s", s->eval_model); }
     else { run_path(r, path, sizeof path, stage_checkpoint[STAGE2]); }
     model_load_weights(&r->model, path);
-    Score t2i = eval_t2i(r, "t2i.png"), captions, roundtrip, baseline;
+    Score t2i = eval_t2i(r, "t2i.png", "t2i.tsv"), captions, roundtrip, baseline;
     eval_vlv(r, "captions.tsv", &captions, &roundtrip);
     if (s->baseline) {
         if (r->next_stage == BASELINE && r->next_step == 0) { // start from the stage-0b weights
@@ -945,8 +959,8 @@ static int vlv_main(int argc, char** argv) {
         score_attrs_text(&t2i, attrs, sizeof attrs);
         say(r, "| text-to-image exact (oracle) | %.1f%% (%s) |\n", 100 * score_exact(&t2i), attrs);
     }
-    say(r, "pictures: %s/t2i.png (prompts in t2i.png.txt), %s/roundtrip.png (original | reconstruction); captions in %s/captions.tsv\n",
-        s->out_dir, s->out_dir, s->out_dir);
+    say(r, "pictures: %s/t2i.png (prompts in t2i.png.txt), %s/roundtrip.png (original | reconstruction); captions in %s/captions.tsv%s\n",
+        s->out_dir, s->out_dir, s->out_dir, shapes ? "; what the oracle read of each T2I sample in t2i.tsv" : "");
     char extra[64] = "";
     if (s->baseline) { snprintf(extra, sizeof extra, " baseline_exact=%.4f", score_exact(&baseline)); }
     if (shapes) {
