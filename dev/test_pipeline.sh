@@ -44,7 +44,7 @@ for s in stage0 stage0b stage1 stage2 baseline; do
     *) awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }'; check "$s: loss $first -> $last (falling)" $? ;;
   esac
 done
-grep -q "conditioning gap" "$dir/a.log"; check "stage 0 reports the conditioning gap" $?
+grep -qE "conditioning gap -?[0-9.]+%; T2I oracle exact [0-9.]+% \(shape [0-9.]+%, colour [0-9.]+%, size [0-9.]+%, place [0-9.]+%\)" "$dir/a.log"; check "stage 0 reports the conditioning gap and T2I per attribute" $?
 grep -q "ms/step .* images/s .* ETA" "$dir/a.log"; check "progress lines show ms/step, images/s and ETA" $?
 
 # interrupted twice, then finished: the same weights and scores as the uninterrupted run

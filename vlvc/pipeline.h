@@ -695,8 +695,11 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
             snprintf(grid, sizeof grid, "t2i_step%06d.png", step + 1);
             Score t2i = eval_t2i(r, grid, NULL);
             vlv_ema_swap(&r->model, groups);
-            char oracle[64] = "";
-            if (r->src.kind == SOURCE_SHAPES) { snprintf(oracle, sizeof oracle, "T2I oracle exact %.1f%% ", 100.0f * score_exact(&t2i)); }
+            char oracle[200] = "", attrs[128]; // per attribute: a decoder blind to place words shows here
+            if (r->src.kind == SOURCE_SHAPES) {
+                score_attrs_text(&t2i, attrs, sizeof attrs);
+                snprintf(oracle, sizeof oracle, "T2I oracle exact %.1f%% (%s) ", 100.0f * score_exact(&t2i), attrs);
+            }
             say(r, "stage0  health at step %d (EMA weights): loss with caption %.5f, empty caption %.5f, "
                    "conditioning gap %.1f%%; %s(%s)\n", step + 1, with, without,
                 100.0f * (without - with) / without, oracle, grid);
