@@ -1170,11 +1170,13 @@ void beam_caption(Model* m, int* best, const float* ctx, int beams) {
     free(score);
 }
 
+// ----------------------------------------------------------------------------
+#ifndef VLV_NO_MAIN // test_vlv.c and caption.c include this file for its functions
 // what the pipeline runs on, in words, and its fp32 peak in GFLOP/s (for the "% of peak"):
 // threads x 8 lanes (256-bit vectors) x 2 FMA units x 2 FLOP x the clock from /proc/cpuinfo.
 // An estimate (doc/speed.md): 512-bit units double it on some CPUs (not on AMD Zen 4, which
 // splits AVX-512 into two 256-bit halves); --peak gives the right one. 0 when the clock is unknown.
-float device_describe(int threads, char* desc, size_t cap) {
+static float device_describe(int threads, char* desc, size_t cap) {
     snprintf(desc, cap, "%d CPU thread%s", threads, threads == 1 ? "" : "s");
     FILE* fp = fopen("/proc/cpuinfo", "r");
     float mhz = 0.0f;
@@ -1187,8 +1189,6 @@ float device_describe(int threads, char* desc, size_t cap) {
     return threads * 8 * 2 * 2 * mhz / 1000.0f;
 }
 
-// ----------------------------------------------------------------------------
-#ifndef VLV_NO_MAIN // test_vlv.c and caption.c include this file for its functions
 // the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
 // with train_vlv.cu: vlvc/pipeline.h
 #include "vlvc/pipeline.h"

@@ -1748,14 +1748,11 @@ static int model_check(int argc, char** argv) {
 }
 
 #ifdef VLV_PIPELINE
-// the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
-// with train_vlv.c: vlvc/pipeline.h. It needs stb_image and zlib (link -lstb -lz). Its `= {0}`
-// initializers trip g++'s -Wmissing-field-initializers as model.h's do (doc/cuda.md).
 // what the pipeline runs on, in words, and its fp32 peak in GFLOP/s (for the "% of peak"):
 // SMs x FP32 lanes per SM x 2 (FMA) x the SM clock. 128 lanes from compute capability 8.6 on
 // (and 6.1), 64 on 8.0 (A100), 7.x and 6.0. An estimate; --peak gives the right one. The
 // host threads only prepare data.
-float device_describe(int threads, char* desc, size_t cap) {
+static float device_describe(int threads, char* desc, size_t cap) {
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     int khz = 0;
@@ -1765,6 +1762,10 @@ float device_describe(int threads, char* desc, size_t cap) {
     bool narrow = prop.major == 7 || (prop.major == 8 && prop.minor == 0) || (prop.major == 6 && prop.minor == 0);
     return (float)prop.multiProcessorCount * (narrow ? 64 : 128) * 2 * (khz / 1e6f);
 }
+
+// the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
+// with train_vlv.c: vlvc/pipeline.h. It needs stb_image and zlib (link -lstb -lz). Its `= {0}`
+// initializers trip g++'s -Wmissing-field-initializers as model.h's do (doc/cuda.md).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #include "vlvc/pipeline.h"

@@ -214,20 +214,22 @@ torch_bench() {
     if [ $rc -eq 0 ]; then record "speed: PyTorch, $name" ok "$(grep -c '^RESULT' "$log") results, $(grep -c '^SKIP' "$log") skipped"
     else record "speed: PyTorch, $name" FAILED "rc=$rc: $(why "$log")"; fi
 }
+# c_bench NAME LOG OK_DETAIL CMD...: one timed run of a train_vlvcu build, recorded
+c_bench() {
+    local name=$1 log=$2 detail=$3; shift 3
+    run "$log" 120 "$@"
+    local rc=$?; { echo "=== $*"; cat "$log"; } >> "$LOGDIR/bench.log"
+    if [ $rc -eq 0 ]; then record "speed: $name" ok "$detail"; else record "speed: $name" FAILED "rc=$rc: $(why "$log")"; fi
+}
 for bin in train_vlvcu train_vlvcu_cublas; do
     if [ -x $bin ] && [ -n "$PIPELINE" ]; then
-        run "$WORK/bench_default_$bin.log" 120 ./$bin --bench 20 --batch $BATCH --out "$WORK/bench_default_$bin"
-        rc=$?; { echo "=== $bin --bench 20 (default preset)"; cat "$WORK/bench_default_$bin.log"; } >> "$LOGDIR/bench.log"
-        if [ $rc -eq 0 ]; then record "speed: $bin, default preset" ok "$(grep -c '^BENCH' "$WORK/bench_default_$bin.log") items"
-        else record "speed: $bin, default preset" FAILED "rc=$rc: $(why "$WORK/bench_default_$bin.log")"; fi
+        c_bench "$bin, default preset" "$WORK/bench_default_$bin.log" "BENCH lines in bench.log" \
+            ./$bin --bench 20 --batch $BATCH --out "$WORK/bench_default_$bin"
     else
         record "speed: $bin, default preset" skipped "not built, or built without the pipeline"
     fi
     if [ -x $bin ]; then
-        run "$WORK/bench_full_$bin.log" 120 ./$bin --model-check -b $BATCH -n $STEPS
-        rc=$?; { echo "=== $bin --model-check -b $BATCH -n $STEPS (the full preset's size)"; cat "$WORK/bench_full_$bin.log"; } >> "$LOGDIR/bench.log"
-        if [ $rc -eq 0 ]; then record "speed: $bin, full-size model" ok "every loss falls"
-        else record "speed: $bin, full-size model" FAILED "rc=$rc: $(why "$WORK/bench_full_$bin.log")"; fi
+        c_bench "$bin, full-size model" "$WORK/bench_full_$bin.log" "every loss falls" ./$bin --model-check -b $BATCH -n $STEPS
     else
         record "speed: $bin, full-size model" skipped "not built"
     fi

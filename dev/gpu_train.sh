@@ -10,7 +10,7 @@ OUTDIR=${1:?usage: dev/gpu_train.sh OUTDIR LIMIT_S [flags]}; LIMIT=${2:?LIMIT_S}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd) || exit 2
 cd "$(dirname "$0")/.." || exit 2
 export PATH="$PATH:/usr/local/cuda/bin" LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64"
-[ -d .devdeps ] && export CPATH="$PWD/.devdeps/include" LIBRARY_PATH="$PWD/.devdeps/lib"
+[ -d .devdeps ] && export CPATH="$PWD/.devdeps/include${CPATH:+:$CPATH}" LIBRARY_PATH="$PWD/.devdeps/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 make -j16 NVCC_ARCH=-arch=sm_90 train_vlvcu_cublas > "$OUTDIR/build.log" 2>&1 || { tail -n 20 "$OUTDIR/build.log"; exit 1; }
 RUN=runs/gpu
 timeout --kill-after=5 "$LIMIT" ./train_vlvcu_cublas --out $RUN "$@" > "$OUTDIR/stdout.log" 2>&1

@@ -1,10 +1,10 @@
 /*
 The VLV pipeline: the command line, the data, the four training stages, checkpoints and
 resumption, and the evaluation. Host-side code shared by train_vlv.c and train_vlv.cu: it
-drives the model only through the functions both of them define (device_describe, model_build, model_init,
-vlv_train_step, vlv_forward, text_context, image_context, empty_context, ddim_sample,
-greedy_caption, vlv_ema_update, vlv_ema_swap, model_buffer_read/write), always with host
-arrays.
+drives the model only through the functions both of them define (device_describe,
+model_build, model_init, vlv_train_step, vlv_forward, text_context, image_context,
+empty_context, ddim_sample, greedy_caption, vlv_ema_update, vlv_ema_swap,
+model_buffer_read/write), always with host arrays.
 
   stage 0   text-to-image: text encoder + DiT learn to draw captions (EMA kept for sampling)
   stage 0b  language model: the caption GPT learns caption text
@@ -477,6 +477,12 @@ static void score_attrs_text(const Score* sc, char* out, size_t cap) {
                                  sc->objects ? 100.0f * sc->attr[k] / sc->objects : 0.0f);
     }
 }
+// one row of the evaluation table: "| label | 57.4% (shape 99.2%, colour 99.6%, ...) |"
+static void say_scored_row(Run* r, const char* label, float fraction, const Score* sc) {
+    char attrs[128];
+    score_attrs_text(sc, attrs, sizeof attrs);
+    say(r, "| %s | %.1f%% (%s) |\n", label, 100 * fraction, attrs);
+}
 
 // guided DDIM from fresh noise on the contexts in r->ctx -> r->recon, against the empty
 // caption's context (computed here: the decoder's weights change during stage 0)
@@ -890,7 +896,7 @@ static int vlv_main(int argc, char** argv) {
     model_build(&r->model, &s->model, s->batch);
     model_init(&r->model, s->seed);
     run_alloc(r);
-    char device[160];
+    char device[400]; // a GPU's name alone may take 256
     float estimate = device_describe(threads, device, sizeof device);
     r->peak = s->peak_gflops > 0 ? s->peak_gflops : estimate;
     say(r, "vlv.c: preset %s, %zu parameters, batch %d, on %s (fp32 peak %.0f GFLOP/s%s), run folder %s\n", s->preset,
@@ -941,27 +947,14 @@ static int vlv_main(int argc, char** argv) {
     int shapes = r->src.kind == SOURCE_SHAPES; // only the shapes world has an oracle and attributes
     say(r, "\n| measure (%d held-out %s) | value |\n|---|---|\n", s->eval_n, shapes ? "scenes" : "images");
     say(r, "| caption exact%s | %.1f%% |\n", shapes ? " scene" : " (the true caption)", 100 * score_exact(&captions));
-    char attrs[128];
-    if (shapes) {
-        score_attrs_text(&captions, attrs, sizeof attrs);
-        say(r, "| caption attributes | %.1f%% (%s) |\n", 100 * score_attr(&captions), attrs);
-    }
+    if (shapes) { say_scored_row(r, "caption attributes", score_attr(&captions), &captions); }
     if (s->baseline) {
         say(r, "| baseline (no stage 1) caption exact | %.1f%% |\n", 100 * score_exact(&baseline));
-        if (shapes) {
-            score_attrs_text(&baseline, attrs, sizeof attrs);
-            say(r, "| baseline caption attributes | %.1f%% (%s) |\n", 100 * score_attr(&baseline), attrs);
-        }
+        if (shapes) { say_scored_row(r, "baseline caption attributes", score_attr(&baseline), &baseline); }
     }
-    if (shapes) {
-        score_attrs_text(&roundtrip, attrs, sizeof attrs);
-        say(r, "| round trip exact (oracle) | %.1f%% (%s) |\n", 100 * score_exact(&roundtrip), attrs);
-    }
+    if (shapes) { say_scored_row(r, "round trip exact (oracle)", score_exact(&roundtrip), &roundtrip); }
     say(r, "| round trip pixel MSE | %.4f |\n", roundtrip.mse);
-    if (shapes) {
-        score_attrs_text(&t2i, attrs, sizeof attrs);
-        say(r, "| text-to-image exact (oracle) | %.1f%% (%s) |\n", 100 * score_exact(&t2i), attrs);
-    }
+    if (shapes) { say_scored_row(r, "text-to-image exact (oracle)", score_exact(&t2i), &t2i); }
     say(r, "pictures: %s/t2i.png (prompts in t2i.png.txt), %s/roundtrip.png (original | reconstruction); captions in %s/captions.tsv%s\n",
         s->out_dir, s->out_dir, s->out_dir, shapes ? "; what the oracle read of each T2I sample in t2i.tsv" : "");
     char extra[64] = "";
