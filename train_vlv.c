@@ -668,6 +668,7 @@ typedef struct {
     float* grads;             // [num_params]
     float *m, *v;             // AdamW moments [num_params]
     int adam_step;
+    float grad_norm;          // the gradient norm of the last training step, before clipping
     float* ema;               // [num_params] moving average of the weights (vlv_ema_update)
     TensorInfo* tensors;      // name, shape, offset and group of each parameter tensor
     int num_tensors;
@@ -1037,7 +1038,7 @@ float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, cons
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
     vlv_backward(m, o, batch, groups);
-    vlv_update(m, groups, opt);
+    m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }
 
@@ -1114,60 +1115,20 @@ void greedy_caption(Model* m, int* tokens, const float* ctx) {
 }
 
 // Beam search for one image's context ctx [N_q,d_t], with the model's batch rows as the beams
-// (beams <= B). Keeps the `beams` captions of highest total log-probability; a caption that
-// emits EOS is finished and keeps its score. Writes the best finished caption (or, if none
-// finished, the best one) to best [T_c]. beams = 1 is greedy decoding.
+// (beams <= B; the bookkeeping is vlvc/objectives.h's Beams). Writes the best finished caption
+// (or, if none finished, the best one) to best [T_c]. beams = 1 is greedy decoding.
 void beam_caption(Model* m, int* best, const float* ctx, int beams) {
     const Config* c = &m->config;
-    int Tc = c->cap_len, V = c->vocab, B = m->B;
+    int B = m->B;
     size_t ctx_row = (size_t)c->n_q * c->d_t;
-    if (beams < 1 || beams > B || beams > 64) fail("beam search: %d beams; at most 64 and the model's batch (%d)", beams, B);
+    Beams s;
+    beams_start(&s, beams, B, c->cap_len, c->vocab);
     for (int b = 0; b < B; b++) { memcpy(m->ctx_cond + b * ctx_row, ctx, ctx_row * sizeof(float)); }
-    int* seqs = (int*)mallocCheck((size_t)2 * B * Tc * sizeof(int)); // current and next beams
-    int* next = seqs + (size_t)B * Tc;
-    float* score = (float*)mallocCheck(2 * B * sizeof(float));
-    float* next_score = score + B;
-    for (int i = 0; i < B * Tc; i++) { seqs[i] = i % Tc == 0 ? TOKEN_BOS : TOKEN_PAD; }
-    int live = 1; // beams in use
-    score[0] = 0.0f;
-    for (int pos = 1; pos < Tc; pos++) {
-        capdec_forward(&m->a.capdec, m->ctx_cond, seqs, &m->p.capdec, c, B);
-        // candidates (beam, token, score); a finished beam is one candidate with token -1
-        int n_next = 0, cand_beam[64], cand_token[64];
-        for (int b = 0; b < live; b++) {
-            int prev = seqs[b * Tc + pos - 1];
-            int finished = pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD);
-            const float* row = m->a.capdec.logits + ((size_t)b * Tc + pos - 1) * V;
-            float maxv = -FLT_MAX, sum = 0.0f;
-            for (int v = 0; v < V; v++) { if (row[v] > maxv) { maxv = row[v]; } }
-            for (int v = 0; v < V; v++) { sum += expf(row[v] - maxv); }
-            float log_norm = maxv + logf(sum);
-            for (int v = finished ? -1 : 0; v < (finished ? 0 : V); v++) {
-                float sc = finished ? score[b] : score[b] + row[v] - log_norm;
-                // keep the top `beams` candidates sorted by score (insertion; when full, the last drops)
-                if (n_next == beams && sc <= next_score[beams - 1]) { continue; }
-                int at = n_next < beams ? n_next++ : beams - 1;
-                for (; at > 0 && next_score[at - 1] < sc; at--) {
-                    next_score[at] = next_score[at - 1]; cand_beam[at] = cand_beam[at - 1]; cand_token[at] = cand_token[at - 1];
-                }
-                next_score[at] = sc; cand_beam[at] = b; cand_token[at] = v;
-            }
-        }
-        for (int k = 0; k < n_next; k++) {
-            memcpy(next + k * Tc, seqs + cand_beam[k] * Tc, Tc * sizeof(int));
-            next[k * Tc + pos] = cand_token[k] < 0 ? TOKEN_PAD : cand_token[k];
-        }
-        memcpy(seqs, next, (size_t)n_next * Tc * sizeof(int));
-        memcpy(score, next_score, n_next * sizeof(float));
-        live = n_next;
+    for (int pos = 1; pos < c->cap_len; pos++) {
+        capdec_forward(&m->a.capdec, m->ctx_cond, s.seqs, &m->p.capdec, c, B);
+        beams_extend(&s, pos, m->a.capdec.logits);
     }
-    int pick = 0; // beams are sorted by score: the first finished one, else the first
-    for (int b = live - 1; b >= 0; b--) {
-        for (int j = 1; j < Tc; j++) { if (seqs[b * Tc + j] == TOKEN_EOS) { pick = b; } }
-    }
-    memcpy(best, seqs + pick * Tc, Tc * sizeof(int));
-    free(seqs);
-    free(score);
+    beams_finish(&s, best);
 }
 
 // ----------------------------------------------------------------------------

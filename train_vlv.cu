@@ -1071,6 +1071,7 @@ typedef struct {
     float* ema;               // [num_params] moving average of the weights (vlv_ema_update)
     unsigned char* param_info; // [num_params] group of each parameter | 0x80 if weight-decayed (AdamW)
     int adam_step;
+    float grad_norm;          // the gradient norm of the last training step, before clipping
     TensorInfo* tensors;      // (host) name, shape, offset and group of each parameter tensor
     int num_tensors;
     ParamViews p, g, frozen;  // views into params, into grads, and all-NULL (no gradients)
@@ -1477,7 +1478,7 @@ float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, cons
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
     vlv_backward(m, o, batch, groups);
-    vlv_update(m, groups, opt);
+    m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }
 
@@ -1597,65 +1598,25 @@ void greedy_caption(Model* m, int* tokens, const float* ctx) {
 }
 
 // Beam search for one image's context ctx [N_q,d_t] (host), with the model's batch rows as the
-// beams (beams <= B). Keeps the `beams` captions of highest total log-probability; a caption
-// that emits EOS is finished and keeps its score. Writes the best finished caption (or, if
-// none finished, the best one) to best [T_c] (host). beams = 1 is greedy decoding. The
-// bookkeeping is train_vlv.c's host code; each position runs the caption decoder on the
-// device and brings its logits [B,T_c,V] back.
+// beams (beams <= B). Writes the best finished caption (or, if none finished, the best one) to
+// best [T_c] (host). beams = 1 is greedy decoding. The bookkeeping is the host's (vlvc/
+// objectives.h's Beams); each position runs the caption decoder on the device and brings its
+// logits [B,T_c,V] back.
 void beam_caption(Model* m, int* best, const float* ctx, int beams) {
     const Config* c = &m->config;
     int Tc = c->cap_len, V = c->vocab, B = m->B;
     size_t ctx_row = (size_t)c->n_q * c->d_t;
-    if (beams < 1 || beams > B || beams > 64) fail("beam search: %d beams; at most 64 and the model's batch (%d)", beams, B);
+    Beams s;
+    beams_start(&s, beams, B, Tc, V);
     for (int b = 0; b < B; b++) { to_device(m->ctx_cond + b * ctx_row, ctx, ctx_row * sizeof(float)); }
-    int* seqs = (int*)mallocCheck((size_t)2 * B * Tc * sizeof(int)); // current and next beams
-    int* next = seqs + (size_t)B * Tc;
-    float* score = (float*)mallocCheck(2 * B * sizeof(float));
-    float* next_score = score + B;
     float* logits = (float*)mallocCheck((size_t)B * Tc * V * sizeof(float));
-    for (int i = 0; i < B * Tc; i++) { seqs[i] = i % Tc == 0 ? TOKEN_BOS : TOKEN_PAD; }
-    int live = 1; // beams in use
-    score[0] = 0.0f;
     for (int pos = 1; pos < Tc; pos++) {
-        to_device(m->greedy_tokens, seqs, (size_t)B * Tc * sizeof(int));
+        to_device(m->greedy_tokens, s.seqs, (size_t)B * Tc * sizeof(int));
         capdec_forward(&m->a.capdec, m->ctx_cond, m->greedy_tokens, &m->p.capdec, c, B);
         to_host(logits, m->a.capdec.logits, (size_t)B * Tc * V * sizeof(float));
-        // candidates (beam, token, score); a finished beam is one candidate with token -1
-        int n_next = 0, cand_beam[64], cand_token[64];
-        for (int b = 0; b < live; b++) {
-            int prev = seqs[b * Tc + pos - 1];
-            int finished = pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD);
-            const float* row = logits + ((size_t)b * Tc + pos - 1) * V;
-            float maxv = -FLT_MAX, sum = 0.0f;
-            for (int v = 0; v < V; v++) { if (row[v] > maxv) { maxv = row[v]; } }
-            for (int v = 0; v < V; v++) { sum += expf(row[v] - maxv); }
-            float log_norm = maxv + logf(sum);
-            for (int v = finished ? -1 : 0; v < (finished ? 0 : V); v++) {
-                float sc = finished ? score[b] : score[b] + row[v] - log_norm;
-                // keep the top `beams` candidates sorted by score (insertion; when full, the last drops)
-                if (n_next == beams && sc <= next_score[beams - 1]) { continue; }
-                int at = n_next < beams ? n_next++ : beams - 1;
-                for (; at > 0 && next_score[at - 1] < sc; at--) {
-                    next_score[at] = next_score[at - 1]; cand_beam[at] = cand_beam[at - 1]; cand_token[at] = cand_token[at - 1];
-                }
-                next_score[at] = sc; cand_beam[at] = b; cand_token[at] = v;
-            }
-        }
-        for (int k = 0; k < n_next; k++) {
-            memcpy(next + k * Tc, seqs + cand_beam[k] * Tc, Tc * sizeof(int));
-            next[k * Tc + pos] = cand_token[k] < 0 ? TOKEN_PAD : cand_token[k];
-        }
-        memcpy(seqs, next, (size_t)n_next * Tc * sizeof(int));
-        memcpy(score, next_score, n_next * sizeof(float));
-        live = n_next;
+        beams_extend(&s, pos, logits);
     }
-    int pick = 0; // beams are sorted by score: the first finished one, else the first
-    for (int b = live - 1; b >= 0; b--) {
-        for (int j = 1; j < Tc; j++) { if (seqs[b * Tc + j] == TOKEN_EOS) { pick = b; } }
-    }
-    memcpy(best, seqs + pick * Tc, Tc * sizeof(int));
-    free(seqs);
-    free(score);
+    beams_finish(&s, best);
     free(logits);
 }
 

@@ -3,8 +3,9 @@
 # device machine, brought back in pieces the device tool can return (at most 8 files of 16 MiB):
 # builds train_vlvcu_cublas (the pipeline needs stb_image and zlib: .devdeps/, dev/gpu_deps.sh),
 # runs it for at most LIMIT_S seconds into runs/gpu, then copies to OUTDIR the log, the PNG
-# grids and captions, and the newest checkpoint cut into 15 MiB parts. Here, put the parts back
-# together (`cat model.bin.part* > model.bin`) and go on with `./train_vlv --from ...` on the CPU.
+# grids and captions, and the newest checkpoint (with stage0b.bin when stage 1 has begun) cut into
+# 15 MiB parts. Here, put the parts back together (`cat model.bin.part* > model.bin`) and go on
+# with `./train_vlv --from ...` on the CPU.
 set -u
 OUTDIR=${1:?usage: dev/gpu_train.sh OUTDIR LIMIT_S [flags]}; LIMIT=${2:?LIMIT_S}; shift 2
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd) || exit 2
@@ -16,8 +17,13 @@ RUN=runs/gpu
 timeout --kill-after=5 "$LIMIT" ./train_vlvcu_cublas --out $RUN "$@" > "$OUTDIR/stdout.log" 2>&1
 echo "train_vlvcu_cublas exit status $? (124: stopped at ${LIMIT}s)" >> "$OUTDIR/stdout.log"
 tail -n 25 "$OUTDIR/stdout.log"
-for f in model.bin stage1.bin stage0b.bin stage0.bin; do
-    if [ -f $RUN/$f ]; then split -b 15M -d $RUN/$f "$OUTDIR/$f.part"; echo "brought back $f in parts"; break; fi
+# the newest checkpoint, and stage0b.bin beside a later one: the decoder and the language model
+# as stage 1 found them, so that another stage-1 recipe can start here (--from 1) without
+# training stage 0 again
+newest=""
+for f in model.bin stage1.bin stage0b.bin stage0.bin; do [ -f $RUN/$f ] && { newest=$f; break; }; done
+for f in $newest $(case $newest in model.bin|stage1.bin) [ -f $RUN/stage0b.bin ] && echo stage0b.bin ;; esac); do
+    split -b 15M -d $RUN/$f "$OUTDIR/$f.part" && echo "brought back $f in parts"
 done
 for f in roundtrip.png captions.tsv; do [ -f $RUN/$f ] && cp $RUN/$f "$OUTDIR/"; done
 ls "$OUTDIR"

@@ -45,7 +45,7 @@ for s in stage0 stage0b stage1 stage2 baseline; do
   esac
 done
 grep -qE "conditioning gap -?[0-9.]+%; T2I oracle exact [0-9.]+% \(shape [0-9.]+%, colour [0-9.]+%, size [0-9.]+%, place [0-9.]+%\)" "$dir/a.log"; check "stage 0 reports the conditioning gap and T2I per attribute" $?
-grep -q "ms/step .* images/s .* ETA" "$dir/a.log"; check "progress lines show ms/step, images/s and ETA" $?
+grep -qE "\| norm [0-9.]+ \(max [0-9.]+\) \| +[0-9.]+ ms/step .* images/s .* ETA" "$dir/a.log"; check "progress lines show the gradient norm, ms/step, images/s and ETA" $?
 
 # interrupted twice, then finished: the same weights and scores as the uninterrupted run
 ./train_vlv "${tiny[@]}" --out "$dir/b" --stop_after 25 > "$dir/b1.log" 2>&1
@@ -98,6 +98,7 @@ check "--bench times the 4 stages and 2 inferences and writes bench.bin" $?
 ./train_vlv --batch abc > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "not a whole number" "$dir/d.log"; check "--batch abc is refused" $?
 ./train_vlv --no_such_flag 1 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "unknown flag" "$dir/d.log"; check "an unknown flag is refused" $?
 ./train_vlv --lr0 nan > "$dir/d.log" 2>&1; [ $? = 1 ]; check "--lr0 nan is refused" $?
+./train_vlv --beta2 1 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q -- "--beta2 must be in" "$dir/d.log"; check "--beta2 1 is refused" $?
 ./train_vlv --preset nope > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "unknown preset" "$dir/d.log"; check "an unknown preset is refused" $?
 
 # a NaN loss stops the stage and keeps the last good checkpoint

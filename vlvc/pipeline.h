@@ -159,6 +159,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--warmup", FLAG_FLOAT, &s->warmup, "warm-up fraction of each stage (then cosine to lr/10)");
     FLAG("--wd", FLAG_FLOAT, &s->weight_decay, "AdamW weight decay (matrices only)");
     FLAG("--clip", FLAG_FLOAT, &s->grad_clip, "gradient-norm clipping");
+    FLAG("--beta2", FLAG_FLOAT, &s->beta2, "AdamW's second-moment decay");
     FLAG("--ema", FLAG_FLOAT, &s->ema_decay, "EMA decay of the stage-0 decoder");
     FLAG("--dropout", FLAG_FLOAT, &s->caption_dropout, "stage 0 caption dropout");
     FLAG("--K", FLAG_INT, &s->K, "captioned pairs for stage 2");
@@ -273,6 +274,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
     if (s->K < 1) fail("--K must be at least 1");
     if (s->sample_steps < 1 || s->sample_steps > s->model.n_timesteps) fail("--sample_steps must be in [1, %d]", s->model.n_timesteps);
     if (s->log_every < 1 || s->eval_every < 1 || s->ckpt_every < 1) fail("--log_every, --eval_every and --ckpt_every must be at least 1");
+    if (!(s->beta2 >= 0.0f && s->beta2 < 1.0f)) fail("--beta2 must be in [0, 1)");
     if (s->ema_decay >= 1.0f || s->caption_dropout > 1.0f || s->warmup > 1.0f) fail("--ema must be below 1, --dropout and --warmup at most 1");
 }
 
@@ -350,6 +352,12 @@ static void make_noise(Run* r, uint64_t* rng) {
     for (int b = 0; b < r->B; b++) { r->timesteps[b] = (int)(random_u32(rng) % r->model.config.n_timesteps); }
 }
 
+// the run's batch buffers as the model's input
+static Batch run_batch(const Run* r) {
+    Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
+    return b;
+}
+
 // the training batch of one step of a stage
 static Batch stage_batch(Run* r, Objective o, int step) {
     uint64_t rng = stream_seed(r->s.seed, o, (uint64_t)step);
@@ -362,8 +370,7 @@ static Batch stage_batch(Run* r, Objective o, int step) {
     }
     if (o == STAGE0) { caption_dropout(r->text_tokens, r->B, r->model.config.n_q, r->s.caption_dropout, &rng); }
     make_noise(r, &rng);
-    Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
-    return b;
+    return run_batch(r);
 }
 
 // warm-up, then cosine from lr down to lr/10
@@ -666,7 +673,8 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     }
     AdamW opt = { .lr = s->lr[o], .beta1 = s->beta1, .beta2 = s->beta2, .eps = 1e-8f,
                   .weight_decay = s->weight_decay, .grad_clip = s->grad_clip };
-    double t_window = wall_seconds(), loss_sum = 0.0, flops_window = flops_counted;
+    double t_window = wall_seconds(), loss_sum = 0.0, norm_sum = 0.0, flops_window = flops_counted;
+    float norm_max = 0.0f;
     int window = 0;
     for (int step = r->next_step; step < total; step++) {
         opt.lr = stage_lr(r, o, step);
@@ -679,18 +687,22 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
         }
         if (o == STAGE0) { vlv_ema_update(&r->model, groups, s->ema_decay); }
         loss_sum += loss;
+        norm_sum += r->model.grad_norm;
+        if (r->model.grad_norm > norm_max) { norm_max = r->model.grad_norm; }
         window++;
         if ((step + 1) % s->log_every == 0 || step + 1 == total) {
             double dt = wall_seconds() - t_window;
             double ms = 1e3 * dt / window, gflops = (flops_counted - flops_window) / dt * 1e-9;
             char eta[32];
             format_eta(eta, sizeof eta, ms * 1e-3 * (total - step - 1));
-            say(r, "%-8s step %6d/%d | loss %.5f | lr %.2e | %7.1f ms/step | %7.1f images/s | %5.1f GFLOP/s (%.0f%% of peak) | ETA %s\n",
-                stage_name[stage], step + 1, total, loss_sum / window, opt.lr, ms, r->B * 1e3 / ms, gflops,
-                r->peak > 0 ? 100.0 * gflops / r->peak : 0.0, eta);
+            // the gradient norm (before clipping): its mean and largest value in the window
+            say(r, "%-8s step %6d/%d | loss %.5f | lr %.2e | norm %.3f (max %.3f) | %7.1f ms/step | %7.1f images/s | %5.1f GFLOP/s (%.0f%% of peak) | ETA %s\n",
+                stage_name[stage], step + 1, total, loss_sum / window, opt.lr, norm_sum / window, norm_max, ms,
+                r->B * 1e3 / ms, gflops, r->peak > 0 ? 100.0 * gflops / r->peak : 0.0, eta);
             t_window = wall_seconds();
             flops_window = flops_counted;
-            loss_sum = 0.0;
+            loss_sum = norm_sum = 0.0;
+            norm_max = 0.0f;
             window = 0;
         }
         if (o == STAGE0 && ((step + 1) % s->eval_every == 0 || step + 1 == total)) {
@@ -745,8 +757,10 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
 // with PyTorch on the same weights). Per stage, 2 untimed training steps, then N timed ones on
 // the stage's real batches; then, with a batch of 1, N captions (ViT, adapter, text encoder,
 // T_c - 1 caption-decoder passes) and N round trips (the same context, then guided DDIM:
-// 2 DiT passes per step). Prints the median of each as
-//   BENCH <stage0|stage0b|stage1|stage2|caption|roundtrip> <ms> ms <images/s> images/s <GFLOP/s> GFLOP/s <attention share> % attention
+// 2 DiT passes per step). The clock runs from the ready inputs (as dev/bench_torch.py's) to
+// the end of the step; building the inputs on the host (rendering, tokenizing, the noise) is
+// timed apart. Prints the median of each as
+//   BENCH <stage0|stage0b|stage1|stage2|caption|roundtrip> <ms> ms <images/s> images/s <GFLOP/s> GFLOP/s <attention share> % attention <ms> ms inputs
 // and writes the timed weights to bench.bin in the run folder.
 
 static int double_cmp(const void* a, const void* b) {
@@ -754,55 +768,73 @@ static int double_cmp(const void* a, const void* b) {
     return (x > y) - (x < y);
 }
 
+static double median_of(double* x, int n) {
+    qsort(x, n, sizeof(double), double_cmp);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
 // times one item (a training step or an inference) `repeats` times; returns the median in ms,
-// and the GFLOP/s of all repeats and the share of their FLOPs that attention did
+// the GFLOP/s of the timed repeats and the share of their FLOPs that attention did. `inputs`
+// builds each repeat's inputs (the batch or the image: host work) before the clock starts, as
+// dev/bench_torch.py times its steps on ready batches; *inputs_ms gets its median, reported apart.
 typedef void (*BenchItem)(Run* r, int o, int repeat);
-static double bench_median_ms(Run* r, BenchItem item, int o, int warmup, int repeats, double* gflops, double* attention) {
-    double* ms = (double*)mallocCheck(repeats * sizeof(double));
-    for (int i = 0; i < warmup; i++) { item(r, o, i); }
-    double flops0 = flops_counted, attention0 = attention_flops_counted, t_all = wall_seconds();
+static double bench_median_ms(Run* r, BenchItem inputs, BenchItem item, int o, int warmup, int repeats, double* gflops,
+                              double* attention, double* inputs_ms) {
+    double* ms = (double*)mallocCheck(2 * repeats * sizeof(double));
+    double* in_ms = ms + repeats;
+    for (int i = 0; i < warmup; i++) { inputs(r, o, i); item(r, o, i); }
+    double flops0 = flops_counted, attention0 = attention_flops_counted, timed = 0.0;
     for (int i = 0; i < repeats; i++) {
         double t0 = wall_seconds();
+        inputs(r, o, warmup + i);
+        double t1 = wall_seconds();
         item(r, o, warmup + i);
-        ms[i] = 1e3 * (wall_seconds() - t0);
+        double t2 = wall_seconds();
+        in_ms[i] = 1e3 * (t1 - t0);
+        ms[i] = 1e3 * (t2 - t1);
+        timed += t2 - t1;
     }
-    *gflops = (flops_counted - flops0) / (wall_seconds() - t_all) * 1e-9;
+    *gflops = (flops_counted - flops0) / timed * 1e-9;
     *attention = (attention_flops_counted - attention0) / (flops_counted - flops0);
-    qsort(ms, repeats, sizeof(double), double_cmp);
-    double median = repeats % 2 ? ms[repeats / 2] : 0.5 * (ms[repeats / 2 - 1] + ms[repeats / 2]);
+    *inputs_ms = median_of(in_ms, repeats);
+    double median = median_of(ms, repeats);
     free(ms);
     return median;
 }
 
+static void bench_train_batch(Run* r, int o, int step) { stage_batch(r, (Objective)o, step); }
 static void bench_train_step(Run* r, int o, int step) {
     AdamW opt = { .lr = r->s.lr[o], .beta1 = r->s.beta1, .beta2 = r->s.beta2, .eps = 1e-8f,
                   .weight_decay = r->s.weight_decay, .grad_clip = r->s.grad_clip };
-    Batch batch = stage_batch(r, (Objective)o, step);
+    Batch batch = run_batch(r);
     float loss = vlv_train_step(&r->model, (Objective)o, &batch, objective_groups((Objective)o), &opt);
     if (!is_finite_float(loss)) fail("--bench: %s step %d: the loss is %f", objective_name[o], step, loss);
 }
 
-static void bench_inference(Run* r, int roundtrip, int repeat) {
+static void bench_test_image(Run* r, int roundtrip, int repeat) {
+    (void)roundtrip;
     uint64_t rng = 0;
     make_examples(r, SPLIT_TEST, (uint64_t)repeat, 0, &rng);
+}
+static void bench_inference(Run* r, int roundtrip, int repeat) {
     image_context(&r->model, r->images, r->ctx);
     if (roundtrip) { sample_images(r, stream_seed(r->s.seed, 97, (uint64_t)repeat)); }
     else { greedy_caption(&r->model, r->generated, r->ctx); }
 }
 
-static void bench_report(Run* r, const char* name, double ms, int images, double gflops, double attention) {
-    say(r, "BENCH %-9s %10.3f ms %10.1f images/s %7.1f GFLOP/s %5.1f %% attention\n", name, ms, images * 1e3 / ms,
-        gflops, 100.0 * attention);
+static void bench_report(Run* r, const char* name, double ms, int images, double gflops, double attention, double inputs_ms) {
+    say(r, "BENCH %-9s %10.3f ms %10.1f images/s %7.1f GFLOP/s %5.1f %% attention %8.3f ms inputs\n", name, ms,
+        images * 1e3 / ms, gflops, 100.0 * attention, inputs_ms);
 }
 
 static int run_bench(Run* r) {
     int repeats = r->s.bench;
-    double gflops, attention;
+    double gflops, attention, inputs_ms;
     say(r, "timing %d steps of each stage (after 2 untimed), batch %d; median per step\n", repeats, r->B);
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
         vlv_reset_optimizer(&r->model);
-        double ms = bench_median_ms(r, bench_train_step, o, 2, repeats, &gflops, &attention);
-        bench_report(r, stage_name[o], ms, r->B, gflops, attention);
+        double ms = bench_median_ms(r, bench_train_batch, bench_train_step, o, 2, repeats, &gflops, &attention, &inputs_ms);
+        bench_report(r, stage_name[o], ms, r->B, gflops, attention, inputs_ms);
     }
     // inference on the freshly initialised weights, which bench.bin hands to PyTorch
     char path[1100];
@@ -820,8 +852,8 @@ static int run_bench(Run* r) {
         repeats, r->s.sample_steps, r->s.guidance);
     const char* names[2] = { "caption", "roundtrip" };
     for (int k = 0; k < 2; k++) {
-        double ms = bench_median_ms(r, bench_inference, k, 1, repeats, &gflops, &attention);
-        bench_report(r, names[k], ms, 1, gflops, attention);
+        double ms = bench_median_ms(r, bench_test_image, bench_inference, k, 1, repeats, &gflops, &attention, &inputs_ms);
+        bench_report(r, names[k], ms, 1, gflops, attention, inputs_ms);
     }
     say(r, "wrote %s (the weights the inferences ran on)\n", path);
     return 0;
