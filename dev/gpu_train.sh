@@ -20,9 +20,10 @@ tail -n 25 "$OUTDIR/stdout.log"
 # the newest checkpoint, and stage0b.bin beside a later one: the decoder and the language model
 # as stage 1 found them, so that another stage-1 recipe can start here (--from 1) without
 # training stage 0 again
-newest=""
-for f in model.bin stage1.bin stage0b.bin stage0.bin; do [ -f $RUN/$f ] && { newest=$f; break; }; done
-for f in $newest $(case $newest in model.bin|stage1.bin) [ -f $RUN/stage0b.bin ] && echo stage0b.bin ;; esac); do
+bring=""
+for f in model.bin stage1.bin stage0b.bin stage0.bin; do [ -f $RUN/$f ] && { bring=$f; break; }; done
+case $bring in model.bin|stage1.bin) [ -f $RUN/stage0b.bin ] && bring="$bring stage0b.bin" ;; esac
+for f in $bring; do
     split -b 15M -d $RUN/$f "$OUTDIR/$f.part" && echo "brought back $f in parts"
 done
 for f in roundtrip.png captions.tsv; do [ -f $RUN/$f ] && cp $RUN/$f "$OUTDIR/"; done

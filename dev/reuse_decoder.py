@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vlv  # noqa: E402
 
-STATE_MAGIC = 20261129  # doc/formats.md, "Training state"
+TRAIN_STATE_MAGIC = 20261129  # doc/formats.md, "Training state" (vlv.STATE_MAGIC is the debug state's)
 DECODER = ('textenc', 'dit')
 
 
@@ -37,8 +37,8 @@ def initial_weights(path, cfg, n):
     if len(data) < n_header + 16:
         raise vlv.FormatError(f'{path}: truncated: {len(data)} bytes')
     header = struct.unpack(f'<{vlv.HEADER_INTS}i', data[:n_header])
-    if header[0] != STATE_MAGIC:
-        raise vlv.FormatError(f'{path}: bad magic {header[0]}, expected {STATE_MAGIC} (not a train_state.bin)')
+    if header[0] != TRAIN_STATE_MAGIC:
+        raise vlv.FormatError(f'{path}: bad magic {header[0]}, expected {TRAIN_STATE_MAGIC} (not a train_state.bin)')
     if header[1] != vlv.VERSION:
         raise vlv.FormatError(f'{path}: unknown version {header[1]}')
     state_cfg = vlv.Config(*header[2:2 + len(fields(vlv.Config))])
