@@ -102,7 +102,7 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
         char name[64];
         snprintf(name, sizeof name, "loss.%s", objective_name[o]);
         compare_scalar(&ds, name, loss, TOL_LOSS);
-        vlv_backward(&m, (Objective)o, batches[o], grad_groups[o]);
+        vlv_backward(&m, (Objective)o, batches[o], grad_groups[o], 0.0f);
         compare_grads(&ds, &m, objective_name[o], grad_groups[o]);
         // the clipping norm: AdamW is nearly blind to the scale of its gradient, so the steps
         // below cannot see a slightly wrong norm; compare the chunked parallel sum with a
@@ -126,6 +126,7 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
         .beta2 = debug_state_floats(&ds, "hp.beta2", 1)[0], .eps = debug_state_floats(&ds, "hp.eps", 1)[0],
         .weight_decay = debug_state_floats(&ds, "hp.weight_decay", 1)[0],
         .grad_clip = debug_state_floats(&ds, "hp.grad_clip", 1)[0],
+        .clip_z = 0.0f, // the twin's steps (dev/vlv.py dump) do not clip at z
     };
     int steps = debug_state_ints(&ds, "hp.steps", 1)[0];
     float* losses = (float*)mallocCheck(steps * sizeof(float));
@@ -205,6 +206,7 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
     free(fit_losses);
 
     check_caption_dropout((int)Nq);
+    check_clip_rows();
 
     const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ddim.", "greedy.", "end" };
     check_all_records_used(&ds, checked, sizeof checked / sizeof checked[0]);

@@ -34,6 +34,43 @@ static float compare_device(const DebugState* ds, const char* record, const floa
     return rel;
 }
 
+// stage 1's per-image clip at z on the GPU against the host's clip_rows_to_median: 9 rows of
+// 1,000 floats, two of them outliers (norms about 30x and 300x the others), k = 3 and k = 1.
+// The row norms are double sums in another order, so a scaled row may differ by a few ulp
+// (relative 1e-6 bound); unscaled rows must keep their bits.
+static void check_clip_rows_device(void) {
+    enum { B = 9, N = 1000 };
+    float* host = (float*)mallocCheck(B * N * sizeof(float));
+    float* orig = (float*)mallocCheck(B * N * sizeof(float));
+    float norms[B], norms_host[B];
+    uint64_t rng = 5;
+    for (int i = 0; i < B * N; i++) { orig[i] = random_normal(&rng) * (i / N == 2 ? 30.0f : i / N == 6 ? 300.0f : 1.0f); }
+    float* dz = device_floats(B * N, "the clip check");
+    float* dnorms = device_floats(B, "the clip check's norms");
+    float ks[2] = { 3.0f, 1.0f };
+    for (int c = 0; c < 2; c++) {
+        memcpy(host, orig, B * N * sizeof(float));
+        int want = clip_rows_to_median(host, norms, B, N, ks[c]);
+        to_device(dz, orig, B * N * sizeof(float));
+        int got = clip_rows_to_median_device(dz, dnorms, norms_host, B, N, ks[c]);
+        float* out = host_floats(dz, B * N);
+        float worst = 0.0f;
+        int same_bits = 1;
+        for (int i = 0; i < B * N; i++) {
+            float err = fabsf(out[i] - host[i]) / (fabsf(host[i]) + 1e-30f);
+            worst = err > worst ? err : worst;
+            if (norms[i / N] <= ks[c] * lower_median(norms, B)) { same_bits &= out[i] == orig[i]; }
+        }
+        report("clip at z (GPU)", got == want && worst <= 1e-6f && same_bits,
+               "k=%.0f: %d of %d rows scaled (host %d), worst relative error %.1e", ks[c], got, B, want, worst);
+        free(out);
+    }
+    cudaCheck(cudaFree(dz));
+    cudaCheck(cudaFree(dnorms));
+    free(host);
+    free(orig);
+}
+
 // every trainable tensor of the groups against grad.<objective>.<name>; also checks that the
 // file holds no gradient the CUDA code does not compute, and that frozen gradients stayed zero.
 // grads is a host copy of the model's gradient buffer.
@@ -133,14 +170,14 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
         char name[64];
         snprintf(name, sizeof name, "loss.%s", objective_name[o]);
         compare_scalar(&ds, name, loss, TOL_LOSS);
-        vlv_backward(&m, (Objective)o, batches[o], grad_groups[o]);
+        vlv_backward(&m, (Objective)o, batches[o], grad_groups[o], 0.0f);
         to_host(grads1, m.grads, m.num_params * sizeof(float));
         to_host(acts1, m.acts_memory, m.num_acts * sizeof(float));
         compare_grads(&ds, &m, grads1, objective_name[o], grad_groups[o]);
         // determinism: the same forward and backward again
         vlv_zero_grad(&m, (1 << NUM_GROUPS) - 1);
         float loss2 = vlv_forward(&m, (Objective)o, batches[o]);
-        vlv_backward(&m, (Objective)o, batches[o], grad_groups[o]);
+        vlv_backward(&m, (Objective)o, batches[o], grad_groups[o], 0.0f);
         to_host(grads2, m.grads, m.num_params * sizeof(float));
         to_host(acts2, m.acts_memory, m.num_acts * sizeof(float));
         size_t dg = bits_differ(grads1, grads2, m.num_params), da = bits_differ(acts1, acts2, m.num_acts);
@@ -158,6 +195,7 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
         .beta2 = debug_state_floats(&ds, "hp.beta2", 1)[0], .eps = debug_state_floats(&ds, "hp.eps", 1)[0],
         .weight_decay = debug_state_floats(&ds, "hp.weight_decay", 1)[0],
         .grad_clip = debug_state_floats(&ds, "hp.grad_clip", 1)[0],
+        .clip_z = 0.0f, // the twin's steps (dev/vlv.py dump) do not clip at z
     };
     int steps = debug_state_ints(&ds, "hp.steps", 1)[0];
     float* losses = (float*)mallocCheck(steps * sizeof(float));
@@ -247,6 +285,8 @@ static int run_model_checks(const char* ckpt, const char* state_path, const char
     free(fit_losses);
 
     check_caption_dropout((int)Nq);
+    check_clip_rows();
+    check_clip_rows_device();
 
     const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ddim.", "greedy.", "end" };
     check_all_records_used(&ds, checked, sizeof checked / sizeof checked[0]);

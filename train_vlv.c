@@ -669,6 +669,8 @@ typedef struct {
     float *m, *v;             // AdamW moments [num_params]
     int adam_step;
     float grad_norm;          // the gradient norm of the last training step, before clipping
+    int z_clipped;            // images whose gradient at z the last stage-1 step scaled down (clip_z)
+    float* z_norms;           // [B] scratch: each image's gradient norm at z (clip_rows_to_median)
     float* ema;               // [num_params] moving average of the weights (vlv_ema_update)
     TensorInfo* tensors;      // name, shape, offset and group of each parameter tensor
     int num_tensors;
@@ -704,6 +706,7 @@ void model_build(Model* m, const Config* c, int B) {
     m->params = (float*)mallocCheck(m->num_params * sizeof(float));
     m->grads = (float*)callocCheck(m->num_params, sizeof(float));
     m->norm_partials = (double*)mallocCheck((m->num_params / NORM_CHUNK + m->num_tensors) * sizeof(double));
+    m->z_norms = (float*)mallocCheck(B * sizeof(float));
     m->m = (float*)callocCheck(m->num_params, sizeof(float));
     m->v = (float*)callocCheck(m->num_params, sizeof(float));
     m->ema = (float*)callocCheck(m->num_params, sizeof(float));
@@ -751,7 +754,7 @@ void model_free(Model* m) {
     acts_views_free(&m->a);
     acts_views_free(&m->d);
     free(m->params); free(m->grads); free(m->m); free(m->v); free(m->ema); free(m->tensors);
-    free(m->norm_partials);
+    free(m->norm_partials); free(m->z_norms);
     free(m->acts_memory); free(m->dacts_memory);
     free(m->alphas_cumprod); free(m->pos2d);
     free(m->xt); free(m->target); free(m->guided); free(m->ctx_cond); free(m->ctx_empty);
@@ -891,11 +894,13 @@ static void zero_floats(float* x, size_t n) {
 
 // the backward of the last vlv_forward of objective o: adds into the gradients of the
 // groups in `groups`; every other part only passes activation gradients through
-void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
+// clip_z > 0: stage 1 scales each image's gradient at z to at most clip_z times the batch's median
+void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float clip_z) {
     const Config* c = &m->config;
     int B = m->B;
     ActViews *a = &m->a, *d = &m->d;
     ParamViews g = grad_views(m, groups);
+    m->z_clipped = 0;
     int through_encoder = o == STAGE1 || (o == STAGE2 && (groups & ENCODER_GROUPS));
     // activation gradients accumulate (+=): zero those of the parts this backward runs
     // through, and only those (all of them would cost stage 0b more than its matmuls)
@@ -912,6 +917,9 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
         if (ctx_grad) {
             textenc_backward(o == STAGE1 ? d->adapter.z : NULL, &d->textenc, &g.textenc, &a->textenc,
                              o == STAGE0 ? batch->text_tokens : NULL, &m->p.textenc, c, B);
+        }
+        if (o == STAGE1 && clip_z > 0.0f) {
+            m->z_clipped = clip_rows_to_median(d->adapter.z, m->z_norms, B, (size_t)c->n_q * c->d_t, clip_z);
         }
     } else {
         crossentropy_backward(d->capdec.logits, a->capdec.probs, m->targets, B * c->cap_len, c->vocab, m->loss_count);
@@ -1037,7 +1045,7 @@ float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, cons
     vlv_zero_grad(m, groups);
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
-    vlv_backward(m, o, batch, groups);
+    vlv_backward(m, o, batch, groups, opt->clip_z);
     m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }

@@ -1072,6 +1072,9 @@ typedef struct {
     unsigned char* param_info; // [num_params] group of each parameter | 0x80 if weight-decayed (AdamW)
     int adam_step;
     float grad_norm;          // the gradient norm of the last training step, before clipping
+    int z_clipped;            // images whose gradient at z the last stage-1 step scaled down (clip_z)
+    float* z_norms;           // [B] each image's gradient norm at z (clip_rows_to_median_device)
+    float* z_norms_host;      // [B] the same, read back
     TensorInfo* tensors;      // (host) name, shape, offset and group of each parameter tensor
     int num_tensors;
     ParamViews p, g, frozen;  // views into params, into grads, and all-NULL (no gradients)
@@ -1173,6 +1176,8 @@ void model_build(Model* m, const Config* c, int B) {
     m->targets = device_ints((size_t)B * c->cap_len, "the targets");
     m->tokens = device_ints((size_t)B * c->n_q, "the token scratch");
     m->timesteps = device_ints(B, "the timestep scratch");
+    m->z_norms = device_floats(B, "the gradient norms at z");
+    m->z_norms_host = (float*)mallocCheck(B * sizeof(float));
     m->greedy_tokens = device_ints((size_t)B * c->cap_len, "the decoded tokens");
     m->sample_x = device_floats(img, "the DDIM sample");
     m->in_images = device_floats(img, "the batch's images");
@@ -1194,11 +1199,11 @@ void model_free(Model* m) {
                         m->alphas_cumprod, m->pos2d, m->xt, m->target, m->guided, m->ctx_cond, m->ctx_empty,
                         (float*)m->targets, (float*)m->tokens, (float*)m->timesteps, (float*)m->greedy_tokens,
                         m->in_images, m->in_noise, (float*)m->in_text_tokens, (float*)m->in_caption_tokens,
-                        (float*)m->in_timesteps };
+                        (float*)m->in_timesteps, m->z_norms };
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++) { cudaCheck(cudaFree(device[i])); }
     free(m->tensors);
     free(m->alphas_cumprod_host);
-    free(m->int_host);
+    free(m->int_host); free(m->z_norms_host);
 }
 
 // the n weights of an open checkpoint, read and checked on the host (the caller frees them)
@@ -1357,12 +1362,52 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
 // the backward of the last vlv_forward of objective o: adds into the gradients of the
 // groups in `groups`; every other part only passes activation gradients through. The tokens
 // are the device copies the forward uploaded (batch is kept for train_vlv.c's signature).
-void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
+// Stage 1's per-image clip at z, as clip_rows_to_median (vlvc/objectives.h): each image's row of
+// dz [B, n] is scaled to at most k times the batch's lower median row norm. The norms go to the
+// host (B floats, one sync, only when the clip is on), which finds the median and the bound.
+// threads: one block of BLOCK per row; the row's sum of squares meets in shared memory in a
+// fixed tree order, in double (as sum_double_kernel)
+__global__ void row_norms_kernel(float* norms, const float* x, size_t n) {
+    __shared__ double s[BLOCK];
+    const float* row = x + (size_t)blockIdx.x * n;
+    double acc = 0.0;
+    for (size_t j = threadIdx.x; j < n; j += BLOCK) { acc += (double)row[j] * row[j]; }
+    s[threadIdx.x] = acc;
+    __syncthreads();
+    for (int k = BLOCK / 2; k > 0; k >>= 1) {
+        if ((int)threadIdx.x < k) { s[threadIdx.x] += s[threadIdx.x + k]; }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) { norms[blockIdx.x] = (float)sqrt(s[0]); }
+}
+// threads: one block of BLOCK per row, its threads striding over the row; rows within the bound are left alone
+__global__ void clip_rows_kernel(float* x, const float* norms, size_t n, float bound) {
+    float norm = norms[blockIdx.x];
+    if (norm <= bound) return;
+    float scale = bound / norm, *row = x + (size_t)blockIdx.x * n;
+    for (size_t j = threadIdx.x; j < n; j += BLOCK) { row[j] *= scale; }
+}
+// returns how many rows were scaled down
+int clip_rows_to_median_device(float* dz, float* norms, float* norms_host, int B, size_t n, float k) {
+    row_norms_kernel<<<B, BLOCK>>>(norms, dz, n);
+    cudaCheckLaunch();
+    to_host(norms_host, norms, B * sizeof(float));
+    float bound = k * lower_median(norms_host, B);
+    int clipped = 0;
+    for (int b = 0; b < B; b++) { clipped += norms_host[b] > bound; }
+    clip_rows_kernel<<<B, BLOCK>>>(dz, norms, n, bound);
+    cudaCheckLaunch();
+    return clipped;
+}
+
+// clip_z > 0: stage 1 scales each image's gradient at z to at most clip_z times the batch's median
+void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float clip_z) {
     (void)batch;
     const Config* c = &m->config;
     int B = m->B;
     ActViews *a = &m->a, *d = &m->d;
     ParamViews g = grad_views(m, groups);
+    m->z_clipped = 0;
     cudaCheck(cudaMemset(m->dacts_memory, 0, m->num_acts * sizeof(float)));
     int through_encoder = o == STAGE1 || (o == STAGE2 && (groups & ENCODER_GROUPS));
     if (o == STAGE0 || o == STAGE1) {
@@ -1372,6 +1417,10 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups) {
         if (ctx_grad) {
             textenc_backward(o == STAGE1 ? d->adapter.z : NULL, &d->textenc, &g.textenc, &a->textenc,
                              o == STAGE0 ? m->in_text_tokens : NULL, &m->p.textenc, c, B);
+        }
+        if (o == STAGE1 && clip_z > 0.0f) {
+            m->z_clipped = clip_rows_to_median_device(d->adapter.z, m->z_norms, m->z_norms_host, B,
+                                                      (size_t)c->n_q * c->d_t, clip_z);
         }
     } else {
         crossentropy_backward(d->capdec.logits, a->capdec.probs, m->targets, B * c->cap_len, c->vocab, m->loss_count);
@@ -1477,7 +1526,7 @@ float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, cons
     vlv_zero_grad(m, groups);
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
-    vlv_backward(m, o, batch, groups);
+    vlv_backward(m, o, batch, groups, opt->clip_z);
     m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }
@@ -1672,7 +1721,7 @@ static int model_check(int argc, char** argv) {
         for (int j = 0; j < c.cap_len; j++) { caption[b * c.cap_len + j] = j < c.n_q ? text[b * c.n_q + j] : TOKEN_PAD; }
     }
     Batch batch = { images, text, caption, noise, timesteps };
-    AdamW opt = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f };
+    AdamW opt = { .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f, .clip_z = 0.0f };
     int failed = 0;
     double mean_ms[NUM_OBJECTIVES];
     for (int o = 0; o < NUM_OBJECTIVES; o++) {

@@ -31,9 +31,8 @@ def rel(a, b):
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
-    cfg, flat = vlv.read_checkpoint(sys.argv[1])
-    model = vlv.VLV(cfg)
-    vlv.load_weights(model, flat, sys.argv[1])
+    model = vlv.load_model(sys.argv[1])
+    cfg = model.cfg
     vocab = vlv.load_vocab(sys.argv[2])
     captions = ['a small yellow triangle at the top right', 'a small yellow triangle at the bottom right',
                 'a small yellow triangle at the top left']

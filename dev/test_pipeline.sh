@@ -77,6 +77,13 @@ cp -r "$dir/a" "$dir/f"
 [ $? = 0 ] && grep -q "starting again at stage1" "$dir/f.log" && ! grep -q "^stage0 .*step" "$dir/f.log" && grep -q "^stage1 .*step" "$dir/f.log"
 check "--from 1 trains stages 1 and 2 again, not stage 0" $?
 cmp -s "$dir/a/model.bin" "$dir/f/model.bin"; check "and ends with the same weights as the first run" $?
+# --clip_z 1 scales every stage-1 image whose gradient at z is above the batch's median: about
+# half of them, so the progress lines count clipped images and the weights differ
+cp -r "$dir/a" "$dir/fz"
+./train_vlv "${tiny[@]}" --out "$dir/fz" --from 1 --clip_z 1 > "$dir/fz.log" 2>&1
+[ $? = 0 ] && [ "$(grep -E '^stage1 .*, [1-9][0-9]* clipped at z\)' "$dir/fz.log" | wc -l)" = 4 ] && ! grep -q "^stage2 .*clipped" "$dir/fz.log" &&
+  ! cmp -s "$dir/a/model.bin" "$dir/fz/model.bin"
+check "--clip_z 1 clips stage-1 images at z (counted in each progress line) and changes the weights" $?
 ./train_vlv "${tiny[@]}" --out "$dir/f" --from 3 > "$dir/f3.log" 2>&1; [ $? = 1 ] && grep -q "not 0b, 1 or 2" "$dir/f3.log"
 check "--from 3 is refused" $?
 ./train_vlv "${tiny[@]}" --out "$dir/f_empty" --from 2 > "$dir/f4.log" 2>&1; [ $? = 1 ] && grep -q "stage1.bin" "$dir/f4.log"
@@ -99,6 +106,7 @@ check "--bench times the 4 stages and 2 inferences (their inputs apart) and writ
 ./train_vlv --no_such_flag 1 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "unknown flag" "$dir/d.log"; check "an unknown flag is refused" $?
 ./train_vlv --lr0 nan > "$dir/d.log" 2>&1; [ $? = 1 ]; check "--lr0 nan is refused" $?
 ./train_vlv --beta2 1 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q -- "--beta2 must be in" "$dir/d.log"; check "--beta2 1 is refused" $?
+./train_vlv --clip_z 0.5 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q -- "--clip_z must be" "$dir/d.log"; check "--clip_z 0.5 is refused" $?
 ./train_vlv --preset nope > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "unknown preset" "$dir/d.log"; check "an unknown preset is refused" $?
 
 # a NaN loss stops the stage and keeps the last good checkpoint
@@ -136,7 +144,7 @@ ok=$?; for f in shapes_t2i.bin shapes_unpaired.bin shapes_captioned.bin shapes_t
 [ $ok = 0 ] && [ ! -e "$dir/x/stage0.bin" ]; check "--export writes the four splits and the vocabulary, and trains nothing" $?
 
 # the PyTorch twin trains on that data; the C program scores its checkpoint
-tiny_twin=(--steps0 10 --steps0b 5 --steps1 5 --steps2 5 --batch 8 --d_v 32 --d_t 32 --d_d 32 --d_g 32
+tiny_twin=(--steps0 10 --steps0b 5 --steps1 5 --steps2 5 --batch 8 --clip_z 2 --d_v 32 --d_t 32 --d_d 32 --d_g 32
            --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1 --nh_v 2 --nh_a 2 --nh_t 2 --nh_d 2 --nh_g 2 --d_freq 16)
 "${PYTHON:-/usr/bin/python3}" dev/vlv.py train --data "$dir/x" --out "$dir/x" "${tiny_twin[@]}" > "$dir/x_twin.log" 2>&1
 check "dev/vlv.py train trains on the exported splits" $?

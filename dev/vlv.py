@@ -629,6 +629,14 @@ def load_weights(model, flat, path):
         raise FormatError(f'{path}: {flat.numel() - offset} floats left over after the last tensor')
 
 
+def load_model(path):
+    """A checkpoint -> the VLV model holding its weights (the probes' start)."""
+    cfg, flat = read_checkpoint(path)
+    model = VLV(cfg)
+    load_weights(model, flat, path)
+    return model
+
+
 def write_state(path, cfg, records):
     """Debug state: header, then records (name, dtype, dims, data) in the given order, then `end`."""
     with open(path, 'wb') as f:
@@ -820,12 +828,22 @@ def encode(vocab, captions, L):
     return out
 
 
+def clip_rows_to_median(g, k):
+    """Stage 1's per-image clip at z (--clip_z; vlvc/objectives.h clip_rows_to_median): each image's
+    gradient at z [B, N_q, d_t] scaled to at most k times the batch's lower median norm."""
+    norms = g.flatten(1).double().norm(dim=1).float()
+    bound = k * norms.sort().values[(norms.shape[0] - 1) // 2]
+    return g * torch.where(norms > bound, bound / norms, torch.ones_like(norms)).view(-1, 1, 1)
+
+
 def train(a):
     dev = torch.device(a.device)
     vocab = load_vocab(f'{a.data}/vocab.txt')
     cfg = Config(**{f.name: getattr(a, f.name) for f in fields(Config)})
     cfg.vocab = len(vocab)
     check_config(cfg, 'command line')
+    if not (0.0 <= a.beta2 < 1.0 and (a.clip_z == 0 or a.clip_z >= 1)):
+        raise FormatError('command line: need 0 <= beta2 < 1, and clip_z 0 (off) or at least 1')
     data = {s: load_shapes(f'{a.data}/shapes_{s}.bin') for s in ('t2i', 'unpaired', 'captioned')}
     torch.manual_seed(a.seed)
     model = VLV(cfg).to(dev)
@@ -837,7 +855,7 @@ def train(a):
         params = set_trainable(model, stage)
         groups = [{'params': [p for _, p in params if p.dim() >= 2], 'weight_decay': a.weight_decay},
                   {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        opt = torch.optim.AdamW(groups, lr=lrs[stage], betas=(0.9, 0.999), eps=1e-8)
+        opt = torch.optim.AdamW(groups, lr=lrs[stage], betas=(0.9, a.beta2), eps=1e-8)
         images, captions = data[source[stage]]
         n, total, warm = images.shape[0], steps[stage], int(0.05 * steps[stage])
         if stage == 'stage0':
@@ -861,9 +879,11 @@ def train(a):
                 drop = torch.rand(a.batch) < a.dropout
                 batch['text_tokens'][drop.to(dev)] = empty_caption(int(drop.sum()), cfg.n_q).to(dev)
             opt.zero_grad()
-            loss, _ = model.objective(stage, batch)
+            loss, acts = model.objective(stage, batch)
             if not math.isfinite(loss.item()):
                 raise FormatError(f'{stage} step {step}: the loss is {loss.item()}')
+            if stage == 'stage1' and a.clip_z > 0:
+                acts['act.z'].register_hook(lambda g: clip_rows_to_median(g, a.clip_z))
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in params], a.grad_clip)
             opt.step()
@@ -920,8 +940,9 @@ def main():
     for name, default in (('steps0', 5000), ('steps0b', 500), ('steps1', 2000), ('steps2', 1000), ('batch', 32),
                           ('log_every', 100), ('seed', 1337)):
         t.add_argument(f'--{name}', type=int, default=default)
-    for name, default in (('lr0', 1e-3), ('lr0b', 1e-3), ('lr1', 1e-3), ('lr2', 1e-3), ('weight_decay', 0.0),
-                          ('grad_clip', 1.0), ('ema', 0.995), ('dropout', 0.1)):
+    for name, default in (('lr0', 1e-3), ('lr0b', 1e-3), ('lr1', 3e-4), ('lr2', 1e-3), ('weight_decay', 0.0),
+                          ('grad_clip', 1.0), ('beta2', 0.999), ('clip_z', 0.0), ('ema', 0.995),
+                          ('dropout', 0.1)):
         t.add_argument(f'--{name}', type=float, default=default)
     t.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     r = sub.add_parser('roundtrip', help='read a checkpoint and write it back')

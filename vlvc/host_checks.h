@@ -46,6 +46,37 @@ static inline void check_caption_dropout(int N) {
     free(orig);
 }
 
+// stage 1's per-image clip at z: rows of known norms, the lower median (odd and even B, ties)
+// and the bound k x median; a scaled row keeps its direction, every other row its bits
+static inline void check_clip_rows(void) {
+    enum { N = 4 };
+    struct { int B; float norms[5], k; float median; int clipped; } cases[] = {
+        { 5, { 1, 2, 3, 100, 4 }, 2.0f, 3.0f, 1 },  // one outlier: 100 -> 6
+        { 4, { 4, 1, 3, 2 }, 1.0f, 2.0f, 2 },       // even B: the lower median; 4 and 3 -> 2
+        { 3, { 2, 2, 2 }, 1.0f, 2.0f, 0 },          // ties: nothing above the bound
+    };
+    for (int c = 0; c < 3; c++) {
+        int B = cases[c].B;
+        float dz[5 * N], orig[5 * N], norms[5];
+        for (int b = 0; b < B; b++) { // row b = norm * (0.5, -0.5, 0.5, 0.5): norm exactly
+            for (int j = 0; j < N; j++) { orig[b * N + j] = dz[b * N + j] = cases[c].norms[b] * (j == 1 ? -0.5f : 0.5f); }
+        }
+        int clipped = clip_rows_to_median(dz, norms, B, N, cases[c].k);
+        float bound = cases[c].k * cases[c].median, worst = 0.0f;
+        int ok = clipped == cases[c].clipped && lower_median(cases[c].norms, B) == cases[c].median;
+        for (int b = 0; b < B; b++) {
+            float want = cases[c].norms[b] > bound ? bound / cases[c].norms[b] : 1.0f; // the row's scale
+            for (int j = 0; j < N; j++) {
+                float err = fabsf(dz[b * N + j] - want * orig[b * N + j]);
+                worst = err > worst ? err : worst;
+                if (want == 1.0f) { ok &= dz[b * N + j] == orig[b * N + j]; }
+            }
+        }
+        report("clip at z", ok && worst <= 1e-6f, "B=%d k=%.0f: median %g, %d rows scaled (expected %d), worst error %.1e",
+               B, cases[c].k, lower_median(cases[c].norms, B), clipped, cases[c].clipped, worst);
+    }
+}
+
 // two checkpoints must hold the same config and the same bits (the C -> PyTorch -> C round trip)
 static inline void run_compare(const char* a_path, const char* b_path) {
     Config ca, cb;

@@ -68,8 +68,40 @@ static inline int caption_dropout(int* tokens, int B, int N, float p, uint64_t* 
     return dropped;
 }
 
-// AdamW's settings (vlv_update)
-typedef struct { float lr, beta1, beta2, eps, weight_decay, grad_clip; } AdamW;
+// The lower median of B values (the value of rank (B-1)/2; ties ranked by index)
+static inline float lower_median(const float* v, int B) {
+    for (int b = 0; b < B; b++) {
+        int rank = 0;
+        for (int j = 0; j < B; j++) { rank += v[j] < v[b] || (v[j] == v[b] && j < b); }
+        if (rank == (B - 1) / 2) { return v[b]; }
+    }
+    return 0.0f; // not reached for B >= 1
+}
+
+// Stage 1's per-image clip of the gradient at z (--clip_z k). Now and then the frozen text
+// encoder's Jacobian at one z position is 10^3-10^4 times its usual size (doc/results.md,
+// measurement 9), and that one image's gradient then outweighs the other B - 1 together.
+// Each image's row of dz [B, n] is scaled to at most k times the batch's lower median row
+// norm. norms [B] is scratch. Returns how many rows were scaled down.
+static inline int clip_rows_to_median(float* dz, float* norms, int B, size_t n, float k) {
+    for (int b = 0; b < B; b++) {
+        double sumsq = 0.0;
+        for (size_t j = 0; j < n; j++) { sumsq += (double)dz[(size_t)b * n + j] * dz[(size_t)b * n + j]; }
+        norms[b] = (float)sqrt(sumsq);
+    }
+    float bound = k * lower_median(norms, B);
+    int clipped = 0;
+    for (int b = 0; b < B; b++) {
+        if (norms[b] <= bound) { continue; }
+        float scale = bound / norms[b];
+        for (size_t j = 0; j < n; j++) { dz[(size_t)b * n + j] *= scale; }
+        clipped++;
+    }
+    return clipped;
+}
+
+// AdamW's settings (vlv_update), and stage 1's per-image clip at z (vlv_backward; 0: off)
+typedef struct { float lr, beta1, beta2, eps, weight_decay, grad_clip, clip_z; } AdamW;
 
 // Beam search's bookkeeping on the host (beam_caption in train_vlv.c and train_vlv.cu run the
 // caption decoder on the beams, rows of the model's batch, and hand its logits here). Keeps

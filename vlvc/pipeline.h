@@ -33,6 +33,7 @@ typedef struct {
     float lr[NUM_OBJECTIVES];
     float warmup;                // fraction of a stage's steps with a linear warm-up, then cosine to lr/10
     float weight_decay, grad_clip, beta1, beta2;
+    float clip_z;                // stage 1: each image's gradient at z to at most clip_z x the batch median (0: off)
     float ema_decay;             // stage 0's EMA of the decoder
     float caption_dropout;       // stage 0: probability of the empty caption
     int K;                       // captioned pairs for stage 2
@@ -160,6 +161,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--wd", FLAG_FLOAT, &s->weight_decay, "AdamW weight decay (matrices only)");
     FLAG("--clip", FLAG_FLOAT, &s->grad_clip, "gradient-norm clipping");
     FLAG("--beta2", FLAG_FLOAT, &s->beta2, "AdamW's second-moment decay");
+    FLAG("--clip_z", FLAG_FLOAT, &s->clip_z, "stage 1: scale each image's gradient at z to at most this many times the batch's median (0: off; else at least 1)");
     FLAG("--ema", FLAG_FLOAT, &s->ema_decay, "EMA decay of the stage-0 decoder");
     FLAG("--dropout", FLAG_FLOAT, &s->caption_dropout, "stage 0 caption dropout");
     FLAG("--K", FLAG_INT, &s->K, "captioned pairs for stage 2");
@@ -275,6 +277,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
     if (s->sample_steps < 1 || s->sample_steps > s->model.n_timesteps) fail("--sample_steps must be in [1, %d]", s->model.n_timesteps);
     if (s->log_every < 1 || s->eval_every < 1 || s->ckpt_every < 1) fail("--log_every, --eval_every and --ckpt_every must be at least 1");
     if (!(s->beta2 >= 0.0f && s->beta2 < 1.0f)) fail("--beta2 must be in [0, 1)");
+    if (!(s->clip_z == 0.0f || s->clip_z >= 1.0f)) fail("--clip_z must be 0 (off) or at least 1");
     if (s->ema_decay >= 1.0f || s->caption_dropout > 1.0f || s->warmup > 1.0f) fail("--ema must be below 1, --dropout and --warmup at most 1");
 }
 
@@ -672,10 +675,10 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
         say(r, "resuming at step %d\n", r->next_step);
     }
     AdamW opt = { .lr = s->lr[o], .beta1 = s->beta1, .beta2 = s->beta2, .eps = 1e-8f,
-                  .weight_decay = s->weight_decay, .grad_clip = s->grad_clip };
+                  .weight_decay = s->weight_decay, .grad_clip = s->grad_clip, .clip_z = s->clip_z };
     double t_window = wall_seconds(), loss_sum = 0.0, norm_sum = 0.0, flops_window = flops_counted;
     float norm_max = 0.0f;
-    int window = 0;
+    int window = 0, z_clipped = 0;
     for (int step = r->next_step; step < total; step++) {
         opt.lr = stage_lr(r, o, step);
         Batch batch = stage_batch(r, o, step);
@@ -689,21 +692,25 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
         loss_sum += loss;
         norm_sum += r->model.grad_norm;
         if (r->model.grad_norm > norm_max) { norm_max = r->model.grad_norm; }
+        z_clipped += r->model.z_clipped;
         window++;
         if ((step + 1) % s->log_every == 0 || step + 1 == total) {
             double dt = wall_seconds() - t_window;
             double ms = 1e3 * dt / window, gflops = (flops_counted - flops_window) / dt * 1e-9;
             char eta[32];
             format_eta(eta, sizeof eta, ms * 1e-3 * (total - step - 1));
-            // the gradient norm (before clipping): its mean and largest value in the window
-            say(r, "%-8s step %6d/%d | loss %.5f | lr %.2e | norm %.3f (max %.3f) | %7.1f ms/step | %7.1f images/s | %5.1f GFLOP/s (%.0f%% of peak) | ETA %s\n",
-                stage_name[stage], step + 1, total, loss_sum / window, opt.lr, norm_sum / window, norm_max, ms,
+            // the gradient norm (before the global clip; with --clip_z, after the clip at z): its
+            // mean and largest value in the window, and how many images' gradients at z were scaled
+            char clipped[48] = "";
+            if (o == STAGE1 && s->clip_z > 0.0f) { snprintf(clipped, sizeof clipped, ", %d clipped at z", z_clipped); }
+            say(r, "%-8s step %6d/%d | loss %.5f | lr %.2e | norm %.3f (max %.3f%s) | %7.1f ms/step | %7.1f images/s | %5.1f GFLOP/s (%.0f%% of peak) | ETA %s\n",
+                stage_name[stage], step + 1, total, loss_sum / window, opt.lr, norm_sum / window, norm_max, clipped, ms,
                 r->B * 1e3 / ms, gflops, r->peak > 0 ? 100.0 * gflops / r->peak : 0.0, eta);
             t_window = wall_seconds();
             flops_window = flops_counted;
             loss_sum = norm_sum = 0.0;
             norm_max = 0.0f;
-            window = 0;
+            window = z_clipped = 0;
         }
         if (o == STAGE0 && ((step + 1) % s->eval_every == 0 || step + 1 == total)) {
             vlv_ema_swap(&r->model, groups); // health of the EMA decoder
@@ -805,7 +812,7 @@ static double bench_median_ms(Run* r, BenchItem inputs, BenchItem item, int o, i
 static void bench_train_batch(Run* r, int o, int step) { stage_batch(r, (Objective)o, step); }
 static void bench_train_step(Run* r, int o, int step) {
     AdamW opt = { .lr = r->s.lr[o], .beta1 = r->s.beta1, .beta2 = r->s.beta2, .eps = 1e-8f,
-                  .weight_decay = r->s.weight_decay, .grad_clip = r->s.grad_clip };
+                  .weight_decay = r->s.weight_decay, .grad_clip = r->s.grad_clip, .clip_z = r->s.clip_z };
     Batch batch = run_batch(r);
     float loss = vlv_train_step(&r->model, (Objective)o, &batch, objective_groups((Objective)o), &opt);
     if (!is_finite_float(loss)) fail("--bench: %s step %d: the loss is %f", objective_name[o], step, loss);
