@@ -1364,7 +1364,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
 // are the device copies the forward uploaded (batch is kept for train_vlv.c's signature).
 // Stage 1's per-image clip at z, as clip_rows_to_median (vlvc/objectives.h): each image's row of
 // dz [B, n] is scaled to at most k times the batch's lower median row norm. The norms go to the
-// host (B floats, one sync, only when the clip is on), which finds the median and the bound.
+// host (B floats, one sync, only when the clip is on), which finds the bound (clip_bound).
 // threads: one block of BLOCK per row; the row's sum of squares meets in shared memory in a
 // fixed tree order, in double (as sum_double_kernel)
 __global__ void row_norms_kernel(float* norms, const float* x, size_t n) {
@@ -1392,9 +1392,8 @@ int clip_rows_to_median_device(float* dz, float* norms, float* norms_host, int B
     row_norms_kernel<<<B, BLOCK>>>(norms, dz, n);
     cudaCheckLaunch();
     to_host(norms_host, norms, B * sizeof(float));
-    float bound = k * lower_median(norms_host, B);
-    int clipped = 0;
-    for (int b = 0; b < B; b++) { clipped += norms_host[b] > bound; }
+    int clipped;
+    float bound = clip_bound(norms_host, B, k, &clipped);
     clip_rows_kernel<<<B, BLOCK>>>(dz, norms, n, bound);
     cudaCheckLaunch();
     return clipped;

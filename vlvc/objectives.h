@@ -78,6 +78,15 @@ static inline float lower_median(const float* v, int B) {
     return 0.0f; // not reached for B >= 1
 }
 
+// The clip's bound from the B row norms: k times their lower median; *clipped gets how many
+// rows lie above it (clip_rows_to_median here, clip_rows_to_median_device in train_vlv.cu)
+static inline float clip_bound(const float* norms, int B, float k, int* clipped) {
+    float bound = k * lower_median(norms, B);
+    *clipped = 0;
+    for (int b = 0; b < B; b++) { *clipped += norms[b] > bound; }
+    return bound;
+}
+
 // Stage 1's per-image clip of the gradient at z (--clip_z k). Now and then the frozen text
 // encoder's Jacobian at one z position is 10^3-10^4 times its usual size (doc/results.md,
 // measurement 9), and that one image's gradient then outweighs the other B - 1 together.
@@ -89,13 +98,12 @@ static inline int clip_rows_to_median(float* dz, float* norms, int B, size_t n, 
         for (size_t j = 0; j < n; j++) { sumsq += (double)dz[(size_t)b * n + j] * dz[(size_t)b * n + j]; }
         norms[b] = (float)sqrt(sumsq);
     }
-    float bound = k * lower_median(norms, B);
-    int clipped = 0;
+    int clipped;
+    float bound = clip_bound(norms, B, k, &clipped);
     for (int b = 0; b < B; b++) {
         if (norms[b] <= bound) { continue; }
         float scale = bound / norms[b];
         for (size_t j = 0; j < n; j++) { dz[(size_t)b * n + j] *= scale; }
-        clipped++;
     }
     return clipped;
 }
