@@ -84,6 +84,13 @@ cp -r "$dir/a" "$dir/fz"
 [ $? = 0 ] && [ "$(grep -E '^stage1 .*, [1-9][0-9]* clipped at z\)' "$dir/fz.log" | wc -l)" = 4 ] && ! grep -q "^stage2 .*clipped" "$dir/fz.log" &&
   ! cmp -s "$dir/a/model.bin" "$dir/fz/model.bin"
 check "--clip_z 1 clips stage-1 images at z (counted in each progress line) and changes the weights" $?
+# --clip and --beta2 take one value per stage (0, 0b, 1, 2): another stage-2 value leaves stage 1's
+# weights bit-identical and changes stage 2's
+cp -r "$dir/a" "$dir/fb"
+./train_vlv "${tiny[@]}" --out "$dir/fb" --from 1 --clip 1,1,1,0.5 --beta2 0.999,0.999,0.999,0.9 > "$dir/fb.log" 2>&1
+[ $? = 0 ] && grep -q "^stage 1: .*, clip 1, beta2 0.999$" "$dir/fb.log" && grep -q "^stage 2: .*, clip 0.5, beta2 0.9$" "$dir/fb.log" &&
+  cmp -s "$dir/a/stage1.bin" "$dir/fb/stage1.bin" && ! cmp -s "$dir/a/model.bin" "$dir/fb/model.bin"
+check "--clip and --beta2 per stage: a stage-2 change leaves stage 1's weights and changes stage 2's" $?
 ./train_vlv "${tiny[@]}" --out "$dir/f" --from 3 > "$dir/f3.log" 2>&1; [ $? = 1 ] && grep -q "not 0b, 1 or 2" "$dir/f3.log"
 check "--from 3 is refused" $?
 ./train_vlv "${tiny[@]}" --out "$dir/f_empty" --from 2 > "$dir/f4.log" 2>&1; [ $? = 1 ] && grep -q "stage1.bin" "$dir/f4.log"
@@ -106,6 +113,7 @@ check "--bench times the 4 stages and 2 inferences (their inputs apart) and writ
 ./train_vlv --no_such_flag 1 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "unknown flag" "$dir/d.log"; check "an unknown flag is refused" $?
 ./train_vlv --lr0 nan > "$dir/d.log" 2>&1; [ $? = 1 ]; check "--lr0 nan is refused" $?
 ./train_vlv --beta2 1 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q -- "--beta2 must be in" "$dir/d.log"; check "--beta2 1 is refused" $?
+./train_vlv --clip 1,2 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "nor 4 of them" "$dir/d.log"; check "--clip with 2 values (not 1 or 4) is refused" $?
 ./train_vlv --clip_z 0.5 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q -- "--clip_z must be" "$dir/d.log"; check "--clip_z 0.5 is refused" $?
 ./train_vlv --preset nope > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "unknown preset" "$dir/d.log"; check "an unknown preset is refused" $?
 

@@ -836,13 +836,25 @@ def clip_rows_to_median(g, k):
     return g * torch.where(norms > bound, bound / norms, torch.ones_like(norms)).view(-1, 1, 1)
 
 
+def stage_values(text):
+    """'0.05' for every stage, or '1,1,0.05,0.05' for stages 0, 0b, 1, 2 -> {stage: value}"""
+    try:
+        v = [float(x) for x in text.split(',')]
+    except ValueError:
+        v = []
+    if len(v) not in (1, len(STAGES)) or not all(math.isfinite(x) and x >= 0 for x in v):
+        raise argparse.ArgumentTypeError(f"'{text}' is neither one non-negative number nor {len(STAGES)} "
+                                         'separated by commas (stages 0, 0b, 1, 2)')
+    return dict(zip(STAGES, v * len(STAGES) if len(v) == 1 else v))
+
+
 def train(a):
     dev = torch.device(a.device)
     vocab = load_vocab(f'{a.data}/vocab.txt')
     cfg = Config(**{f.name: getattr(a, f.name) for f in fields(Config)})
     cfg.vocab = len(vocab)
     check_config(cfg, 'command line')
-    if not (0.0 <= a.beta2 < 1.0 and (a.clip_z == 0 or a.clip_z >= 1)):
+    if not (all(b < 1.0 for b in a.beta2.values()) and (a.clip_z == 0 or a.clip_z >= 1)):
         raise FormatError('command line: need 0 <= beta2 < 1, and clip_z 0 (off) or at least 1')
     data = {s: load_shapes(f'{a.data}/shapes_{s}.bin') for s in ('t2i', 'unpaired', 'captioned')}
     torch.manual_seed(a.seed)
@@ -855,7 +867,7 @@ def train(a):
         params = set_trainable(model, stage)
         groups = [{'params': [p for _, p in params if p.dim() >= 2], 'weight_decay': a.weight_decay},
                   {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        opt = torch.optim.AdamW(groups, lr=lrs[stage], betas=(0.9, a.beta2), eps=1e-8)
+        opt = torch.optim.AdamW(groups, lr=lrs[stage], betas=(0.9, a.beta2[stage]), eps=1e-8)
         images, captions = data[source[stage]]
         n, total, warm = images.shape[0], steps[stage], int(0.05 * steps[stage])
         if stage == 'stage0':
@@ -885,7 +897,7 @@ def train(a):
             if stage == 'stage1' and a.clip_z > 0:
                 acts['act.z'].register_hook(lambda g: clip_rows_to_median(g, a.clip_z))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for _, p in params], a.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], a.grad_clip[stage])
             opt.step()
             if stage == 'stage0':
                 with torch.no_grad():
@@ -941,9 +953,11 @@ def main():
                           ('log_every', 100), ('seed', 1337)):
         t.add_argument(f'--{name}', type=int, default=default)
     for name, default in (('lr0', 1e-3), ('lr0b', 1e-3), ('lr1', 3e-4), ('lr2', 1e-3), ('weight_decay', 0.0),
-                          ('grad_clip', 1.0), ('beta2', 0.999), ('clip_z', 0.0), ('ema', 0.995),
-                          ('dropout', 0.1)):
+                          ('clip_z', 0.0), ('ema', 0.995), ('dropout', 0.1)):
         t.add_argument(f'--{name}', type=float, default=default)
+    for name, default in (('grad_clip', '1'), ('beta2', '0.999')):  # as train_vlv's --clip and --beta2
+        t.add_argument(f'--{name}', type=stage_values, default=default,
+                       help='one value for every stage, or one per stage (0,0b,1,2)')
     t.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     r = sub.add_parser('roundtrip', help='read a checkpoint and write it back')
     r.add_argument('inp', metavar='IN')
