@@ -1483,11 +1483,16 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
     }
 }
 
+// the squared L2 norm of the groups' gradients, in double (the same bits every run: a fixed
+// tree, no atomics)
+static double grad_sumsq(Model* m, int groups) {
+    return device_sum(m->num_params, TrainedSquare{ m->grads, m->param_info, groups });
+}
+
 // clips the groups' gradients to a global L2 norm of opt->grad_clip (as
 // torch.nn.utils.clip_grad_norm_) and applies one AdamW step; returns the norm before clipping
 float vlv_update(Model* m, int groups, const AdamW* opt) {
-    double sumsq = device_sum(m->num_params, TrainedSquare{ m->grads, m->param_info, groups });
-    float norm = (float)sqrt(sumsq);
+    float norm = (float)sqrt(grad_sumsq(m, groups));
     float clip = opt->grad_clip / (norm + 1e-6f);
     if (clip > 1.0f) { clip = 1.0f; }
     m->adam_step++;
