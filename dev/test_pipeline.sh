@@ -151,8 +151,10 @@ check "an image folder without captions.tsv is refused" $?
 ok=$?; for f in shapes_t2i.bin shapes_unpaired.bin shapes_captioned.bin shapes_test.bin vocab.txt; do [ -s "$dir/x/$f" ] || ok=1; done
 [ $ok = 0 ] && [ ! -e "$dir/x/stage0.bin" ]; check "--export writes the four splits and the vocabulary, and trains nothing" $?
 
-# the PyTorch twin trains on that data; the C program scores its checkpoint
-tiny_twin=(--steps0 10 --steps0b 5 --steps1 5 --steps2 5 --batch 8 --clip_z 2 --d_v 32 --d_t 32 --d_d 32 --d_g 32
+# the PyTorch twin trains on that data (with the full preset's per-stage clip and beta2); the C
+# program scores its checkpoint
+tiny_twin=(--steps0 10 --steps0b 5 --steps1 5 --steps2 5 --batch 8 --clip_z 2 --grad_clip 1,1,0.05,0.05
+           --beta2 0.999,0.999,0.95,0.95 --d_v 32 --d_t 32 --d_d 32 --d_g 32
            --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1 --nh_v 2 --nh_a 2 --nh_t 2 --nh_d 2 --nh_g 2 --d_freq 16)
 "${PYTHON:-/usr/bin/python3}" dev/vlv.py train --data "$dir/x" --out "$dir/x" "${tiny_twin[@]}" > "$dir/x_twin.log" 2>&1
 check "dev/vlv.py train trains on the exported splits" $?
