@@ -197,30 +197,31 @@ struct RowsProduct {
 // blocks a fixed grid-stride share (G depends on n only) and reduces it in shared memory in a
 // fixed tree order; pass 2, one block, adds the G partial sums the same way.
 // threads: pass 1: block 256, grid G = min(256, ceil(n/256)); pass 2: one block of 256.
+// The sum of every thread's acc over a block of BLOCK threads, in a fixed tree order (the same
+// bits every run), through the block's shared scratch s [BLOCK]; every thread must call it.
+__device__ double block_sum_double(double* s, double acc) {
+    s[threadIdx.x] = acc;
+    __syncthreads();
+    for (int k = BLOCK / 2; k > 0; k >>= 1) {
+        if ((int)threadIdx.x < k) { s[threadIdx.x] += s[threadIdx.x + k]; }
+        __syncthreads();
+    }
+    return s[0];
+}
 template <class F>
 __global__ void sum_double_kernel(double* partial, size_t n, F f) {
     __shared__ double s[BLOCK];
     double acc = 0.0;
     GRID_STRIDE_LOOP(i, n) { acc += f(i); }
-    s[threadIdx.x] = acc;
-    __syncthreads();
-    for (int k = BLOCK / 2; k > 0; k >>= 1) {
-        if ((int)threadIdx.x < k) { s[threadIdx.x] += s[threadIdx.x + k]; }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) { partial[blockIdx.x] = s[0]; }
+    double total = block_sum_double(s, acc);
+    if (threadIdx.x == 0) { partial[blockIdx.x] = total; }
 }
 __global__ void sum_partials_kernel(double* partial, int G) {
     __shared__ double s[BLOCK];
     double acc = 0.0;
     for (int i = threadIdx.x; i < G; i += BLOCK) { acc += partial[i]; }
-    s[threadIdx.x] = acc;
-    __syncthreads();
-    for (int k = BLOCK / 2; k > 0; k >>= 1) {
-        if ((int)threadIdx.x < k) { s[threadIdx.x] += s[threadIdx.x + k]; }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) { partial[REDUCE_MAX_BLOCKS] = s[0]; }
+    double total = block_sum_double(s, acc);
+    if (threadIdx.x == 0) { partial[REDUCE_MAX_BLOCKS] = total; }
 }
 template <class F>
 static double device_sum(size_t n, F f) {
@@ -1359,26 +1360,18 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
     return m->loss;
 }
 
-// the backward of the last vlv_forward of objective o: adds into the gradients of the
-// groups in `groups`; every other part only passes activation gradients through. The tokens
-// are the device copies the forward uploaded (batch is kept for train_vlv.c's signature).
 // Stage 1's per-image clip at z, as clip_rows_to_median (vlvc/objectives.h): each image's row of
 // dz [B, n] is scaled to at most k times the batch's lower median row norm. The norms go to the
 // host (B floats, one sync, only when the clip is on), which finds the bound (clip_bound).
 // threads: one block of BLOCK per row; the row's sum of squares meets in shared memory in a
-// fixed tree order, in double (as sum_double_kernel)
+// fixed tree order, in double (block_sum_double)
 __global__ void row_norms_kernel(float* norms, const float* x, size_t n) {
     __shared__ double s[BLOCK];
     const float* row = x + (size_t)blockIdx.x * n;
     double acc = 0.0;
     for (size_t j = threadIdx.x; j < n; j += BLOCK) { acc += (double)row[j] * row[j]; }
-    s[threadIdx.x] = acc;
-    __syncthreads();
-    for (int k = BLOCK / 2; k > 0; k >>= 1) {
-        if ((int)threadIdx.x < k) { s[threadIdx.x] += s[threadIdx.x + k]; }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) { norms[blockIdx.x] = (float)sqrt(s[0]); }
+    double sumsq = block_sum_double(s, acc);
+    if (threadIdx.x == 0) { norms[blockIdx.x] = (float)sqrt(sumsq); }
 }
 // threads: one block of BLOCK per row, its threads striding over the row; rows within the bound are left alone
 __global__ void clip_rows_kernel(float* x, const float* norms, size_t n, float bound) {
@@ -1399,6 +1392,9 @@ int clip_rows_to_median_device(float* dz, float* norms, float* norms_host, int B
     return clipped;
 }
 
+// the backward of the last vlv_forward of objective o: adds into the gradients of the
+// groups in `groups`; every other part only passes activation gradients through. The tokens
+// are the device copies the forward uploaded (batch is kept for train_vlv.c's signature).
 // clip_z > 0: stage 1 scales each image's gradient at z to at most clip_z times the batch's median
 void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float clip_z) {
     (void)batch;
