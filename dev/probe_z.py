@@ -87,12 +87,12 @@ def main():
         sys.exit(__doc__)
     model = vlv.load_model(sys.argv[1])
     model.eval()
-    sets = {}
+    sets, data = {}, {}
     for split in ('unpaired', 'captioned', 'test'):
-        images, captions = vlv.load_shapes(f'{sys.argv[2]}/shapes_{split}.bin')
+        images, captions = data[split] = vlv.load_shapes(f'{sys.argv[2]}/shapes_{split}.bin')
         labels = torch.tensor([row_and_column(c) for c in captions])
         sets[split] = features(model, images) + (labels,)
-    costs = mirror_costs(model, vlv.load_vocab(f'{sys.argv[2]}/vocab.txt'), images, captions)
+    costs = mirror_costs(model, vlv.load_vocab(f'{sys.argv[2]}/vocab.txt'), *data['test'])
     print('| the decoder, test images | images | loss, true caption | loss, mirrored | mirrored / true |')
     print('|---|---|---|---|---|')
     for name, (n, lt, lf) in costs.items():

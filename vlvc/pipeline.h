@@ -713,8 +713,9 @@ static AdamW stage_optimizer(const Settings* s, Objective o) {
 static void run_stage(Run* r, int stage, Objective o, int groups) {
     Settings* s = &r->s;
     int total = s->steps[o];
+    int clips_at_z = o == STAGE1 && s->clip_z > 0.0f; // vlv_backward clips in stage 1 only
     char clip_z[32] = "";
-    if (o == STAGE1 && s->clip_z > 0.0f) { snprintf(clip_z, sizeof clip_z, ", clip_z %g", s->clip_z); }
+    if (clips_at_z) { snprintf(clip_z, sizeof clip_z, ", clip_z %g", s->clip_z); }
     say(r, "\n%s: %d steps of %d images, lr %g, clip %g, beta2 %g%s\n", stage_title[stage], total, r->B, s->lr[o],
         s->grad_clip[o], s->beta2[o], clip_z);
     if (r->next_step == 0) {
@@ -750,7 +751,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
             // the gradient norm (before the global clip; with --clip_z, after the clip at z): its
             // mean and largest value in the window, and how many images' gradients at z were scaled
             char clipped[48] = "";
-            if (o == STAGE1 && s->clip_z > 0.0f) { snprintf(clipped, sizeof clipped, ", %d clipped at z", z_clipped); }
+            if (clips_at_z) { snprintf(clipped, sizeof clipped, ", %d clipped at z", z_clipped); }
             say(r, "%-8s step %6d/%d | loss %.5f | lr %.2e | norm %.3f (max %.3f%s) | %7.1f ms/step | %7.1f images/s | %5.1f GFLOP/s (%.0f%% of peak) | ETA %s\n",
                 stage_name[stage], step + 1, total, loss_sum / window, opt.lr, norm_sum / window, norm_max, clipped, ms,
                 r->B * 1e3 / ms, gflops, r->peak > 0 ? 100.0 * gflops / r->peak : 0.0, eta);
