@@ -11,7 +11,8 @@
 #   make cpu-labs                      build the CPU kernel labs dev/cpu/*.c (they include train_vlv.c), warnings as errors
 #   make cuda                          build every CUDA target with nvcc, warnings as errors (no GPU needed)
 #   make checkcu                       on a GPU machine: test_vlvcu against the references
-# Switches: NO_OMP=1 (no OpenMP), NO_NATIVE=1 (no -march=native), PYTHON=... (a python with torch).
+# Switches: NO_OMP=1 (no OpenMP), NO_NATIVE=1 (no -march=native), PYTHON=... (a python with torch),
+#   NO_INSTALL=1 (name what the build or the tests miss instead of installing it: dev/setup.sh).
 
 SHELL := /bin/bash
 CC ?= gcc
@@ -55,30 +56,38 @@ $(info $(OMP_STATUS))
 
 HEADERS = $(wildcard vlvc/*.h)
 
-train_vlv: train_vlv.c $(HEADERS)
+# what the build and the tests need, installed when missing (apt-get or Homebrew; as root or
+# through sudo) or named with the command that installs it: never a compiler error about a
+# missing header. NO_INSTALL=1 only names it.
+setup-build:
+	@CC="$(CC)" dev/setup.sh build
+setup-test:
+	@CC="$(CC)" PYTHON="$(PYTHON)" dev/setup.sh test
+
+train_vlv: train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-caption: caption.c train_vlv.c $(HEADERS)
+caption: caption.c train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # the data and image readers' own tests (dev/)
-dev/test_images: dev/test_images.c $(HEADERS)
+dev/test_images: dev/test_images.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-dev/test_data: dev/test_data.c $(HEADERS)
+dev/test_data: dev/test_data.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-test_vlv: test_vlv.c train_vlv.c $(HEADERS)
+test_vlv: test_vlv.c train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # -Ofast (fast-math: no infinities or NaNs assumed) must not break GELU, softmax or the
 # NaN checks: the same checks, built that way
-test_vlv_ofast: test_vlv.c train_vlv.c $(HEADERS)
+test_vlv_ofast: test_vlv.c train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(filter-out -O3,$(CFLAGS)) -Ofast -o $@ $< $(LDLIBS)
 
 # sanitizers: every error is fatal (no recovery), leaks included
 SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-test_vlv_asan: test_vlv.c train_vlv.c $(HEADERS)
+test_vlv_asan: test_vlv.c train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SANITIZE) -o $@ $< $(LDLIBS)
 
 # ---------------------------------------------------------------------------
@@ -147,7 +156,7 @@ cpu-labs: $(CPU_LABS)
 
 # all of them, stopping at the first that fails; the last line sums them up
 TEST_PARTS = check test-data test-pipeline test-asan test-ofast test-cuemu test-mutants cpu-labs
-test:
+test: setup-test
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \
 	  $(MAKE) --no-print-directory $$t 2>&1 | tee -a $(TESTDIR)/all.log; \
@@ -210,4 +219,4 @@ clean:
 	rm -rf $(EMU_DIR)
 	rm -rf $(TESTDIR)
 
-.PHONY: test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cpu-labs cuda cuda-labs checkcu clean
+.PHONY: setup-build setup-test test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cpu-labs cuda cuda-labs checkcu clean

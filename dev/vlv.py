@@ -559,23 +559,24 @@ def ddim(model, x, c, c_empty, num_steps, steps_run, w):
 
 @torch.no_grad()
 def greedy_caption(model, c, T_c):
-    """BOS, then the argmax of the last caption row until EOS, PAD after. Returns the tokens and the
-    smallest gap between the best two logits among the decisions made (a near-tie warns that a
-    float32 implementation may legitimately pick another token)."""
+    """BOS, then the argmax of the last caption row until EOS, PAD after. Returns the tokens [B, T_c]
+    and each decision's margin [B, T_c - 1]: the gap between the best two logits over the row's
+    largest |logit| (a near-tie, where a float32 implementation may legitimately pick the other
+    token), or 1 where the token is forced (PAD after EOS)."""
     B = c.shape[0]
     tokens = torch.full((B, T_c), PAD, dtype=torch.long)
     tokens[:, 0] = BOS
+    margins = torch.ones(B, T_c - 1, dtype=torch.float64)
     done = torch.zeros(B, dtype=torch.bool)
-    margin = math.inf
     for j in range(T_c - 1):  # the row of token j predicts token j+1
         logits = model.capdec(c, tokens)[:, j]
         top2 = logits.topk(2, dim=-1).values
-        if (~done).any():
-            margin = min(margin, (top2[:, 0] - top2[:, 1])[~done].min().item())
+        gap = (top2[:, 0] - top2[:, 1]) / logits.abs().max(-1).values
+        margins[:, j] = torch.where(done, margins[:, j], gap.double())
         nxt = torch.where(done, torch.full_like(tokens[:, 0], PAD), logits.argmax(-1))
         tokens[:, j + 1] = nxt
         done |= nxt == EOS
-    return tokens, margin
+    return tokens, margins
 
 
 # ----------------------------------------------------------------------------------------------
@@ -760,11 +761,19 @@ def dump(a):
     rec['ddim.x_out'] = ddim(model, x_init, acts['act.c_z'], c_empty, a.ddim_steps, a.ddim_run, a.guidance)
     # greedy captions from a caption decoder overfitted to the batch's captions (stage 2, a
     # large lr): random weights would repeat one token forever and never reach EOS, so the
-    # EOS -> PAD logic would go unchecked. The encoder is frozen, so c_z stays the same.
+    # EOS -> PAD logic would go unchecked. The encoder is frozen, so c_z stays the same. Adam
+    # amplifies rounding over the 60 steps, so the C code decodes from these fitted weights
+    # (rounded to float32, as it holds them) rather than from its own fit: the tokens then
+    # depend only on one forward's rounding, which the margins bound.
     rec['greedy.steps'] = torch.tensor(a.greedy_steps, dtype=torch.int32)
     rec['greedy.lr'] = torch.tensor(a.greedy_lr, dtype=torch.float64)
     rec['greedy.losses'], fitted = train_steps(model, 'stage2', batch, a, a.greedy_steps, a.greedy_lr)
-    rec['greedy.tokens'], margin = greedy_caption(fitted, acts['act.c_z'], cfg.cap_len)
+    with torch.no_grad():
+        for p in fitted.parameters():
+            p.copy_(p.float().double())
+    rec['greedy.params'] = torch.cat([p.detach().flatten() for _, p in fitted.named_parameters()])
+    rec['greedy.tokens'], rec['greedy.margins'] = greedy_caption(fitted, acts['act.c_z'], cfg.cap_len)
+    margin = rec['greedy.margins'].min().item()
     write_state(a.out_state, cfg, rec)
 
     print(f'wrote {a.out_ckpt} ({num_params(cfg)} parameters) and {a.out_state} ({len(rec) + 1} records) '
@@ -773,7 +782,7 @@ def dump(a):
         steps = ' '.join(f'{v:.6f}' for v in rec[f'steps.{stage}'].tolist())
         print(f'  {stage:8s} loss {losses[f"loss.{stage}"].item():.6f}  steps: {steps}')
     print(f'  greedy: stage-2 loss {rec["greedy.losses"][0].item():.4f} -> {rec["greedy.losses"][-1].item():.4f} '
-          f'after {a.greedy_steps} steps; tokens {rec["greedy.tokens"].tolist()}; smallest top-2 logit gap {margin:.3g}')
+          f'after {a.greedy_steps} steps; tokens {rec["greedy.tokens"].tolist()}; smallest top-2 logit margin {margin:.3g}')
 
 
 def roundtrip(a):
