@@ -1,6 +1,7 @@
 # vlv.c — build, test, sanitize.
 #   make train_vlv && ./train_vlv      the main job
 #   make test                          everything below
+#   make check-headers                 every header in vlvc/ compiles on its own
 #   make check                         every check against the PyTorch twin (regenerated when it changes)
 #   make test-data                     the shapes world, tokenizer and image readers
 #   make test-pipeline                 ./train_vlv and ./caption end to end on a tiny model
@@ -55,6 +56,7 @@ endif
 $(info $(OMP_STATUS))
 
 HEADERS = $(wildcard vlvc/*.h)
+TEST_HEADERS = $(wildcard dev/test/*.h) # the test harness (dev/test/)
 
 # what the build and the tests need, installed when missing (apt-get or Homebrew; as root or
 # through sudo) or named with the command that installs it: never a compiler error about a
@@ -62,7 +64,7 @@ HEADERS = $(wildcard vlvc/*.h)
 setup-build:
 	@CC="$(CC)" dev/setup.sh build
 setup-test:
-	@CC="$(CC)" PYTHON="$(PYTHON)" dev/setup.sh test
+	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" dev/setup.sh test
 
 train_vlv: train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -70,24 +72,22 @@ train_vlv: train_vlv.c $(HEADERS) | setup-build
 caption: caption.c train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-# the data and image readers' own tests (dev/)
-dev/test_images: dev/test_images.c $(HEADERS) | setup-build
+# the data and image readers' own tests (dev/test/)
+build/test/%: dev/test/%.c $(HEADERS) $(TEST_HEADERS) | setup-build
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-dev/test_data: dev/test_data.c $(HEADERS) | setup-build
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
-
-test_vlv: test_vlv.c train_vlv.c $(HEADERS) | setup-build
+test_vlv: test_vlv.c train_vlv.c $(HEADERS) $(TEST_HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # -Ofast (fast-math: no infinities or NaNs assumed) must not break GELU, softmax or the
 # NaN checks: the same checks, built that way
-test_vlv_ofast: test_vlv.c train_vlv.c $(HEADERS) | setup-build
+test_vlv_ofast: test_vlv.c train_vlv.c $(HEADERS) $(TEST_HEADERS) | setup-build
 	$(CC) $(filter-out -O3,$(CFLAGS)) -Ofast -o $@ $< $(LDLIBS)
 
 # sanitizers: every error is fatal (no recovery), leaks included
 SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-test_vlv_asan: test_vlv.c train_vlv.c $(HEADERS) | setup-build
+test_vlv_asan: test_vlv.c train_vlv.c $(HEADERS) $(TEST_HEADERS) | setup-build
 	$(CC) $(filter-out -O3,$(CFLAGS)) $(SANITIZE) -o $@ $< $(LDLIBS)
 
 # ---------------------------------------------------------------------------
@@ -134,18 +134,18 @@ test-asan: test_vlv_asan $(REFERENCES)
 test-ofast: test_vlv_ofast $(REFERENCES)
 	$(call run_checks,./test_vlv_ofast,ofast)
 
-test-data: dev/test_data dev/test_images
+test-data: build/test/test_data build/test/test_images
 	@mkdir -p $(TESTDIR)
-	@dev/test_data | tee $(TESTDIR)/data.log; test $${PIPESTATUS[0]} -eq 0
-	@dev/test_images | tee $(TESTDIR)/images.log; test $${PIPESTATUS[0]} -eq 0
+	@build/test/test_data | tee $(TESTDIR)/data.log; test $${PIPESTATUS[0]} -eq 0
+	@build/test/test_images | tee $(TESTDIR)/images.log; test $${PIPESTATUS[0]} -eq 0
 	@cat $(TESTDIR)/data.log $(TESTDIR)/images.log | awk '/^[0-9]+ passed, [0-9]+ failed$$/ { p += $$1; f += $$3 } END { printf "data: %d passed, %d failed\n", p, f; exit f > 0 }' 
 
 # the whole pipeline on a tiny model: stages, resume, evaluation, caption
 test-pipeline: train_vlv caption
-	PYTHON=$(PYTHON) dev/test_pipeline.sh
+	PYTHON=$(PYTHON) dev/test/test_pipeline.sh
 
 test-mutants: $(REFERENCES)
-	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/mutants.sh $(TESTDIR)/small
+	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/test/mutants.sh $(TESTDIR)/small
 
 # the CPU kernel labs take their kernels from train_vlv.c: built here so that they never rot
 CPU_LABS = $(patsubst dev/cpu/%.c,build/cpu/%,$(wildcard dev/cpu/*.c))
@@ -154,8 +154,16 @@ build/cpu/%: dev/cpu/%.c train_vlv.c $(HEADERS)
 	$(CC) $(CFLAGS) -Werror -o $@ $< -lm
 cpu-labs: $(CPU_LABS)
 
+# every header in vlvc/ is a leaf: it compiles on its own (a file that includes only it,
+# warnings as errors) and so uses no name of the file that includes it
+check-headers:
+	@set -e; n=0; for h in $(HEADERS); do \
+	  printf '#include "%s"\n' $$h | $(CC) $(CFLAGS) -Werror -fsyntax-only -x c -I. - \
+	    || { echo "FAIL $$h does not compile on its own"; exit 1; }; echo "ok   $$h compiles on its own"; n=$$((n + 1)); \
+	done; echo "headers: $$n passed, 0 failed"
+
 # all of them, stopping at the first that fails; the last line sums them up
-TEST_PARTS = check test-data test-pipeline test-asan test-ofast test-cuemu test-mutants cpu-labs
+TEST_PARTS = check-headers check test-data test-pipeline test-asan test-ofast test-cuemu test-mutants cpu-labs
 test: setup-test
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \
@@ -178,11 +186,11 @@ CUDA_BINS = train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas
 ifneq ($(NVCC),)
 train_vlvcu: train_vlv.cu $(HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DVLV_PIPELINE -o $@ $< -lstb -lz
-test_vlvcu: test_vlv.cu train_vlv.cu $(HEADERS)
+test_vlvcu: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $<
 train_vlvcu_cublas: train_vlv.cu $(HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DVLV_PIPELINE -DUSE_CUBLAS -o $@ $< -lstb -lz -lcublas
-test_vlvcu_cublas: test_vlv.cu train_vlv.cu $(HEADERS)
+test_vlvcu_cublas: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
 $(CUDA_LABS): dev/cuda/%: dev/cuda/%.cu
 	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
@@ -201,11 +209,11 @@ endif
 EMU_DIR = build/emu
 EMU_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Wno-unknown-pragmas -Idev/cuda/emu -I.
 EMU_DEPS = dev/cuda/emu/cuda_emu.h dev/cuda/emu/cuda_runtime.h dev/cuda/emu/translate.py
-.PRECIOUS: $(EMU_DIR)/%.cu
+.PRECIOUS: $(EMU_DIR)/%.cu build/test/%
 $(EMU_DIR)/%.cu: %.cu $(EMU_DEPS)
 	@mkdir -p $(dir $@)
 	$(PYTHON) dev/cuda/emu/translate.py $< $@
-test_vlvcu_emu: $(EMU_DIR)/test_vlv.cu $(EMU_DIR)/train_vlv.cu $(HEADERS)
+test_vlvcu_emu: $(EMU_DIR)/test_vlv.cu $(EMU_DIR)/train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
 $(EMU_DIR)/dev/cuda/%: $(EMU_DIR)/dev/cuda/%.cu
 	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
@@ -214,9 +222,10 @@ test-cuemu: test_vlvcu_emu $(REFERENCES) $(addprefix $(EMU_DIR)/,$(CUDA_LABS))
 	$(call run_checks,./test_vlvcu_emu,cuemu)
 
 clean:
-	rm -f train_vlv caption test_vlv test_vlv_asan test_vlv_ofast dev/test_images dev/test_data
+	rm -f train_vlv caption test_vlv test_vlv_asan test_vlv_ofast
+	rm -rf build/test
 	rm -f $(CUDA_BINS) $(CUDA_LABS) test_vlvcu_emu
 	rm -rf $(EMU_DIR)
 	rm -rf $(TESTDIR)
 
-.PHONY: setup-build setup-test test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cpu-labs cuda cuda-labs checkcu clean
+.PHONY: setup-build setup-test check-headers test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cpu-labs cuda cuda-labs checkcu clean

@@ -8,20 +8,20 @@ test_vlv.c — checks train_vlv.c tensor by tensor against the PyTorch twin (dev
 The twin computes its reference in float64 from the float32 weights, so every difference
 printed here is the C code's own float32 error (or a bug). Per tensor we print the worst
 absolute error and the worst error relative to the tensor's largest magnitude, and compare
-the latter with a tolerance chosen for that kind of tensor (TOL_* in vlvc/checks.h). The
+the latter with a tolerance chosen for that kind of tensor (TOL_* in dev/test/checks.h). The
 checks themselves (activations, losses, every gradient, AdamW steps, DDIM, greedy and beam
-decoding, determinism) are vlvc/model_checks.h's, shared with test_vlv.cu.
+decoding, determinism) are dev/test/model_checks.h's, shared with test_vlv.cu.
 */
 #define VLV_NO_MAIN
 #include "train_vlv.c"
-// the model's buffers are host memory here; vlvc/model_checks.h copies with these (the CUDA
+// the model's buffers are host memory here; dev/test/model_checks.h copies with these (the CUDA
 // build's copy between host and device)
 static void to_host(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
 static void to_device(void* dst, const void* src, size_t bytes) { memcpy(dst, src, bytes); }
-#include "vlvc/debug_state.h"
-#include "vlvc/checks.h"
-#include "vlvc/host_checks.h"
-#include "vlvc/model_checks.h"
+#include "dev/test/debug_state.h"
+#include "dev/test/checks.h"
+#include "dev/test/host_checks.h"
+#include "dev/test/model_checks.h"
 
 int main(int argc, char** argv) {
     if (argc == 4 && strcmp(argv[1], "--compare") == 0) {

@@ -8,16 +8,16 @@ with the same checks, tolerances and reports as test_vlv.c.
 
 The twin computes its reference in float64 from the float32 weights, so every difference
 printed here is the CUDA code's own float32 error (or a bug). The checks are test_vlv.c's,
-from vlvc/model_checks.h (activations, losses, every gradient, the gradient norm, AdamW steps,
+from dev/test/model_checks.h (activations, losses, every gradient, the gradient norm, AdamW steps,
 DDIM, greedy and beam decoding, determinism); the model lives on the device, and each check
 copies what it compares to the host. Only here: the clip at z's kernels against the host's.
 */
 #define VLV_NO_MAIN
 #include "train_vlv.cu"
-#include "vlvc/debug_state.h"
-#include "vlvc/checks.h"
-#include "vlvc/host_checks.h"
-#include "vlvc/model_checks.h"
+#include "dev/test/debug_state.h"
+#include "dev/test/checks.h"
+#include "dev/test/host_checks.h"
+#include "dev/test/model_checks.h"
 
 // stage 1's per-image clip at z on the GPU against the host's clip_rows_to_median: 9 rows of
 // 1,000 floats, two of them outliers (norms about 30x and 300x the others), k = 3 and k = 1.

@@ -5,8 +5,8 @@
 # train_vlv` runs the build step, `make test` the test step, and .ci/run the test step.
 #   build: a C compiler with OpenMP, stb_image / stb_image_write (Debian's libstb-dev, a
 #          compiled library) and zlib (gzipped IDX files)
-#   test:  the build's, plus Python with PyTorch (the twin dev/vlv.py) and Fashion-MNIST (its
-#          reader is tested on the real files)
+#   test:  the build's, plus a C++ compiler (the CUDA emulator), Python with PyTorch (the twin
+#          dev/vlv.py) and Fashion-MNIST (its reader is tested on the real files)
 set -euo pipefail
 what=${1:-build}
 case "$what" in build|test) ;; *) echo "usage: dev/setup.sh build|test" >&2; exit 2 ;; esac
@@ -31,6 +31,7 @@ need "a C compiler ($CC)" build-essential "" command -v "$CC"
 need "stb_image and stb_image_write (stb/stb_image.h, -lstb)" libstb-dev "" compiles stb/stb_image.h -lstb
 need "zlib (zlib.h, -lz)" zlib1g-dev zlib compiles zlib.h -lz
 if [ "$what" = test ]; then
+  need "a C++20 compiler (${CXX:-g++}: the CUDA code's checks run through the emulator dev/cuda/emu)" build-essential "" command -v "${CXX:-g++}"
   need "Python with PyTorch ($PYTHON -c 'import torch')" python3-torch "" "$PYTHON" -c 'import torch'
   need "Fashion-MNIST ($FASHION_MNIST)" dataset-fashion-mnist "" test -e "$FASHION_MNIST"
 fi

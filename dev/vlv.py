@@ -838,7 +838,7 @@ def encode(vocab, captions, L):
 
 
 def clip_rows_to_median(g, k):
-    """Stage 1's per-image clip at z (--clip_z; vlvc/objectives.h clip_rows_to_median): each image's
+    """Stage 1's per-image clip at z (--clip_z; vlvc/clip_z.h clip_rows_to_median): each image's
     gradient at z [B, N_q, d_t] scaled to at most k times the batch's lower median norm."""
     norms = g.flatten(1).double().norm(dim=1).float()
     bound = k * norms.sort().values[(norms.shape[0] - 1) // 2]

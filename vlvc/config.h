@@ -16,6 +16,8 @@ The model's configuration and the 256-byte header every vlv.c file starts with
 // special tokens of the word-level vocabulary (doc/model.md "Tokens")
 enum { TOKEN_PAD = 0, TOKEN_BOS = 1, TOKEN_EOS = 2, TOKEN_UNK = 3, TOKEN_FIRST_WORD = 4 };
 enum { PREDICT_EPS = 0, PREDICT_V = 1 };
+// parameter groups: what an objective trains is a set of these (checkpoint order)
+enum { GROUP_VIT, GROUP_ADAPTER, GROUP_TEXTENC, GROUP_DIT, GROUP_PREFIX, GROUP_GPT, NUM_GROUPS };
 
 typedef struct {
     int img_size;    // H = W of the RGB images

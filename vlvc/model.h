@@ -13,18 +13,8 @@ Shared by train_vlv.c and train_vlv.cu (which lays the same views over device me
 
 #include "config.h"
 
-// Floating-point operations of the matmuls and of attention's products so far (2 per
-// multiply-add), added by those layer functions from their arguments: 2·N·C·OC per matmul
-// product, 4·B·Tq·Tk·C for attention's forward (QKᵀ, AV) and 8·B·Tq·Tk·C for its backward.
-// Elementwise layers are not counted (under 1% of the work). The pipeline turns it into GFLOP/s.
-static double flops_counted = 0.0;
-static double attention_flops_counted = 0.0; // the part of flops_counted that attention did
-
 // ----------------------------------------------------------------------------
 // the bump allocator
-
-// parameter groups: what an objective trains is a set of these (checkpoint order)
-enum { GROUP_VIT, GROUP_ADAPTER, GROUP_TEXTENC, GROUP_DIT, GROUP_PREFIX, GROUP_GPT, NUM_GROUPS };
 
 typedef struct {
     char name[128];

@@ -1,10 +1,8 @@
 /*
 The VLV pipeline: the command line, the data, the four training stages, checkpoints and
 resumption, and the evaluation. Host-side code shared by train_vlv.c and train_vlv.cu: it
-drives the model only through the functions both of them define (device_describe,
-model_build, model_init, vlv_train_step, vlv_forward, text_context, image_context,
-empty_context, ddim_sample, greedy_caption, vlv_ema_update, vlv_ema_swap,
-model_buffer_read/write), always with host arrays.
+drives the model only through the interface vlvc/vlv.h, which both of them implement,
+always with host arrays.
 
   stage 0   text-to-image: text encoder + DiT learn to draw captions (EMA kept for sampling)
   stage 0b  language model: the caption GPT learns caption text
@@ -17,6 +15,12 @@ model_buffer_read/write), always with host arrays.
 
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "vlv.h"
+#include "model.h" // checkpoint_open: a checkpoint's config
 #include "sources.h"
 
 #define TRAIN_STATE_MAGIC 20261129
@@ -155,7 +159,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
     FLAG("--eval_model", FLAG_STR, s->eval_model, "only evaluate this checkpoint (its config; vocab.txt of the shapes world)");
     FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
-    FLAG("--bench", FLAG_INT, &s->bench, "N: time N training steps of each stage and N one-image inferences (median), write bench.bin for dev/bench_torch.py, and stop");
+    FLAG("--bench", FLAG_INT, &s->bench, "N: time N training steps of each stage and N one-image inferences (median), write bench.bin for dev/bench/bench_torch.py, and stop");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
     FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: estimate it: CPU threads x 8 lanes x 2 FMA x 2 x clock; GPU SMs x FP32 lanes x 2 x clock)");
     FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
@@ -326,7 +330,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
 
 typedef struct {
     Settings s;
-    Model model;
+    Model* model;
     Vocab vocab;
     DataSource src;               // where the examples come from (--data)
     int B, H;
@@ -377,7 +381,7 @@ static uint64_t stream_seed(uint64_t seed, int stage, uint64_t step) {
 // B examples of a split: images, captions (text and tokens) and the true scenes (shapes world).
 // index_of(b) picks the example: consecutive for streams, drawn from [0, K) for stage 2.
 static void make_examples(Run* r, int split, uint64_t first, uint64_t modulo, uint64_t* rng) {
-    const Config* c = &r->model.config;
+    const Config* c = model_config(r->model);
     for (int b = 0; b < r->B; b++) {
         uint64_t index = modulo ? random_u32(rng) % modulo : first + b;
         source_example(&r->src, split, index, r->images + (size_t)b * r->img / r->B, r->captions[b], CAPTION_MAX, &r->truth[b]);
@@ -392,7 +396,7 @@ static void make_examples(Run* r, int split, uint64_t first, uint64_t modulo, ui
 
 static void make_noise(Run* r, uint64_t* rng) {
     for (size_t i = 0; i < r->img; i++) { r->noise[i] = random_normal(rng); }
-    for (int b = 0; b < r->B; b++) { r->timesteps[b] = (int)(random_u32(rng) % r->model.config.n_timesteps); }
+    for (int b = 0; b < r->B; b++) { r->timesteps[b] = (int)(random_u32(rng) % model_config(r->model)->n_timesteps); }
 }
 
 // the run's batch buffers as the model's input
@@ -411,7 +415,7 @@ static Batch stage_batch(Run* r, Objective o, int step) {
         case STAGE1: make_examples(r, SPLIT_UNPAIRED, first, 0, &rng); break;
         default: make_examples(r, SPLIT_CAPTIONED, 0, (uint64_t)r->s.K, &rng); // the K pairs, over and over
     }
-    if (o == STAGE0) { caption_dropout(r->text_tokens, r->B, r->model.config.n_q, r->s.caption_dropout, &rng); }
+    if (o == STAGE0) { caption_dropout(r->text_tokens, r->B, model_config(r->model)->n_q, r->s.caption_dropout, &rng); }
     make_noise(r, &rng);
     return run_batch(r);
 }
@@ -450,13 +454,13 @@ static void train_state_save(Run* r) {
     run_path(r, path, sizeof path, "train_state.bin");
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) fail("the path %s.tmp is too long", path);
     FILE* fp = fopenCheck(tmp, "wb");
-    header_write(fp, tmp, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, &r->model.config, (int)r->model.num_params);
-    int where[4] = { r->next_stage, r->next_step, r->model.adam_step, r->B };
+    header_write(fp, tmp, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, model_config(r->model), (int)model_num_params(r->model));
+    int where[4] = { r->next_stage, r->next_step, model_adam_step(r->model), r->B };
     fwriteCheck(where, sizeof(int), 4, fp, tmp);
-    float* buf = (float*)mallocCheck(r->model.num_params * sizeof(float));
+    float* buf = (float*)mallocCheck(model_num_params(r->model) * sizeof(float));
     for (int k = 0; k < 4; k++) {
-        model_buffer_read(&r->model, k, buf);
-        fwriteCheck(buf, sizeof(float), r->model.num_params, fp, tmp);
+        model_buffer_read(r->model, k, buf);
+        fwriteCheck(buf, sizeof(float), model_num_params(r->model), fp, tmp);
     }
     free(buf);
     fcloseCheck(fp, tmp);
@@ -472,10 +476,10 @@ static int train_state_load(Run* r) {
     long size = file_size(fp, path);
     Config c;
     int n = header_read(fp, path, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, "training state", &c);
-    if (memcmp(&c, &r->model.config, sizeof c) != 0 || (size_t)n != r->model.num_params) {
+    if (memcmp(&c, model_config(r->model), sizeof c) != 0 || (size_t)n != model_num_params(r->model)) {
         fail("'%s' holds a run of another model config; resume with the same flags, or start over with --fresh 1", path);
     }
-    long want = HEADER_INTS * 4 + 4 * 4 + 4L * 4 * (long)r->model.num_params;
+    long want = HEADER_INTS * 4 + 4 * 4 + 4L * 4 * (long)model_num_params(r->model);
     if (size != want) fail("'%s' has %ld bytes, expected %ld (truncated or corrupt); start over with --fresh 1", path, size, want);
     int where[4];
     freadCheck(where, sizeof(int), 4, fp, path);
@@ -484,14 +488,14 @@ static int train_state_load(Run* r) {
     }
     r->next_stage = where[0];
     r->next_step = where[1];
-    r->model.adam_step = where[2];
-    float* buf = (float*)mallocCheck(r->model.num_params * sizeof(float));
+    model_set_adam_step(r->model, where[2]);
+    float* buf = (float*)mallocCheck(model_num_params(r->model) * sizeof(float));
     for (int k = 0; k < 4; k++) {
-        freadCheck(buf, sizeof(float), r->model.num_params, fp, path);
-        for (size_t i = 0; i < r->model.num_params; i++) {
+        freadCheck(buf, sizeof(float), model_num_params(r->model), fp, path);
+        for (size_t i = 0; i < model_num_params(r->model); i++) {
             if (!is_finite_float(buf[i])) fail("'%s' holds a NaN or infinity in its %s", path, train_state_buffers[k]);
         }
-        model_buffer_write(&r->model, k, buf);
+        model_buffer_write(r->model, k, buf);
     }
     free(buf);
     fclose(fp);
@@ -537,10 +541,10 @@ static void say_scored_row(Run* r, const char* label, float fraction, const Scor
 // guided DDIM from fresh noise on the contexts in r->ctx -> r->recon, against the empty
 // caption's context (computed here: the decoder's weights change during stage 0)
 static void sample_images(Run* r, uint64_t seed) {
-    empty_context(&r->model, r->ctx_empty);
+    empty_context(r->model, r->ctx_empty);
     uint64_t rng = seed;
     for (size_t i = 0; i < r->img; i++) { r->recon[i] = random_normal(&rng); }
-    ddim_sample(&r->model, r->recon, r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, r->s.sample_steps);
+    ddim_sample(r->model, r->recon, r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, r->s.sample_steps);
 }
 
 // the conditioning gap of the decoder: its loss on a fixed held-out batch with the true
@@ -553,10 +557,10 @@ static void conditioning_gap(Run* r, float* with_caption, float* without, float*
     make_examples(r, SPLIT_TEST, 0, 0, &rng);
     make_noise(r, &rng);
     Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
-    *with_caption = vlv_forward(&r->model, STAGE0, &b);
-    if (with_z) { *with_z = vlv_forward(&r->model, STAGE1, &b); }
-    for (int i = 0; i < r->B; i++) { empty_caption(r->text_tokens + (size_t)i * r->model.config.n_q, r->model.config.n_q); }
-    *without = vlv_forward(&r->model, STAGE0, &b);
+    *with_caption = vlv_forward(r->model, STAGE0, &b);
+    if (with_z) { *with_z = vlv_forward(r->model, STAGE1, &b); }
+    for (int i = 0; i < r->B; i++) { empty_caption(r->text_tokens + (size_t)i * model_config(r->model)->n_q, model_config(r->model)->n_q); }
+    *without = vlv_forward(r->model, STAGE0, &b);
 }
 
 // text-to-image: draws the captions of held-out examples, and in the shapes world the oracle
@@ -576,7 +580,7 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
     for (int first = 0; first < (scored ? r->s.eval_n : 1); first += r->B) {
         uint64_t rng = 0;
         make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
-        text_context(&r->model, r->text_tokens, r->ctx);
+        text_context(r->model, r->text_tokens, r->ctx);
         sample_images(r, stream_seed(r->s.seed, 98, (uint64_t)first));
         for (int b = 0; b < r->B && first + b < r->s.eval_n && scored; b++) {
             Scene seen;
@@ -610,13 +614,13 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
     fprintf(out, "index\ttruth\tcaption\n");
     memset(captions, 0, sizeof *captions);
     if (roundtrip) { memset(roundtrip, 0, sizeof *roundtrip); }
-    const Config* c = &r->model.config;
+    const Config* c = model_config(r->model);
     size_t per = r->img / r->B;
     for (int first = 0; first < r->s.eval_n; first += r->B) {
         uint64_t rng = 0;
         make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
-        image_context(&r->model, r->images, r->ctx);
-        greedy_caption(&r->model, r->generated, r->ctx);
+        image_context(r->model, r->images, r->ctx);
+        greedy_caption(r->model, r->generated, r->ctx);
         if (roundtrip) { sample_images(r, stream_seed(r->s.seed, 97, (uint64_t)first)); }
         for (int b = 0; b < r->B && first + b < r->s.eval_n; b++) {
             char text[CAPTION_MAX];
@@ -661,7 +665,7 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
 }
 
 static void run_alloc(Run* r) {
-    const Config* c = &r->model.config;
+    const Config* c = model_config(r->model);
     r->B = r->s.batch;
     r->H = c->img_size;
     r->img = (size_t)r->B * r->H * r->H * 3;
@@ -687,7 +691,7 @@ static void run_free_buffers(Run* r) {
 
 static void run_free(Run* r) {
     run_free_buffers(r);
-    model_free(&r->model);
+    model_destroy(r->model);
     vocab_free(&r->vocab);
     source_free(&r->src);
     if (r->log) { fclose(r->log); }
@@ -719,33 +723,34 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     say(r, "\n%s: %d steps of %d images, lr %g, clip %g, beta2 %g%s\n", stage_title[stage], total, r->B, s->lr[o],
         s->grad_clip[o], s->beta2[o], clip_z);
     if (r->next_step == 0) {
-        vlv_reset_optimizer(&r->model);
-        if (o == STAGE0) { vlv_ema_update(&r->model, groups, 0.0f); }
+        vlv_reset_optimizer(r->model);
+        if (o == STAGE0) { vlv_ema_update(r->model, groups, 0.0f); }
     } else {
         say(r, "resuming at step %d\n", r->next_step);
     }
     AdamW opt = stage_optimizer(s, o);
-    double t_window = wall_seconds(), loss_sum = 0.0, norm_sum = 0.0, flops_window = flops_counted;
+    double attention_flops, t_window = wall_seconds(), loss_sum = 0.0, norm_sum = 0.0;
+    double flops_window = vlv_flops(&attention_flops);
     float norm_max = 0.0f;
     int window = 0, z_clipped = 0;
     for (int step = r->next_step; step < total; step++) {
         opt.lr = stage_lr(r, o, step);
         Batch batch = stage_batch(r, o, step);
-        float loss = vlv_train_step(&r->model, o, &batch, groups, &opt);
+        float loss = vlv_train_step(r->model, o, &batch, groups, &opt);
         if (!is_finite_float(loss)) {
             fail("%s step %d: the loss is %f. Stopped; the last good checkpoint in %s is kept.\n"
                  "  lower the learning rate (--lr%s) or the gradient clipping (--clip)", stage_name[stage], step, loss,
                  s->out_dir, o == STAGE0 ? "0" : o == STAGE0B ? "0b" : o == STAGE1 ? "1" : "2");
         }
-        if (o == STAGE0) { vlv_ema_update(&r->model, groups, s->ema_decay); }
+        if (o == STAGE0) { vlv_ema_update(r->model, groups, s->ema_decay); }
         loss_sum += loss;
-        norm_sum += r->model.grad_norm;
-        if (r->model.grad_norm > norm_max) { norm_max = r->model.grad_norm; }
-        z_clipped += r->model.z_clipped;
+        norm_sum += model_grad_norm(r->model);
+        if (model_grad_norm(r->model) > norm_max) { norm_max = model_grad_norm(r->model); }
+        z_clipped += model_z_clipped(r->model);
         window++;
         if ((step + 1) % s->log_every == 0 || step + 1 == total) {
             double dt = wall_seconds() - t_window;
-            double ms = 1e3 * dt / window, gflops = (flops_counted - flops_window) / dt * 1e-9;
+            double ms = 1e3 * dt / window, gflops = (vlv_flops(&attention_flops) - flops_window) / dt * 1e-9;
             char eta[32];
             format_eta(eta, sizeof eta, ms * 1e-3 * (total - step - 1));
             // the gradient norm (before the global clip; with --clip_z, after the clip at z): its
@@ -756,19 +761,19 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
                 stage_name[stage], step + 1, total, loss_sum / window, opt.lr, norm_sum / window, norm_max, clipped, ms,
                 r->B * 1e3 / ms, gflops, r->peak > 0 ? 100.0 * gflops / r->peak : 0.0, eta);
             t_window = wall_seconds();
-            flops_window = flops_counted;
+            flops_window = vlv_flops(&attention_flops);
             loss_sum = norm_sum = 0.0;
             norm_max = 0.0f;
             window = z_clipped = 0;
         }
         if (o == STAGE0 && ((step + 1) % s->eval_every == 0 || step + 1 == total)) {
-            vlv_ema_swap(&r->model, groups); // health of the EMA decoder
+            vlv_ema_swap(r->model, groups); // health of the EMA decoder
             float with, without;
             conditioning_gap(r, &with, &without, NULL);
             char grid[64];
             snprintf(grid, sizeof grid, "t2i_step%06d.png", step + 1);
             Score t2i = eval_t2i(r, grid, NULL);
-            vlv_ema_swap(&r->model, groups);
+            vlv_ema_swap(r->model, groups);
             char oracle[200] = "", attrs[128]; // per attribute: a decoder blind to place words shows here
             if (r->src.kind == SOURCE_SHAPES) {
                 score_attrs_text(&t2i, attrs, sizeof attrs);
@@ -778,7 +783,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
                    "conditioning gap %.1f%%; %s(%s)\n", step + 1, with, without,
                 100.0f * (without - with) / without, oracle, grid);
             t_window = wall_seconds();
-            flops_window = flops_counted;
+            flops_window = vlv_flops(&attention_flops);
         }
         if (o == STAGE1 && ((step + 1) % s->eval_every == 0 || step + 1 == total)) {
             float with, without, with_z;
@@ -787,7 +792,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
                    "z recovers %.1f%% of the caption's gain\n", step + 1, with_z, with, without,
                 100.0f * (without - with_z) / (without - with));
             t_window = wall_seconds();
-            flops_window = flops_counted;
+            flops_window = vlv_flops(&attention_flops);
         }
         r->next_step = step + 1;
         if (r->next_step % s->ckpt_every == 0 && r->next_step < total) { train_state_save(r); }
@@ -798,22 +803,22 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
             exit(0);
         }
     }
-    if (o == STAGE0) { vlv_ema_swap(&r->model, groups); } // from here on, the decoder is its EMA
+    if (o == STAGE0) { vlv_ema_swap(r->model, groups); } // from here on, the decoder is its EMA
     r->next_stage = stage + 1;
     r->next_step = 0;
     char path[1100];
     run_path(r, path, sizeof path, stage_checkpoint[stage]);
-    model_save(&r->model, path);
+    model_save(r->model, path);
     train_state_save(r);
     say(r, "%s done: wrote %s\n", stage_name[stage], path);
 }
 
 // ----------------------------------------------------------------------------
-// --bench N: the speed of this build on the run's model config (dev/bench_cpu.sh compares it
+// --bench N: the speed of this build on the run's model config (dev/bench/bench_cpu.sh compares it
 // with PyTorch on the same weights). Per stage, 2 untimed training steps, then N timed ones on
 // the stage's real batches; then, with a batch of 1, N captions (ViT, adapter, text encoder,
 // T_c - 1 caption-decoder passes) and N round trips (the same context, then guided DDIM:
-// 2 DiT passes per step). The clock runs from the ready inputs (as dev/bench_torch.py's) to
+// 2 DiT passes per step). The clock runs from the ready inputs (as dev/bench/bench_torch.py's) to
 // the end of the step; building the inputs on the host (rendering, tokenizing, the noise) is
 // timed apart. Prints the median of each as
 //   BENCH <stage0|stage0b|stage1|stage2|caption|roundtrip> <ms> ms <images/s> images/s <GFLOP/s> GFLOP/s <attention share> % attention <ms> ms inputs
@@ -832,14 +837,14 @@ static double median_of(double* x, int n) {
 // times one item (a training step or an inference) `repeats` times; returns the median in ms,
 // the GFLOP/s of the timed repeats and the share of their FLOPs that attention did. `inputs`
 // builds each repeat's inputs (the batch or the image: host work) before the clock starts, as
-// dev/bench_torch.py times its steps on ready batches; *inputs_ms gets its median, reported apart.
+// dev/bench/bench_torch.py times its steps on ready batches; *inputs_ms gets its median, reported apart.
 typedef void (*BenchItem)(Run* r, int o, int repeat);
 static double bench_median_ms(Run* r, BenchItem inputs, BenchItem item, int o, int warmup, int repeats, double* gflops,
                               double* attention, double* inputs_ms) {
     double* ms = (double*)mallocCheck(2 * repeats * sizeof(double));
     double* in_ms = ms + repeats;
     for (int i = 0; i < warmup; i++) { inputs(r, o, i); item(r, o, i); }
-    double flops0 = flops_counted, attention0 = attention_flops_counted, timed = 0.0;
+    double attention0, flops0 = vlv_flops(&attention0), timed = 0.0;
     for (int i = 0; i < repeats; i++) {
         double t0 = wall_seconds();
         inputs(r, o, warmup + i);
@@ -850,8 +855,9 @@ static double bench_median_ms(Run* r, BenchItem inputs, BenchItem item, int o, i
         ms[i] = 1e3 * (t2 - t1);
         timed += t2 - t1;
     }
-    *gflops = (flops_counted - flops0) / timed * 1e-9;
-    *attention = (attention_flops_counted - attention0) / (flops_counted - flops0);
+    double attention1, flops1 = vlv_flops(&attention1);
+    *gflops = (flops1 - flops0) / timed * 1e-9;
+    *attention = (attention1 - attention0) / (flops1 - flops0);
     *inputs_ms = median_of(in_ms, repeats);
     double median = median_of(ms, repeats);
     free(ms);
@@ -862,7 +868,7 @@ static void bench_train_batch(Run* r, int o, int step) { stage_batch(r, (Objecti
 static void bench_train_step(Run* r, int o, int step) {
     AdamW opt = stage_optimizer(&r->s, (Objective)o);
     Batch batch = run_batch(r);
-    float loss = vlv_train_step(&r->model, (Objective)o, &batch, objective_groups((Objective)o), &opt);
+    float loss = vlv_train_step(r->model, (Objective)o, &batch, objective_groups((Objective)o), &opt);
     if (!is_finite_float(loss)) fail("--bench: %s step %d: the loss is %f", objective_name[o], step, loss);
 }
 
@@ -872,9 +878,9 @@ static void bench_test_image(Run* r, int roundtrip, int repeat) {
     make_examples(r, SPLIT_TEST, (uint64_t)repeat, 0, &rng);
 }
 static void bench_inference(Run* r, int roundtrip, int repeat) {
-    image_context(&r->model, r->images, r->ctx);
+    image_context(r->model, r->images, r->ctx);
     if (roundtrip) { sample_images(r, stream_seed(r->s.seed, 97, (uint64_t)repeat)); }
-    else { greedy_caption(&r->model, r->generated, r->ctx); }
+    else { greedy_caption(r->model, r->generated, r->ctx); }
 }
 
 static void bench_report(Run* r, const char* name, double ms, int images, double gflops, double attention, double inputs_ms) {
@@ -887,21 +893,21 @@ static int run_bench(Run* r) {
     double gflops, attention, inputs_ms;
     say(r, "timing %d steps of each stage (after 2 untimed), batch %d; median per step\n", repeats, r->B);
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
-        vlv_reset_optimizer(&r->model);
+        vlv_reset_optimizer(r->model);
         double ms = bench_median_ms(r, bench_train_batch, bench_train_step, o, 2, repeats, &gflops, &attention, &inputs_ms);
         bench_report(r, stage_name[o], ms, r->B, gflops, attention, inputs_ms);
     }
     // inference on the freshly initialised weights, which bench.bin hands to PyTorch
     char path[1100];
     run_path(r, path, sizeof path, "bench.bin");
-    model_init(&r->model, r->s.seed);
-    model_save(&r->model, path);
-    Config c = r->model.config;
+    model_init(r->model, r->s.seed);
+    model_save(r->model, path);
+    Config c = *model_config(r->model);
     run_free_buffers(r);
-    model_free(&r->model);
+    model_destroy(r->model);
     r->s.batch = 1;
-    model_build(&r->model, &c, 1);
-    model_load_weights(&r->model, path);
+    r->model = model_create(&c, 1);
+    model_load_weights(r->model, path);
     run_alloc(r);
     say(r, "timing %d one-image inferences of each kind (after 1 untimed), DDIM %d steps, guidance %g; median\n",
         repeats, r->s.sample_steps, r->s.guidance);
@@ -980,16 +986,16 @@ static int vlv_main(int argc, char** argv) {
         if (s->model.vocab != r->vocab.size) fail("'%s' has a vocabulary of %d words, --data %s %d", s->eval_model, s->model.vocab, s->data, r->vocab.size);
         s->baseline = 0;
     }
-    model_build(&r->model, &s->model, s->batch);
-    model_init(&r->model, s->seed);
+    r->model = model_create(&s->model, s->batch);
+    model_init(r->model, s->seed);
     run_alloc(r);
     char device[400]; // a GPU's name alone may take 256
     float estimate = device_describe(threads, device, sizeof device);
     r->peak = s->peak_gflops > 0 ? s->peak_gflops : estimate;
     say(r, "vlv.c: preset %s, %zu parameters, batch %d, on %s (fp32 peak %.0f GFLOP/s%s), run folder %s\n", s->preset,
-        r->model.num_params, r->B, device, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
+        model_num_params(r->model), r->B, device, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
     fprintf(r->log, "config: ");
-    config_print(&r->model.config, r->log);
+    config_print(model_config(r->model), r->log);
     if (s->bench > 0) {
         int status = run_bench(r);
         run_free(r);
@@ -1002,7 +1008,7 @@ static int vlv_main(int argc, char** argv) {
                  : strcmp(s->from_stage, "2") == 0 ? STAGE2 : -1;
         if (from < 0) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
         run_path(r, path, sizeof path, stage_checkpoint[from - 1]);
-        model_load_weights(&r->model, path);
+        model_load_weights(r->model, path);
         r->next_stage = from;
         say(r, "starting again at %s from %s\n", stage_name[from], path);
     } else if (train_state_load(r)) {
@@ -1017,17 +1023,17 @@ static int vlv_main(int argc, char** argv) {
     say(r, "\nevaluation on %d held-out examples (DDIM %d steps, guidance %g)\n", s->eval_n, s->sample_steps, s->guidance);
     if (s->eval_model[0]) { snprintf(path, sizeof path, "%s", s->eval_model); }
     else { run_path(r, path, sizeof path, stage_checkpoint[STAGE2]); }
-    model_load_weights(&r->model, path);
+    model_load_weights(r->model, path);
     Score t2i = eval_t2i(r, "t2i.png", "t2i.tsv"), captions, roundtrip, baseline;
     eval_vlv(r, "captions.tsv", &captions, &roundtrip);
     if (s->baseline) {
         if (r->next_stage == BASELINE && r->next_step == 0) { // start from the stage-0b weights
             run_path(r, path, sizeof path, stage_checkpoint[STAGE0B]);
-            model_load_weights(&r->model, path);
+            model_load_weights(r->model, path);
         }
         if (r->next_stage == BASELINE) { run_stage(r, BASELINE, STAGE2, objective_groups(STAGE2) | ENCODER_GROUPS); }
         run_path(r, path, sizeof path, stage_checkpoint[BASELINE]);
-        model_load_weights(&r->model, path);
+        model_load_weights(r->model, path);
         eval_vlv(r, "captions_baseline.tsv", &baseline, NULL);
     }
     float minutes = (float)(wall_seconds() - t_start) / 60.0f;

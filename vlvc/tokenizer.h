@@ -9,6 +9,7 @@ One vocabulary serves the text encoder and the caption decoder; it is saved as a
 #define VLVC_TOKENIZER_H
 
 #include "config.h"
+#include "random.h"
 
 #define VOCAB_MAGIC "vlv.c-vocabulary"
 #define VOCAB_VERSION 1
@@ -202,6 +203,31 @@ static inline void vocab_load(Vocab* v, const char* path) {
     }
     if (p != end) fail("'%s' has trailing data after its %d words", path, count);
     free(buf);
+}
+
+// ----------------------------------------------------------------------------
+// token rows
+
+static inline void check_tokens(const int* tokens, size_t n, int vocab, const char* what) {
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= vocab) fail("%s: token %d at index %zu is outside the vocabulary [0, %d)", what, tokens[i], i, vocab);
+    }
+}
+
+// the empty caption [BOS, EOS, PAD...] in a row of n tokens
+static inline void empty_caption(int* row, int n) {
+    for (int j = 0; j < n; j++) { row[j] = j == 0 ? TOKEN_BOS : j == 1 ? TOKEN_EOS : TOKEN_PAD; }
+}
+
+// Stage 0's caption dropout: each of the B captions [B, N] becomes the empty caption with
+// probability p, so that the decoder also learns the unconditional prediction that
+// classifier-free guidance steers away from. Returns how many were dropped.
+static inline int caption_dropout(int* tokens, int B, int N, float p, uint64_t* rng) {
+    int dropped = 0;
+    for (int b = 0; b < B; b++) {
+        if (random_uniform(rng) < p) { empty_caption(tokens + (size_t)b * N, N); dropped++; }
+    }
+    return dropped;
 }
 
 #endif

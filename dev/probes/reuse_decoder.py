@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""dev/reuse_decoder.py TRAINED.bin INIT_STATE OUT.bin — a stage0.bin that starts the pipeline
+"""dev/probes/reuse_decoder.py TRAINED.bin INIT_STATE OUT.bin — a stage0.bin that starts the pipeline
 again after stage 0 with a decoder already trained.
 
 OUT gets TRAINED's text encoder and DiT (after stage 0 they are the EMA decoder, frozen from
 then on) and, for the vision encoder, the adapter and the caption decoder, the weights of
 INIT_STATE: the train_state.bin of a run stopped after one stage-0 step, whose other parts are
 still at their initialisation (stage 0 trains only the text encoder and the DiT). Use it when
-only a later checkpoint of a run came back (model.bin, from dev/gpu_train.sh) and stage 1 must
+only a later checkpoint of a run came back (model.bin, from dev/gpu/gpu_train.sh) and stage 1 must
 run again from scratch on its decoder:
 
     ./train_vlv --preset full --seed S --stop_after 1 --out /tmp/init     # the initial weights
-    mkdir -p runs/again && python3 dev/reuse_decoder.py model.bin /tmp/init/train_state.bin runs/again/stage0.bin
+    mkdir -p runs/again && python3 dev/probes/reuse_decoder.py model.bin /tmp/init/train_state.bin runs/again/stage0.bin
     ./train_vlv --preset full --seed S --out runs/again --from 0b           # stage 0b, 1, 2 ...
 
 Both files must have the same config (doc/formats.md); anything else is an error.
@@ -22,7 +22,7 @@ from dataclasses import fields
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vlv  # noqa: E402
 
 TRAIN_STATE_MAGIC = 20261129  # doc/formats.md, "Training state" (vlv.STATE_MAGIC is the debug state's)

@@ -4,8 +4,8 @@ boundary, each objective's loss and every gradient against the PyTorch twin's de
 AdamW steps; guided DDIM, greedy captions and beam search; and determinism (the same forward,
 backward and steps twice give the same bits).
 
-Include after the model implementation (train_vlv.c or train_vlv.cu), vlvc/checks.h and
-vlvc/host_checks.h. The model's buffers (params, grads, acts_memory, the activation views)
+Include after the model implementation (train_vlv.c or train_vlv.cu), dev/test/checks.h and
+dev/test/host_checks.h. The model's buffers (params, grads, acts_memory, the activation views)
 are device memory in the CUDA build, so every comparison copies what it reads to the host
 with to_host, and weights go back with to_device: train_vlv.cu defines both as cudaMemcpy,
 test_vlv.c as memcpy. Everything else here calls the functions both builds share with the

@@ -3,7 +3,7 @@ Checks of the shapes world, its scorers and the tokenizer (vlvc/shapes.h, vlvc/t
 geometry, determinism, splits, the caption grammar and its parser, the oracle on clean, noisy
 and garbage images, the vocabulary and dataset files (broken ones included). One line per
 check, "N passed, N failed" last, exit status 1 on any failure.
-    gcc -O2 -Wall -Wextra -std=gnu11 -o /tmp/test_data dev/test_data.c -lm && /tmp/test_data
+    gcc -O2 -Wall -Wextra -std=gnu11 -o /tmp/test_data dev/test/test_data.c -lm && /tmp/test_data
 */
 #include <unistd.h>
 #include <sys/wait.h>
@@ -11,10 +11,10 @@ check, "N passed, N failed" last, exit status 1 on any failure.
 // not call them all (shapes.h and tokenizer.h use static inline and need no such pragma)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
-#include "../vlvc/config.h"
-#include "../vlvc/checks.h"
+#include "../../vlvc/config.h"
+#include "checks.h"
 #pragma GCC diagnostic pop
-#include "../vlvc/shapes.h"
+#include "../../vlvc/shapes.h"
 
 // ----------------------------------------------------------------------------
 // helpers

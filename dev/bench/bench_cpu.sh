@@ -2,12 +2,12 @@
 # The CPU speed benchmark: train_vlv.c against the PyTorch twin on the same machine, threads,
 # config, batch and weights, in one invocation (doc/speed.md has the results).
 #
-#   dev/bench_cpu.sh [--threads T] [--repeats N] [--rounds R] [--peak GFLOPS] [train_vlv flags, e.g. --preset full]
+#   dev/bench/bench_cpu.sh [--threads T] [--repeats N] [--rounds R] [--peak GFLOPS] [train_vlv flags, e.g. --preset full]
 #
 # 1. ./train_vlv --bench N: the median of N timed training steps of each stage (after 2
 #    untimed), and of N one-image inferences (a greedy caption; a round trip: context, then
 #    guided DDIM); it writes the weights to bench.bin.
-# 2. dev/bench_torch.py --ckpt bench.bin: the same in PyTorch eager mode, with
+# 2. dev/bench/bench_torch.py --ckpt bench.bin: the same in PyTorch eager mode, with
 #    torch.set_num_threads(T) and OMP/OpenBLAS/MKL held to T threads as well (OpenBLAS's own
 #    pthreads otherwise oversubscribe the cores and slow PyTorch several-fold).
 # The two alternate for R rounds (default 3), and each side's figure per item is the best of
@@ -19,7 +19,7 @@
 # For speed figures use the official PyPI wheel (pip install torch) or at least OpenBLAS; the
 # script prints which torch and BLAS it ran. Run it on a quiet machine: it takes T cores.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 threads=$(nproc)
 repeats=20
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds="$2"; shift 2 ;;
         --peak) peak="$2"; shift 2 ;;
         -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-        *) if [ $# -lt 2 ]; then echo "dev/bench_cpu.sh: flag $1 needs a value" >&2; exit 2; fi
+        *) if [ $# -lt 2 ]; then echo "dev/bench/bench_cpu.sh: flag $1 needs a value" >&2; exit 2; fi
            extra+=("$1" "$2"); shift 2 ;;
     esac
 done
@@ -44,7 +44,7 @@ if [ -z "${PYTHON:-}" ]; then
     done
 fi
 if [ -z "${PYTHON:-}" ]; then
-    echo "dev/bench_cpu.sh: no python with torch: pip install torch (or set PYTHON=...)" >&2
+    echo "dev/bench/bench_cpu.sh: no python with torch: pip install torch (or set PYTHON=...)" >&2
     exit 1
 fi
 
@@ -62,7 +62,7 @@ for round in $(seq "$rounds"); do
     peak_used=$(sed -n 's/.*(fp32 peak \([0-9.]*\) GFLOP\/s.*/\1/p' "$work/c.log")
     echo "== round $round of $rounds: PyTorch ($PYTHON), $threads threads"
     OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-        "$PYTHON" dev/bench_torch.py --ckpt "$work/bench.bin" --device cpu --no_compile --threads "$threads" \
+        "$PYTHON" dev/bench/bench_torch.py --ckpt "$work/bench.bin" --device cpu --no_compile --threads "$threads" \
         --batch "$batch" --steps "$repeats" --sample_steps "${ddim% *}" --guidance "${ddim#* }" > "$work/torch.log"
     grep -E '^(torch|  BLAS|RESULT|SKIP)' "$work/torch.log"
     cat "$work/torch.log" >> "$work/torch_all.log"

@@ -4,13 +4,13 @@ code, never an exit), the PNG grid writer, the IDX reader on synthetic, broken a
 installed) the real Fashion-MNIST files, image folders and caption files. Every check_*
 function makes its own temporary directory and removes it.
 
-  gcc -O2 -Wall -Wextra -std=gnu11 -o test_images dev/test_images.c -lstb -lz -lm && ./test_images
+  gcc -O2 -Wall -Wextra -std=gnu11 -o test_images dev/test/test_images.c -lstb -lz -lm && ./test_images
 */
 #include <sys/wait.h>
-#include "../vlvc/images.h"
+#include "../../vlvc/images.h"
 // checks.h brings the debug-state reader along, which these checks do not use
 #pragma GCC diagnostic ignored "-Wunused-function"
-#include "../vlvc/checks.h"
+#include "checks.h"
 
 // ----------------------------------------------------------------------------
 // helpers

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dev/gpu_check.sh LOGDIR — the whole GPU check of the CUDA build, in under 10 minutes on one
+# dev/gpu/gpu_check.sh LOGDIR — the whole GPU check of the CUDA build, in under 10 minutes on one
 # H100 (the device machine of doc/cuda.md; run from anywhere, it works in the repository root):
 #
 #   1. environment: GPU, driver, nvcc, torch
@@ -15,7 +15,7 @@
 #      (train_vlvcu --bench; PyTorch on the bench.bin it wrote) and for the full preset's size
 #      (train_vlvcu --model-check; PyTorch the same config), hand-written and cuBLAS builds,
 #      PyTorch eager and torch.compile; then, where train_vlvcu has the shared pipeline (stb_image and zlib
-#      present), the tiny end-to-end run of dev/test_pipeline.sh on the GPU and on the CPU
+#      present), the tiny end-to-end run of dev/test/test_pipeline.sh on the GPU and on the CPU
 #      (train_vlv), whose RESULT lines must agree
 #   7. while time is left: the labs' timing tables, then compute-sanitizer memcheck on
 #      test_vlvcu small
@@ -25,9 +25,9 @@
 # LOGDIR gets env.log build.log test.log labs.log bench.log sanitizer.log summary.txt (seven
 # files: the device tool brings back at most eight). Scratch files go to $TMPDIR.
 set -u
-LOGDIR=${1:?usage: dev/gpu_check.sh LOGDIR}
+LOGDIR=${1:?usage: dev/gpu/gpu_check.sh LOGDIR}
 mkdir -p "$LOGDIR" && LOGDIR=$(cd "$LOGDIR" && pwd) || { echo "cannot create $LOGDIR"; exit 2; }
-cd "$(dirname "$0")/.." || exit 2
+cd "$(dirname "$0")/../.." || exit 2
 export PATH="$PATH:/usr/local/cuda/bin"
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64" # libcublas of the _cublas builds
 export PYTHONUNBUFFERED=1
@@ -82,7 +82,7 @@ NVCC_FLAGS="-O3 -std=c++20 -arch=sm_90 -lineinfo -Xcompiler -Wall,-Wextra"
 # the shared pipeline (vlvc/pipeline.h) needs stb_image and zlib; without them train_vlvcu is
 # the model check alone. The GPU machine has no libstb-dev and no registry to install it from,
 # so a caller may bring Debian's headers and static libraries in .devdeps/{include,lib} (an
-# ignored folder that dev/gpu_deps.sh fills, sent along with the device tool's `carry`).
+# ignored folder that dev/gpu/gpu_deps.sh fills, sent along with the device tool's `carry`).
 if [ -d .devdeps ]; then
     export CPATH="$PWD/.devdeps/include${CPATH:+:$CPATH}" LIBRARY_PATH="$PWD/.devdeps/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 fi
@@ -211,7 +211,7 @@ ips_torch() { # ips_torch LOG MODE STAGE
 torch_bench() {
     local name=$1 log=$2 budget=$3; shift 3
     if [ "$budget" -lt 60 ]; then record "speed: PyTorch, $name" skipped "no time left"; return; fi
-    run "$log" $((budget + 30)) $PYTHON dev/bench_torch.py --device cuda --no_inference --batch $BATCH --steps 20 \
+    run "$log" $((budget + 30)) $PYTHON dev/bench/bench_torch.py --device cuda --no_inference --batch $BATCH --steps 20 \
         --budget_s $budget --compile_s 50 "$@"
     local rc=$?; cat "$log" >> "$LOGDIR/bench.log"
     if [ $rc -eq 0 ]; then record "speed: PyTorch, $name" ok "$(grep -c '^RESULT' "$log") results, $(grep -c '^SKIP' "$log") skipped"
@@ -246,7 +246,7 @@ else
 fi
 torch_bench "full-size model" "$WORK/torch_full.log" $(( $(left) - 90 ))
 
-# the shared pipeline end to end: dev/test_pipeline.sh's tiny run on the GPU and on the CPU
+# the shared pipeline end to end: dev/test/test_pipeline.sh's tiny run on the GPU and on the CPU
 TINY="--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16 --d_v 32 --d_t 32 --d_d 32 --d_g 32
       --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1 --nh_v 2 --nh_a 2 --nh_t 2 --nh_d 2 --nh_g 2 --d_freq 16
       --eval_n 16 --sample_steps 4 --log_every 5 --eval_every 15 --ckpt_every 10 --baseline 1 --threads 1"

@@ -2,22 +2,24 @@
 # Mutation test of test_vlv: break train_vlv.c on purpose, one way at a time (a flipped sign,
 # a dropped term, a wrong factor, a frozen part that trains, ...), rebuild test_vlv and
 # check that it FAILS against the PyTorch reference. A mutant that passes means the tests
-# cannot see that bug. Usage: dev/mutants.sh data/test/small   (the reference's path stem)
+# cannot see that bug. Usage: dev/test/mutants.sh data/test/small   (the reference's path stem)
 set -euo pipefail
-ref=${1:?usage: dev/mutants.sh REFERENCE_STEM (e.g. data/test/small)}
+ref=${1:?usage: dev/test/mutants.sh REFERENCE_STEM (e.g. data/test/small)}
 CC=${CC:-gcc}
 CFLAGS=${CFLAGS:--O2}
 LDLIBS=${LDLIBS:--lm}
 PYTHON_BIN=${PYTHON_BIN:-python3}
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/dev"
 cp -r "$root/vlvc" "$root/test_vlv.c" "$work/"
+cp -r "$root/dev/test" "$work/dev/"
 cp "$ref.ckpt" "$ref.state" "$work/"
 ckpt="$work/$(basename "$ref").ckpt"
 state="$work/$(basename "$ref").state"
 
-# name @@ text in train_vlv.c, vlvc/parts.h or vlvc/objectives.h @@ its replacement (each text must occur exactly once; \n is a newline)
+# name @@ text in train_vlv.c or the leaf headers it includes (vlvc/vlv.h, clip_z.h, tokenizer.h, beams.h) @@ its replacement (each text must occur exactly once; \n is a newline)
 mutants=(
   "layernorm backward: sign of the n*mean(g*n) term@@dx[c] += s * (g - g_mean - (x[c] - m) * s * gn_mean);@@dx[c] += s * (g - g_mean + (x[c] - m) * s * gn_mean);"
   "layernorm backward: weight gradient not normalized@@dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];@@dw += dy * inp[(size_t)n * C + c];"
@@ -51,12 +53,12 @@ printf '%-58s %s\n' "mutant" "result"
 for entry in "${mutants[@]}"; do
   name=${entry%%@@*}; rest=${entry#*@@}
   find=${rest%%@@*}; repl=${rest#*@@}
-  # the text is looked for in train_vlv.c, the model's composition (vlvc/parts.h) and vlvc/objectives.h
+  # the text is looked for in train_vlv.c and the leaf headers above
   if ! FIND="$find" REPL="$repl" "$PYTHON_BIN" - "$root" "$work" <<'PY'
 import os, sys
 root, work = sys.argv[1], sys.argv[2]
 find, repl = (os.environ[k].replace('\\n', '\n') for k in ('FIND', 'REPL'))
-files = ['train_vlv.c', 'vlvc/parts.h', 'vlvc/objectives.h']
+files = ["train_vlv.c", "vlvc/vlv.h", "vlvc/clip_z.h", "vlvc/tokenizer.h", "vlvc/beams.h"]
 texts = {f: open(os.path.join(root, f)).read() for f in files}
 if sum(t.count(find) for t in texts.values()) != 1:
     sys.exit(1)
@@ -64,7 +66,7 @@ for f, t in texts.items():
     open(os.path.join(work, f), 'w').write(t.replace(find, repl))
 PY
   then
-    printf '%-58s %s\n' "$name" "NOT APPLIED (the text is not exactly once in train_vlv.c, vlvc/parts.h, vlvc/objectives.h)"; broken=$((broken + 1)); continue
+    printf '%-58s %s\n' "$name" "NOT APPLIED (the text is not exactly once in train_vlv.c and its leaf headers)"; broken=$((broken + 1)); continue
   fi
   if ! $CC $CFLAGS -o "$work/test_vlv" "$work/test_vlv.c" $LDLIBS 2>"$work/cc.log"; then
     printf '%-58s %s\n' "$name" "DOES NOT COMPILE"; cat "$work/cc.log"; broken=$((broken + 1)); continue

@@ -2,13 +2,16 @@
 Checks of host-side behaviour that test_vlv.c and test_vlv.cu share: caption dropout, the
 C -> PyTorch -> C checkpoint round trip, and the readers' handling of broken files (run in
 child processes, since the readers exit on failure). Include after the model implementation
-(train_vlv.c or train_vlv.cu) and vlvc/checks.h.
+(train_vlv.c or train_vlv.cu) and dev/test/checks.h.
 */
 #ifndef VLVC_HOST_CHECKS_H
 #define VLVC_HOST_CHECKS_H
 
 #include <sys/wait.h>
 #include <unistd.h>
+#include "../../vlvc/random.h"
+#include "../../vlvc/tokenizer.h"
+#include "../../vlvc/clip_z.h"
 #include "checks.h"
 
 // how many of n floats differ in their bits

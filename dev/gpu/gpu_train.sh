@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# dev/gpu_train.sh OUTDIR LIMIT_S [train_vlv flags...] — a training run of the CUDA build on the
+# dev/gpu/gpu_train.sh OUTDIR LIMIT_S [train_vlv flags...] — a training run of the CUDA build on the
 # device machine, brought back in pieces the device tool can return (at most 8 files of 16 MiB):
-# builds train_vlvcu_cublas (the pipeline needs stb_image and zlib: .devdeps/, dev/gpu_deps.sh),
+# builds train_vlvcu_cublas (the pipeline needs stb_image and zlib: .devdeps/, dev/gpu/gpu_deps.sh),
 # runs it for at most LIMIT_S seconds into runs/gpu, then copies to OUTDIR the log, the PNG
 # grids and captions, and the newest checkpoint (with stage0b.bin when stage 1 has begun) cut into
 # 15 MiB parts. Here, put the parts back together (`cat model.bin.part* > model.bin`) and go on
 # with `./train_vlv --from ...` on the CPU.
 set -u
-OUTDIR=${1:?usage: dev/gpu_train.sh OUTDIR LIMIT_S [flags]}; LIMIT=${2:?LIMIT_S}; shift 2
+OUTDIR=${1:?usage: dev/gpu/gpu_train.sh OUTDIR LIMIT_S [flags]}; LIMIT=${2:?LIMIT_S}; shift 2
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd) || exit 2
-cd "$(dirname "$0")/.." || exit 2
+cd "$(dirname "$0")/../.." || exit 2
 export PATH="$PATH:/usr/local/cuda/bin" LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64"
 [ -d .devdeps ] && export CPATH="$PWD/.devdeps/include${CPATH:+:$CPATH}" LIBRARY_PATH="$PWD/.devdeps/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 make -j16 NVCC_ARCH=-arch=sm_90 train_vlvcu_cublas > "$OUTDIR/build.log" 2>&1 || { tail -n 20 "$OUTDIR/build.log"; exit 1; }

@@ -6,7 +6,7 @@ until a record named "end". Shared by test_vlv.c and test_vlv.cu.
 #ifndef VLVC_DEBUG_STATE_H
 #define VLVC_DEBUG_STATE_H
 
-#include "config.h"
+#include "../../vlvc/config.h"
 
 enum { DTYPE_F32 = 0, DTYPE_I32 = 1 };
 

@@ -5,7 +5,7 @@ context TextEnc(z), for the row (top / middle / bottom) and the column (left / c
 of the object (doc/results.md, measurement 9: the captions swap top and bottom).
 
     ./train_vlv --preset full --seed S --export 2000 --out DATA     # the run's world
-    /usr/bin/python3 dev/probe_z.py RUN/model.bin DATA
+    /usr/bin/python3 dev/probes/probe_z.py RUN/model.bin DATA
 
 A ridge-regression probe to the one-hot class is fitted on the 2,000 unpaired images (and on the
 K = 500 captioned ones, what stage 2 learns from) and scored on the 512 test images, on z
@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vlv  # noqa: E402  (dev/vlv.py: the PyTorch twin)
 
 

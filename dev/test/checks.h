@@ -14,7 +14,7 @@ comparisons against records of the PyTorch twin's debug state (host arrays).
 // at u = 6e-8; a dot product of length K errs by ~sqrt(K) u, and every layer adds its own
 // rounding to what it inherits. Each tolerance is ~10-20x the worst error measured over both
 // test configs (doc/testing.md has the figures) and far below what a real bug gives (a sign
-// flip or a missing term is an O(1e-2..1) relative error; dev/mutants.sh shows they fail).
+// flip or a missing term is an O(1e-2..1) relative error; dev/test/mutants.sh shows they fail).
 #define TOL_ACT 5e-6f    // activations, a few blocks deep: worst measured 3.0e-7
 #define TOL_LOSS 1e-6f   // losses, accumulated in double: worst measured 9.6e-8 (1.6 ulps)
 #define TOL_GRAD 3e-5f   // gradients: the backward doubles the chain, and shared tensors (wte,

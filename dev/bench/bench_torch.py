@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """
-The PyTorch side of the speed comparisons (dev/bench_cpu.sh on the CPU, dev/gpu_check.sh on a
+The PyTorch side of the speed comparisons (dev/bench/bench_cpu.sh on the CPU, dev/gpu/gpu_check.sh on a
 GPU): the median time of one training step of each objective, and of one-image inference
 (a greedy caption; a round trip), for dev/vlv.py's model in float32.
 
-    python3 dev/bench_torch.py [--ckpt bench.bin] [--batch 32] [--steps 20] [--threads N]
+    python3 dev/bench/bench_torch.py [--ckpt bench.bin] [--batch 32] [--steps 20] [--threads N]
                                [--device cpu|cuda] [--no_compile] [--sample_steps 25] [--guidance 1]
 
 --ckpt takes the config and weights of a vlv.c checkpoint (./train_vlv --bench writes
@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import torch  # noqa: E402
 import vlv  # noqa: E402  (dev/vlv.py: the PyTorch twin)
 

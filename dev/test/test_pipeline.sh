@@ -3,9 +3,9 @@
 # interrupted twice resumes to the very same weights and scores as an uninterrupted one,
 # a finished run reruns only its evaluation, bad flags and a NaN loss stop with a message
 # (and the NaN keeps the last good checkpoint), and caption captions and reconstructs.
-# Usage: dev/test_pipeline.sh   (after make train_vlv caption)
+# Usage: dev/test/test_pipeline.sh   (after make train_vlv caption)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 passed=0; failed=0
@@ -100,9 +100,9 @@ check "--from 2 without a stage-1 checkpoint names the missing file" $?
 ./train_vlv "${tiny[@]}" --out "$dir/g" --bench 2 > "$dir/g.log" 2>&1
 [ $? = 0 ] && [ -s "$dir/g/bench.bin" ] && [ "$(grep '^BENCH' "$dir/g.log" | awk '$3 > 0 && $5 > 0 && $12 >= 0 && $14 == "inputs"' | wc -l)" = 6 ]
 check "--bench times the 4 stages and 2 inferences (their inputs apart) and writes bench.bin" $?
-"${PYTHON:-/usr/bin/python3}" dev/bench_torch.py --ckpt "$dir/g/bench.bin" --device cpu --no_compile --threads 1 \
+"${PYTHON:-/usr/bin/python3}" dev/bench/bench_torch.py --ckpt "$dir/g/bench.bin" --device cpu --no_compile --threads 1 \
     --batch 8 --steps 1 --warmup 0 --sample_steps 4 > "$dir/g_torch.log" 2>&1
-[ $? = 0 ] && [ "$(grep -c '^RESULT eager' "$dir/g_torch.log")" = 6 ]; check "dev/bench_torch.py times the same items on bench.bin" $?
+[ $? = 0 ] && [ "$(grep -c '^RESULT eager' "$dir/g_torch.log")" = 6 ]; check "dev/bench/bench_torch.py times the same items on bench.bin" $?
 
 # another model in the same folder is refused, with a way out
 ./train_vlv "${tiny[@]}" --d_d 48 --out "$dir/a" > "$dir/c.log" 2>&1

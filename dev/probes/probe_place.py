@@ -4,7 +4,7 @@ Which context positions the frozen decoder reads, and whether it tells the place
 (doc/results.md, measurement 7: the full preset's decoder mirrored places because it ignored
 the first place word).
 
-    /usr/bin/python3 dev/probe_place.py RUN/model.bin RUN/vocab.txt
+    /usr/bin/python3 dev/probes/probe_place.py RUN/model.bin RUN/vocab.txt
 
 For the caption "a small yellow triangle at the top right" it prints
   * per context position p, how much the text encoder's output changes when "top" becomes
@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vlv  # noqa: E402  (dev/vlv.py: the PyTorch twin)
 
 
