@@ -2125,12 +2125,9 @@ float device_describe(int threads, char* desc, size_t cap) {
 }
 
 // the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
-// with train_vlv.c: vlvc/pipeline.h. It needs stb_image and zlib (link -lstb -lz). Its `= {0}`
-// initializers trip g++'s -Wmissing-field-initializers as model.h's do (doc/cuda.md).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+// with train_vlv.c: vlvc/pipeline.h, on the interface vlvc/vlv.h. It needs stb_image and zlib
+// (link -lstb -lz).
 #include "vlvc/pipeline.h"
-#pragma GCC diagnostic pop
 int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--model-check") == 0) { return model_check(argc - 1, argv + 1); }
     return vlv_main(argc, argv);

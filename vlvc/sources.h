@@ -20,8 +20,10 @@ Host-side code shared by train_vlv.c and train_vlv.cu.
 #define VLVC_SOURCES_H
 
 #include "shapes.h"
+#include "shapes_oracle.h"
+#include "shapes_export.h"
 #include "tokenizer.h"
-#include "images.h"
+#include "datasets.h"
 
 enum { SOURCE_SHAPES, SOURCE_FASHION_MNIST, SOURCE_FOLDER };
 

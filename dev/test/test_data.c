@@ -15,6 +15,8 @@ check, "N passed, N failed" last, exit status 1 on any failure.
 #include "checks.h"
 #pragma GCC diagnostic pop
 #include "../../vlvc/shapes.h"
+#include "../../vlvc/shapes_oracle.h"
+#include "../../vlvc/shapes_export.h"
 
 // ----------------------------------------------------------------------------
 // helpers

@@ -8,6 +8,7 @@ function makes its own temporary directory and removes it.
 */
 #include <sys/wait.h>
 #include "../../vlvc/images.h"
+#include "../../vlvc/datasets.h"
 // checks.h brings the debug-state reader along, which these checks do not use
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "checks.h"

@@ -1,0 +1,170 @@
+/*
+The evaluation, scored exactly: captions of held-out images (parsed back into scenes), round
+trips image -> z -> guided DDIM -> image and text-to-image samples (read by the classical
+oracle), each per attribute (shape, colour, size, place); and the stages' health figures.
+*/
+#ifndef VLVC_EVALUATE_H
+#define VLVC_EVALUATE_H
+
+#include "run.h"
+
+// exact scenes, and attributes (shape, colour, size, cell) right per true object
+typedef struct { int n, exact, objects, attr[NUM_ATTRS]; double mse; } Score;
+
+static void score_add(Score* sc, const Scene* truth, const Scene* guess) {
+    int exact, attr[NUM_ATTRS];
+    scene_compare(truth, guess, &exact, attr);
+    sc->n++;
+    sc->exact += exact;
+    sc->objects += truth->n;
+    for (int k = 0; k < NUM_ATTRS; k++) { sc->attr[k] += attr[k]; }
+}
+static float score_exact(const Score* sc) { return sc->n ? (float)sc->exact / sc->n : 0.0f; }
+static float score_attr(const Score* sc) {
+    int right = 0;
+    for (int k = 0; k < NUM_ATTRS; k++) { right += sc->attr[k]; }
+    return sc->objects ? right / (float)(NUM_ATTRS * sc->objects) : 0.0f;
+}
+// "shape 99.2%, colour 99.6%, size 100.0%, place 58.2%": which attribute a score loses on
+static void score_attrs_text(const Score* sc, char* out, size_t cap) {
+    static const char* names[NUM_ATTRS] = { "shape", "colour", "size", "place" };
+    size_t used = 0;
+    for (int k = 0; k < NUM_ATTRS && used < cap; k++) {
+        used += (size_t)snprintf(out + used, cap - used, "%s%s %.1f%%", k ? ", " : "", names[k],
+                                 sc->objects ? 100.0f * sc->attr[k] / sc->objects : 0.0f);
+    }
+}
+// one row of the evaluation table: "| label | 57.4% (shape 99.2%, colour 99.6%, ...) |"
+static void say_scored_row(Run* r, const char* label, float fraction, const Score* sc) {
+    char attrs[128];
+    score_attrs_text(sc, attrs, sizeof attrs);
+    say(r, "| %s | %.1f%% (%s) |\n", label, 100 * fraction, attrs);
+}
+
+// guided DDIM from fresh noise on the contexts in r->ctx -> r->recon, against the empty
+// caption's context (computed here: the decoder's weights change during stage 0)
+static void sample_images(Run* r, uint64_t seed) {
+    empty_context(r->model, r->ctx_empty);
+    uint64_t rng = seed;
+    for (size_t i = 0; i < r->img; i++) { r->recon[i] = random_normal(&rng); }
+    ddim_sample(r->model, r->recon, r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, r->s.sample_steps);
+}
+
+// the conditioning gap of the decoder: its loss on a fixed held-out batch with the true
+// captions and with the empty caption. A decoder that ignores its caption has no gap, and
+// then stage 1 has nothing to learn from. With with_z, also the loss with the context
+// TextEnc(z) of the images themselves (stage 1's loss on that batch): how much of the gap
+// the encoder has recovered.
+static void conditioning_gap(Run* r, float* with_caption, float* without, float* with_z) {
+    uint64_t rng = stream_seed(r->s.seed, 99, 0);
+    make_examples(r, SPLIT_TEST, 0, 0, &rng);
+    make_noise(r, &rng);
+    Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
+    *with_caption = vlv_forward(r->model, STAGE0, &b);
+    if (with_z) { *with_z = vlv_forward(r->model, STAGE1, &b); }
+    for (int i = 0; i < r->B; i++) { empty_caption(r->text_tokens + (size_t)i * model_config(r->model)->n_q, model_config(r->model)->n_q); }
+    *without = vlv_forward(r->model, STAGE0, &b);
+}
+
+// text-to-image: draws the captions of held-out examples, and in the shapes world the oracle
+// reads them back (other sources have no oracle: only the first batch is drawn, for the grid).
+// With a tsv name, each prompt and what the oracle read go there, a line per example.
+static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
+    Score sc;
+    memset(&sc, 0, sizeof sc);
+    int scored = r->src.kind == SOURCE_SHAPES;
+    FILE* out = NULL;
+    char tsv_path[1100];
+    if (tsv && scored) {
+        run_path(r, tsv_path, sizeof tsv_path, tsv);
+        out = fopenCheck(tsv_path, "w");
+        fprintf(out, "index\tprompt\toracle read\n");
+    }
+    for (int first = 0; first < (scored ? r->s.eval_n : 1); first += r->B) {
+        uint64_t rng = 0;
+        make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
+        text_context(r->model, r->text_tokens, r->ctx);
+        sample_images(r, stream_seed(r->s.seed, 98, (uint64_t)first));
+        for (int b = 0; b < r->B && first + b < r->s.eval_n && scored; b++) {
+            Scene seen;
+            oracle_parse(&seen, r->recon + (size_t)b * r->img / r->B, r->H);
+            score_add(&sc, &r->truth[b], &seen);
+            if (out) {
+                char read[CAPTION_MAX];
+                scene_caption(read, sizeof read, &seen);
+                fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], seen.n > 0 ? read : "(no shape read)");
+            }
+        }
+        if (first == 0 && grid) {
+            char path[1100], txt[1200];
+            run_path(r, path, sizeof path, grid);
+            if (snprintf(txt, sizeof txt, "%s.txt", path) >= (int)sizeof txt) fail("the path %s.txt is too long", path);
+            png_write_grid(path, r->recon, r->B < 16 ? r->B : 16, r->H, 8, 4);
+            FILE* fp = fopenCheck(txt, "w");
+            for (int b = 0; b < r->B && b < 16; b++) { fprintf(fp, "%d\t%s\n", b, r->captions[b]); }
+            fcloseCheck(fp, txt);
+        }
+    }
+    if (out) { fcloseCheck(out, tsv_path); }
+    return sc;
+}
+
+// captions (written to captions_file) and, unless roundtrip is NULL, round trips of held-out images
+static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* roundtrip) {
+    char path[1100];
+    run_path(r, path, sizeof path, captions_file);
+    FILE* out = fopenCheck(path, "w");
+    fprintf(out, "index\ttruth\tcaption\n");
+    memset(captions, 0, sizeof *captions);
+    if (roundtrip) { memset(roundtrip, 0, sizeof *roundtrip); }
+    const Config* c = model_config(r->model);
+    size_t per = r->img / r->B;
+    for (int first = 0; first < r->s.eval_n; first += r->B) {
+        uint64_t rng = 0;
+        make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
+        image_context(r->model, r->images, r->ctx);
+        greedy_caption(r->model, r->generated, r->ctx);
+        if (roundtrip) { sample_images(r, stream_seed(r->s.seed, 97, (uint64_t)first)); }
+        for (int b = 0; b < r->B && first + b < r->s.eval_n; b++) {
+            char text[CAPTION_MAX];
+            vocab_decode(&r->vocab, r->generated + (size_t)b * c->cap_len, c->cap_len, text, sizeof text);
+            Scene said, seen;
+            memset(&said, 0, sizeof said);
+            memset(&seen, 0, sizeof seen);
+            if (r->src.kind == SOURCE_SHAPES) { // scene by scene, attribute by attribute
+                if (!caption_parse(&said, text)) { said.n = -1; } // ungrammatical: scores as wrong
+                score_add(captions, &r->truth[b], &said);
+            } else { // right when it is the true caption
+                captions->n++;
+                captions->exact += strcmp(text, r->captions[b]) == 0;
+            }
+            fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], text);
+            if (!roundtrip) { continue; }
+            if (r->src.kind == SOURCE_SHAPES) {
+                oracle_parse(&seen, r->recon + b * per, r->H);
+                score_add(roundtrip, &r->truth[b], &seen);
+            } else {
+                roundtrip->n++;
+            }
+            double se = 0.0;
+            for (size_t i = 0; i < per; i++) { double d = r->recon[b * per + i] - r->images[b * per + i]; se += d * d; }
+            roundtrip->mse += se / per;
+        }
+        if (first == 0 && roundtrip) { // originals | reconstructions, side by side
+            int n = r->B < 8 ? r->B : 8;
+            float* pairs = (float*)mallocCheck(2 * n * per * sizeof(float));
+            for (int b = 0; b < n; b++) {
+                memcpy(pairs + (2 * b) * per, r->images + b * per, per * sizeof(float));
+                memcpy(pairs + (2 * b + 1) * per, r->recon + b * per, per * sizeof(float));
+            }
+            run_path(r, path, sizeof path, "roundtrip.png");
+            png_write_grid(path, pairs, 2 * n, r->H, 4, 4);
+            free(pairs);
+        }
+    }
+    run_path(r, path, sizeof path, captions_file);
+    fcloseCheck(out, path);
+    if (roundtrip) { roundtrip->mse /= roundtrip->n ? roundtrip->n : 1; }
+}
+
+#endif

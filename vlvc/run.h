@@ -1,0 +1,164 @@
+/*
+The run: the settings, the model (through vlvc/vlv.h), the data source and its vocabulary,
+the host buffers of a batch, the log; and where each stage's batches come from. A stage's
+batch at step s depends only on the seed, the stage and s, so that a resumed run draws
+exactly what an uninterrupted one would.
+*/
+#ifndef VLVC_RUN_H
+#define VLVC_RUN_H
+
+#include <time.h>
+#include "settings.h"
+#include "random.h"
+#include "sources.h"
+
+#define CAPTION_MAX 256
+
+typedef struct {
+    Settings s;
+    Model* model;
+    Vocab vocab;
+    DataSource src;               // where the examples come from (--data)
+    int B, H;
+    size_t img;                   // floats in a batch of images
+    float *images, *noise, *ctx, *ctx_empty, *recon; // [B,H,W,3] and [B,N_q,d_t]
+    int *text_tokens, *caption_tokens, *timesteps, *generated;
+    Scene* truth;                 // [B]
+    char (*captions)[CAPTION_MAX];// [B]
+    FILE* log;
+    int next_stage, next_step;    // where the run stands (resume)
+    int steps_done;               // training steps of this invocation (--stop_after)
+    float peak;                   // fp32 peak GFLOP/s
+} Run;
+
+// progress goes to stdout and to the run's log
+static void say(Run* r, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    if (r->log) {
+        va_start(ap, fmt);
+        vfprintf(r->log, fmt, ap);
+        va_end(ap);
+        fflush(r->log);
+    }
+}
+
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// a file of the run folder
+static void run_path(const Run* r, char* out, size_t cap, const char* name) {
+    if (snprintf(out, cap, "%s/%s", r->s.out_dir, name) >= (int)cap) fail("the path %s/%s is too long", r->s.out_dir, name);
+}
+
+// a deterministic stream per (seed, stage, step): the same batch whenever a step is (re)run
+static uint64_t stream_seed(uint64_t seed, int stage, uint64_t step) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + (uint64_t)stage * 0xBF58476D1CE4E5B9ull + step * 0x94D049BB133111EBull + 1;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
+
+// B examples of a split: images, captions (text and tokens) and the true scenes (shapes world).
+// index_of(b) picks the example: consecutive for streams, drawn from [0, K) for stage 2.
+static void make_examples(Run* r, int split, uint64_t first, uint64_t modulo, uint64_t* rng) {
+    const Config* c = model_config(r->model);
+    for (int b = 0; b < r->B; b++) {
+        uint64_t index = modulo ? random_u32(rng) % modulo : first + b;
+        source_example(&r->src, split, index, r->images + (size_t)b * r->img / r->B, r->captions[b], CAPTION_MAX, &r->truth[b]);
+        if (!vocab_encode(&r->vocab, r->captions[b], r->text_tokens + (size_t)b * c->n_q, c->n_q)) {
+            fail("the caption '%s' does not fit in n_q = %d tokens: raise --n_q", r->captions[b], c->n_q);
+        }
+        if (!vocab_encode(&r->vocab, r->captions[b], r->caption_tokens + (size_t)b * c->cap_len, c->cap_len)) {
+            fail("the caption '%s' does not fit in cap_len = %d tokens: raise --cap_len", r->captions[b], c->cap_len);
+        }
+    }
+}
+
+static void make_noise(Run* r, uint64_t* rng) {
+    for (size_t i = 0; i < r->img; i++) { r->noise[i] = random_normal(rng); }
+    for (int b = 0; b < r->B; b++) { r->timesteps[b] = (int)(random_u32(rng) % model_config(r->model)->n_timesteps); }
+}
+
+// the run's batch buffers as the model's input
+static Batch run_batch(const Run* r) {
+    Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
+    return b;
+}
+
+// the training batch of one step of a stage
+static Batch stage_batch(Run* r, Objective o, int step) {
+    uint64_t rng = stream_seed(r->s.seed, o, (uint64_t)step);
+    uint64_t first = (uint64_t)step * r->B;
+    switch (o) {
+        case STAGE0:
+        case STAGE0B: make_examples(r, SPLIT_T2I, first, 0, &rng); break;
+        case STAGE1: make_examples(r, SPLIT_UNPAIRED, first, 0, &rng); break;
+        default: make_examples(r, SPLIT_CAPTIONED, 0, (uint64_t)r->s.K, &rng); // the K pairs, over and over
+    }
+    if (o == STAGE0) { caption_dropout(r->text_tokens, r->B, model_config(r->model)->n_q, r->s.caption_dropout, &rng); }
+    make_noise(r, &rng);
+    return run_batch(r);
+}
+
+// warm-up, then cosine from lr down to lr/10
+static float stage_lr(const Run* r, Objective o, int step) {
+    float peak = r->s.lr[o];
+    int total = r->s.steps[o], warm = (int)(r->s.warmup * total);
+    if (step < warm) { return peak * (step + 1) / warm; }
+    float progress = total > warm ? (float)(step - warm) / (total - warm) : 1.0f;
+    return peak * (0.1f + 0.9f * 0.5f * (1.0f + cosf(3.14159265f * progress)));
+}
+
+// the stages in the order they run; the training state counts them (BASELINE is optional)
+enum { BASELINE = NUM_OBJECTIVES, ALL_DONE };
+static const char* stage_title[ALL_DONE] = {
+    "stage 0: text-to-image (text encoder + DiT learn to draw captions)",
+    "stage 0b: language model (the caption GPT learns caption text)",
+    "stage 1: VLV (vision encoder + adapter learn z through the frozen decoder, images only)",
+    "stage 2: caption distillation (prefix MLP + GPT learn to caption TextEnc(z), K pairs)",
+    "baseline: the same captioner without stage 1 (vision encoder, adapter, prefix MLP and GPT\n"
+    "  trained end to end on the same K pairs, from the stage-0b weights)",
+};
+static const char* stage_name[ALL_DONE + 1] = { "stage0", "stage0b", "stage1", "stage2", "baseline", "evaluation" };
+static const char* stage_checkpoint[ALL_DONE] = { "stage0.bin", "stage0b.bin", "stage1.bin", "model.bin", "baseline.bin" };
+
+static void run_alloc(Run* r) {
+    const Config* c = model_config(r->model);
+    r->B = r->s.batch;
+    r->H = c->img_size;
+    r->img = (size_t)r->B * r->H * r->H * 3;
+    size_t ctx = (size_t)r->B * c->n_q * c->d_t;
+    r->images = (float*)mallocCheck(r->img * sizeof(float));
+    r->noise = (float*)mallocCheck(r->img * sizeof(float));
+    r->recon = (float*)mallocCheck(r->img * sizeof(float));
+    r->ctx = (float*)mallocCheck(ctx * sizeof(float));
+    r->ctx_empty = (float*)mallocCheck(ctx * sizeof(float));
+    r->text_tokens = (int*)mallocCheck((size_t)r->B * c->n_q * sizeof(int));
+    r->caption_tokens = (int*)mallocCheck((size_t)r->B * c->cap_len * sizeof(int));
+    r->generated = (int*)mallocCheck((size_t)r->B * c->cap_len * sizeof(int));
+    r->timesteps = (int*)mallocCheck(r->B * sizeof(int));
+    r->truth = (Scene*)mallocCheck(r->B * sizeof(Scene));
+    r->captions = (char(*)[CAPTION_MAX])mallocCheck((size_t)r->B * CAPTION_MAX);
+}
+
+static void run_free_buffers(Run* r) {
+    free(r->images); free(r->noise); free(r->recon); free(r->ctx); free(r->ctx_empty);
+    free(r->text_tokens); free(r->caption_tokens); free(r->generated); free(r->timesteps);
+    free(r->truth); free(r->captions);
+}
+
+static void run_free(Run* r) {
+    run_free_buffers(r);
+    model_destroy(r->model);
+    vocab_free(&r->vocab);
+    source_free(&r->src);
+    if (r->log) { fclose(r->log); }
+}
+
+#endif

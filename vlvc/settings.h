@@ -1,0 +1,306 @@
+/*
+A run's settings: every one is a flag (./train_vlv -h lists them), and a preset (default,
+demo, full) sets a consistent group of them before the flags given override it.
+*/
+#ifndef VLVC_SETTINGS_H
+#define VLVC_SETTINGS_H
+
+#include "vlv.h"
+#include "shapes.h" // shapes_max_tokens: the caption length a world needs
+
+typedef struct {
+    Config model;
+    int batch;
+    int steps[NUM_OBJECTIVES];   // per stage
+    float lr[NUM_OBJECTIVES];
+    float warmup;                // fraction of a stage's steps with a linear warm-up, then cosine to lr/10
+    float weight_decay, beta1;
+    float grad_clip[NUM_OBJECTIVES]; // per stage: the global gradient-norm clip
+    float beta2[NUM_OBJECTIVES];     // per stage: AdamW's second-moment decay
+    float clip_z;                // stage 1: each image's gradient at z to at most clip_z x the batch median (0: off)
+    float ema_decay;             // stage 0's EMA of the decoder
+    float caption_dropout;       // stage 0: probability of the empty caption
+    int K;                       // captioned pairs for stage 2
+    int unfreeze_encoder;        // stage 2 also trains the vision encoder and the adapter
+    int max_objects;             // shapes per image (1..3)
+    uint64_t seed;               // weights, noise and the shapes world
+    int eval_n;                  // held-out images in the evaluation
+    int sample_steps;            // DDIM steps
+    float guidance;              // classifier-free guidance w
+    int log_every, eval_every, ckpt_every;
+    int baseline;                // also train the no-stage-1 captioner
+    int threads;
+    int fresh;
+    int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
+    float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: estimate
+    int export_n;                // write the world's splits as dataset files and stop; 0: train
+    int bench;                   // N: time N repeats of each stage's step and of inference, and stop; 0: train
+    char data[1024];             // the examples: shapes, fashion-mnist[:DIR] or folder:DIR (vlvc/sources.h)
+    char eval_model[1024];       // only evaluate this checkpoint (e.g. one the PyTorch twin trained)
+    char from_stage[1024];       // "0b", "1" or "2": retrain from this stage on, from the previous stage's checkpoint
+    char out_dir[1024];
+    char preset[32];
+} Settings;
+
+static void settings_preset(Settings* s, const char* name) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->preset, sizeof s->preset, "%s", name);
+    Config m = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = 0, .cap_len = 16,
+                 .d_v = 96, .L_v = 3, .nh_v = 3, .L_a = 2, .nh_a = 3,
+                 .d_t = 96, .L_t = 2, .nh_t = 3, .d_d = 96, .L_d = 4, .nh_d = 3, .d_freq = 64,
+                 .d_g = 96, .L_g = 2, .nh_g = 3, .prediction = PREDICT_EPS, .n_timesteps = 1000 };
+    s->model = m;
+    s->batch = 32;
+    int steps[NUM_OBJECTIVES] = { 5000, 500, 2000, 1000 };
+    // stage 1 at 3e-4: at 1e-3 z grew to 6x the token embeddings' norm (v-prediction) and the
+    // captioner learned less (doc/results.md: 15.6% vs 57.0% exact with the same decoder)
+    float lr[NUM_OBJECTIVES] = { 1e-3f, 1e-3f, 3e-4f, 1e-3f };
+    memcpy(s->steps, steps, sizeof steps);
+    memcpy(s->lr, lr, sizeof lr);
+    s->warmup = 0.05f;
+    s->weight_decay = 0.0f;
+    s->beta1 = 0.9f;
+    for (int o = 0; o < NUM_OBJECTIVES; o++) {
+        s->grad_clip[o] = 1.0f;
+        s->beta2[o] = 0.999f;
+    }
+    s->ema_decay = 0.995f;
+    s->caption_dropout = 0.1f;
+    s->K = 500;
+    s->max_objects = 1;
+    snprintf(s->data, sizeof s->data, "shapes");
+    s->seed = 1337;
+    s->eval_n = 128;
+    s->sample_steps = 25;
+    s->guidance = 1.0f; // w = 2 (the paper's) turns this decoder's shapes into speckled blobs: results.md, measurement 6
+    s->log_every = 50;
+    s->eval_every = 1000;
+    s->ckpt_every = 500;
+    s->threads = 0;
+    if (strcmp(name, "demo") == 0) {
+        Config d = m;
+        d.d_v = d.d_t = d.d_d = d.d_g = 48;
+        d.L_v = 2; d.L_a = 1; d.L_t = 1; d.L_d = 2; d.L_g = 1;
+        d.nh_v = d.nh_a = d.nh_t = d.nh_d = d.nh_g = 2;
+        d.d_freq = 32;
+        s->model = d;
+        s->batch = 16;
+        int ds[NUM_OBJECTIVES] = { 150, 60, 60, 60 };
+        memcpy(s->steps, ds, sizeof ds);
+        s->eval_n = 32;
+        s->sample_steps = 10;
+        s->log_every = 10;
+        s->eval_every = 75;
+        s->ckpt_every = 50;
+    } else if (strcmp(name, "full") == 0) {
+        Config f = m;
+        f.d_v = f.d_t = f.d_d = f.d_g = 128;
+        f.L_v = 4; f.L_d = 6; f.L_g = 4;
+        f.nh_v = f.nh_a = f.nh_t = f.nh_d = f.nh_g = 4;
+        s->model = f;
+        int fs[NUM_OBJECTIVES] = { 30000, 3000, 20000, 3000 };
+        float fl[NUM_OBJECTIVES] = { 1e-3f, 1e-3f, 3e-4f, 3e-4f };
+        memcpy(s->steps, fs, sizeof fs);
+        memcpy(s->lr, fl, sizeof fl);
+        // stage 1 (and 2) against gradient spikes: single images whose gradient at z the frozen
+        // text encoder amplifies ~2000x (--clip_z clips them), a global clip at ~8x the usual
+        // norm, and a second moment with a 20-step memory instead of 1,000, so that a spike
+        // stops damping the steps after a few hundred; without them stage 1 collapsed
+        // (doc/results.md, measurements 8-10)
+        float fc[NUM_OBJECTIVES] = { 1.0f, 1.0f, 0.05f, 0.05f }, fb[NUM_OBJECTIVES] = { 0.999f, 0.999f, 0.95f, 0.95f };
+        memcpy(s->grad_clip, fc, sizeof fc);
+        memcpy(s->beta2, fb, sizeof fb);
+        s->clip_z = 10.0f;
+        s->ema_decay = 0.999f;
+        s->eval_n = 512;
+        s->sample_steps = 50;
+        s->eval_every = 2500;
+        s->ckpt_every = 500;
+        s->baseline = 1;
+    } else if (strcmp(name, "default") != 0) {
+        fail("unknown preset '%s': choose default, demo or full", name);
+    }
+    snprintf(s->out_dir, sizeof s->out_dir, "runs/%s", name);
+}
+
+// the flag table: name, kind, where, help
+enum { FLAG_INT, FLAG_FLOAT, FLAG_STAGES, FLAG_U64, FLAG_STR, FLAG_PRED }; // FLAG_STAGES: float[NUM_OBJECTIVES]
+typedef struct { const char* name; int kind; void* ptr; const char* help; } Flag;
+
+static int settings_flags(Settings* s, Flag* f) {
+    Config* m = &s->model;
+    int n = 0;
+#define FLAG(nm, kind, ptr, help) f[n++] = (Flag){ nm, kind, ptr, help }
+    FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
+    FLAG("--fresh", FLAG_INT, &s->fresh, "1: start over even if the run folder holds a run");
+    FLAG("--from", FLAG_STR, s->from_stage, "0b, 1 or 2: train again from this stage on, starting from the run folder's checkpoint of the stage before");
+    FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
+    FLAG("--eval_model", FLAG_STR, s->eval_model, "only evaluate this checkpoint (its config; vocab.txt of the shapes world)");
+    FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
+    FLAG("--bench", FLAG_INT, &s->bench, "N: time N training steps of each stage and N one-image inferences (median), write bench.bin for dev/bench/bench_torch.py, and stop");
+    FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
+    FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: estimate it: CPU threads x 8 lanes x 2 FMA x 2 x clock; GPU SMs x FP32 lanes x 2 x clock)");
+    FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
+    FLAG("--data", FLAG_STR, s->data, "the examples: shapes (the embedded world), fashion-mnist[:DIR] or folder:DIR (PNG/JPEG + captions.tsv)");
+    FLAG("--objects", FLAG_INT, &s->max_objects, "shapes per image, 1 to 3 (the shapes world)");
+    FLAG("--batch", FLAG_INT, &s->batch, "images per step");
+    FLAG("--steps0", FLAG_INT, &s->steps[STAGE0], "stage 0 (text-to-image) steps");
+    FLAG("--steps0b", FLAG_INT, &s->steps[STAGE0B], "stage 0b (language model) steps");
+    FLAG("--steps1", FLAG_INT, &s->steps[STAGE1], "stage 1 (VLV, images only) steps");
+    FLAG("--steps2", FLAG_INT, &s->steps[STAGE2], "stage 2 (captions) steps");
+    FLAG("--lr0", FLAG_FLOAT, &s->lr[STAGE0], "stage 0 peak learning rate");
+    FLAG("--lr0b", FLAG_FLOAT, &s->lr[STAGE0B], "stage 0b peak learning rate");
+    FLAG("--lr1", FLAG_FLOAT, &s->lr[STAGE1], "stage 1 peak learning rate");
+    FLAG("--lr2", FLAG_FLOAT, &s->lr[STAGE2], "stage 2 peak learning rate");
+    FLAG("--warmup", FLAG_FLOAT, &s->warmup, "warm-up fraction of each stage (then cosine to lr/10)");
+    FLAG("--wd", FLAG_FLOAT, &s->weight_decay, "AdamW weight decay (matrices only)");
+    FLAG("--clip", FLAG_STAGES, s->grad_clip, "gradient-norm clipping: one value for every stage, or one per stage (0,0b,1,2)");
+    FLAG("--beta2", FLAG_STAGES, s->beta2, "AdamW's second-moment decay: one value for every stage, or one per stage (0,0b,1,2)");
+    FLAG("--clip_z", FLAG_FLOAT, &s->clip_z, "stage 1: scale each image's gradient at z to at most this many times the batch's median (0: off; else at least 1)");
+    FLAG("--ema", FLAG_FLOAT, &s->ema_decay, "EMA decay of the stage-0 decoder");
+    FLAG("--dropout", FLAG_FLOAT, &s->caption_dropout, "stage 0 caption dropout");
+    FLAG("--K", FLAG_INT, &s->K, "captioned pairs for stage 2");
+    FLAG("--unfreeze", FLAG_INT, &s->unfreeze_encoder, "1: stage 2 also trains the vision encoder and adapter");
+    FLAG("--baseline", FLAG_INT, &s->baseline, "1: also train and score the no-stage-1 captioner");
+    FLAG("--eval_n", FLAG_INT, &s->eval_n, "held-out images in the evaluation");
+    FLAG("--sample_steps", FLAG_INT, &s->sample_steps, "DDIM steps when sampling");
+    FLAG("--guidance", FLAG_FLOAT, &s->guidance, "classifier-free guidance w of the round trips and T2I samples (1: the caption's prediction alone)");
+    FLAG("--log_every", FLAG_INT, &s->log_every, "steps between progress lines");
+    FLAG("--eval_every", FLAG_INT, &s->eval_every, "stage-0 steps between health checks (gap, samples)");
+    FLAG("--ckpt_every", FLAG_INT, &s->ckpt_every, "steps between checkpoints");
+    FLAG("--img", FLAG_INT, &m->img_size, "image size");
+    FLAG("--patch", FLAG_INT, &m->patch, "patch size");
+    FLAG("--n_q", FLAG_INT, &m->n_q, "learned queries = text-encoder length");
+    FLAG("--cap_len", FLAG_INT, &m->cap_len, "caption-decoder length");
+    FLAG("--d_v", FLAG_INT, &m->d_v, "vision encoder and adapter width");
+    FLAG("--L_v", FLAG_INT, &m->L_v, "vision encoder blocks");
+    FLAG("--nh_v", FLAG_INT, &m->nh_v, "vision encoder heads");
+    FLAG("--L_a", FLAG_INT, &m->L_a, "adapter blocks");
+    FLAG("--nh_a", FLAG_INT, &m->nh_a, "adapter heads");
+    FLAG("--d_t", FLAG_INT, &m->d_t, "text encoder width");
+    FLAG("--L_t", FLAG_INT, &m->L_t, "text encoder blocks");
+    FLAG("--nh_t", FLAG_INT, &m->nh_t, "text encoder heads");
+    FLAG("--d_d", FLAG_INT, &m->d_d, "DiT width");
+    FLAG("--L_d", FLAG_INT, &m->L_d, "DiT blocks");
+    FLAG("--nh_d", FLAG_INT, &m->nh_d, "DiT heads");
+    FLAG("--d_freq", FLAG_INT, &m->d_freq, "timestep features");
+    FLAG("--d_g", FLAG_INT, &m->d_g, "caption decoder width");
+    FLAG("--L_g", FLAG_INT, &m->L_g, "caption decoder blocks");
+    FLAG("--nh_g", FLAG_INT, &m->nh_g, "caption decoder heads");
+    FLAG("--prediction", FLAG_PRED, &m->prediction, "eps or v");
+#undef FLAG
+    return n;
+}
+
+static void usage(const char* prog, Settings* s) {
+    Flag flags[64];
+    int n = settings_flags(s, flags);
+    printf("usage: %s [--preset default|demo|full] [flags]\n\n"
+           "Trains the miniature VLV on the shapes world, stage by stage, into the run folder,\n"
+           "resuming an interrupted run, then evaluates it. Flags (default preset's value):\n", prog);
+    for (int i = 0; i < n; i++) {
+        char value[64];
+        switch (flags[i].kind) {
+            case FLAG_INT: snprintf(value, sizeof value, "%d", *(int*)flags[i].ptr); break;
+            case FLAG_FLOAT: snprintf(value, sizeof value, "%g", *(float*)flags[i].ptr); break;
+            case FLAG_STAGES: {
+                const float* x = (const float*)flags[i].ptr;
+                int same = 1;
+                for (int o = 1; o < NUM_OBJECTIVES; o++) { same &= x[o] == x[0]; }
+                if (same) { snprintf(value, sizeof value, "%g", x[0]); }
+                else { snprintf(value, sizeof value, "%g,%g,%g,%g", x[STAGE0], x[STAGE0B], x[STAGE1], x[STAGE2]); }
+                break;
+            }
+            case FLAG_U64: snprintf(value, sizeof value, "%llu", (unsigned long long)*(uint64_t*)flags[i].ptr); break;
+            case FLAG_PRED: snprintf(value, sizeof value, "%s", *(int*)flags[i].ptr ? "v" : "eps"); break;
+            default: snprintf(value, sizeof value, "%s", (char*)flags[i].ptr);
+        }
+        printf("  %-15s %-12s %s\n", flags[i].name, value, flags[i].help);
+    }
+}
+
+// parses the command line into s; a bad flag or value exits with a message
+static void settings_parse(Settings* s, int argc, char** argv) {
+    const char* preset = "default";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { settings_preset(s, preset); usage(argv[0], s); exit(0); }
+        if (strcmp(argv[i], "--preset") == 0) {
+            if (i + 1 >= argc) fail("--preset needs a value: default, demo or full");
+            preset = argv[++i];
+        }
+    }
+    settings_preset(s, preset);
+    Flag flags[64];
+    int n = settings_flags(s, flags);
+    for (int i = 1; i < argc; i += 2) {
+        if (strcmp(argv[i], "--preset") == 0) { continue; }
+        int k = 0;
+        while (k < n && strcmp(flags[k].name, argv[i]) != 0) { k++; }
+        if (k == n) fail("unknown flag '%s' (%s -h lists them)", argv[i], argv[0]);
+        if (i + 1 >= argc) fail("flag %s needs a value", argv[i]);
+        const char* v = argv[i + 1];
+        char* end = NULL;
+        errno = 0;
+        switch (flags[k].kind) {
+            case FLAG_INT: {
+                long x = strtol(v, &end, 10);
+                if (*v == '\0' || *end != '\0' || errno || x < 0 || x > 100000000) fail("flag %s: '%s' is not a whole number in [0, 1e8]", argv[i], v);
+                *(int*)flags[k].ptr = (int)x;
+                break;
+            }
+            case FLAG_U64: {
+                unsigned long long x = strtoull(v, &end, 10);
+                if (*v == '\0' || *end != '\0' || errno || v[0] == '-') fail("flag %s: '%s' is not a non-negative whole number", argv[i], v);
+                *(uint64_t*)flags[k].ptr = x;
+                break;
+            }
+            case FLAG_FLOAT: {
+                float x = strtof(v, &end);
+                if (*v == '\0' || *end != '\0' || errno || !is_finite_float(x) || x < 0.0f) fail("flag %s: '%s' is not a finite non-negative number", argv[i], v);
+                *(float*)flags[k].ptr = x;
+                break;
+            }
+            case FLAG_STAGES: { // "0.05" for every stage, or "1,1,0.05,0.05" for stages 0, 0b, 1, 2
+                float x[NUM_OBJECTIVES];
+                int got = 0, ok = 1;
+                for (const char* p = v; ok; p = end + 1) {
+                    x[got] = strtof(p, &end);
+                    ok = end != p && !errno && is_finite_float(x[got]) && x[got] >= 0.0f;
+                    got += ok;
+                    if (!ok || *end == '\0' || got == NUM_OBJECTIVES) break;
+                    ok = *end == ',';
+                }
+                if (!ok || *end != '\0' || (got != 1 && got != NUM_OBJECTIVES)) {
+                    fail("flag %s: '%s' is neither one finite non-negative number nor %d of them separated by commas (stages 0, 0b, 1, 2)",
+                         argv[i], v, NUM_OBJECTIVES);
+                }
+                for (int o = 0; o < NUM_OBJECTIVES; o++) { ((float*)flags[k].ptr)[o] = x[got == 1 ? 0 : o]; }
+                break;
+            }
+            case FLAG_PRED:
+                if (strcmp(v, "eps") == 0) { *(int*)flags[k].ptr = PREDICT_EPS; }
+                else if (strcmp(v, "v") == 0) { *(int*)flags[k].ptr = PREDICT_V; }
+                else { fail("flag %s: '%s' is neither eps nor v", argv[i], v); }
+                break;
+            default:
+                if (strlen(v) >= sizeof s->out_dir) fail("flag %s: the path is too long", argv[i]);
+                snprintf((char*)flags[k].ptr, sizeof s->out_dir, "%s", v);
+        }
+    }
+    if (s->batch < 1) fail("--batch must be at least 1");
+    if (s->max_objects < 1 || s->max_objects > 3) fail("--objects must be 1, 2 or 3");
+    int need = shapes_max_tokens(s->max_objects);
+    if (strcmp(s->data, "shapes") == 0 && (s->model.n_q < need || s->model.cap_len < need)) {
+        fail("captions of up to %d objects take up to %d tokens: use --n_q %d --cap_len %d (or more)", s->max_objects, need, need, need);
+    }
+    if (s->K < 1) fail("--K must be at least 1");
+    if (s->sample_steps < 1 || s->sample_steps > s->model.n_timesteps) fail("--sample_steps must be in [1, %d]", s->model.n_timesteps);
+    if (s->log_every < 1 || s->eval_every < 1 || s->ckpt_every < 1) fail("--log_every, --eval_every and --ckpt_every must be at least 1");
+    for (int o = 0; o < NUM_OBJECTIVES; o++) {
+        if (!(s->beta2[o] < 1.0f)) fail("--beta2 must be in [0, 1) (%s: %g)", objective_name[o], s->beta2[o]);
+    }
+    if (!(s->clip_z == 0.0f || s->clip_z >= 1.0f)) fail("--clip_z must be 0 (off) or at least 1");
+    if (s->ema_decay >= 1.0f || s->caption_dropout > 1.0f || s->warmup > 1.0f) fail("--ema must be below 1, --dropout and --warmup at most 1");
+}
+
+#endif
