@@ -192,7 +192,7 @@ train_vlvcu_cublas: train_vlv.cu $(HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DVLV_PIPELINE -DUSE_CUBLAS -o $@ $< -lstb -lz -lcublas
 test_vlvcu_cublas: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
-$(CUDA_LABS): dev/cuda/%: dev/cuda/%.cu
+$(CUDA_LABS): dev/cuda/%: dev/cuda/%.cu dev/cuda/common.h
 	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
 cuda-labs: $(CUDA_LABS)
 cuda: $(CUDA_BINS) cuda-labs
@@ -207,7 +207,7 @@ endif
 # The CUDA code on the CPU, through the emulator dev/cuda/emu: no GPU and no nvcc, any g++
 # with C++20. Every kernel runs; test_vlvcu's checks and the labs' correctness must pass.
 EMU_DIR = build/emu
-EMU_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Wno-unknown-pragmas -Idev/cuda/emu -I.
+EMU_CXXFLAGS = -std=c++20 -O2 -g -Wall -Wextra -Wno-unknown-pragmas -Idev/cuda/emu -I. -Idev/cuda
 EMU_DEPS = dev/cuda/emu/cuda_emu.h dev/cuda/emu/cuda_runtime.h dev/cuda/emu/translate.py
 .PRECIOUS: $(EMU_DIR)/%.cu build/test/%
 $(EMU_DIR)/%.cu: %.cu $(EMU_DEPS)
@@ -215,7 +215,7 @@ $(EMU_DIR)/%.cu: %.cu $(EMU_DEPS)
 	$(PYTHON) dev/cuda/emu/translate.py $< $@
 test_vlvcu_emu: $(EMU_DIR)/test_vlv.cu $(EMU_DIR)/train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
-$(EMU_DIR)/dev/cuda/%: $(EMU_DIR)/dev/cuda/%.cu
+$(EMU_DIR)/dev/cuda/%: $(EMU_DIR)/dev/cuda/%.cu dev/cuda/common.h
 	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
 test-cuemu: test_vlvcu_emu $(REFERENCES) $(addprefix $(EMU_DIR)/,$(CUDA_LABS))
 	@set -e; for lab in $(addprefix $(EMU_DIR)/,$(CUDA_LABS)); do $$lab --check | tail -n 1; done

@@ -564,8 +564,7 @@ void embed_forward(float* out, const float* prefix, const int* tokens, const flo
     }
 }
 void embed_backward(float* dprefix, float* dwte, float* dwpe, const float* dout, const int* tokens,
-                    int B, int Tp, int Tt, int C, int V) {
-    (void)V; // the rows of wte: the CUDA version parallelizes over them
+                    int B, int Tp, int Tt, int C) {
     int T = Tp + Tt;
     // serial over rows: several rows may add into the same wte / wpe row
     for (int b = 0; b < B; b++) {
@@ -843,7 +842,7 @@ void vit_backward(ViTA* d, const ViTP* g, const ViTA* a, const ViTP* p, const Co
     const float* x = L ? a->blocks[L - 1].res2 : a->x0;
     norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, x, &p->ln_f, B * Np, C);
     blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, Np, C, c->nh_v, 0);
-    embed_backward(d->patch_out, NULL, g->pos, d->x0, NULL, B, Np, 0, C, c->vocab);
+    embed_backward(d->patch_out, NULL, g->pos, d->x0, NULL, B, Np, 0, C);
     matmul_backward(NULL, g->patch.w, g->patch.b, d->patch_out, a->patches, p->patch.w, B * Np, PD, C);
 }
 
@@ -874,7 +873,7 @@ void adapter_backward(float* dvis, AdapterA* d, const AdapterP* g, const Adapter
         adapter_block_backward(l ? d->blocks[l - 1].res3 : d->x0, dvis, &d->blocks[l], &g->blocks[l], &a->blocks[l],
                                l ? a->blocks[l - 1].res3 : a->x0, vis, &p->blocks[l], B, Nq, Np, C, c->nh_a);
     }
-    embed_backward(NULL, NULL, g->queries, d->x0, NULL, B, Nq, 0, C, c->vocab);
+    embed_backward(NULL, NULL, g->queries, d->x0, NULL, B, Nq, 0, C);
 }
 
 // text encoder: token ids [B,N_q] or, when tokens is NULL, embeddings z [B,N_q,d_t]
@@ -893,8 +892,8 @@ void textenc_backward(float* dz, TextEncA* d, const TextEncP* g, const TextEncA*
     float* dx = L ? d->blocks[L - 1].res2 : d->x0;
     norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res2 : a->x0, &p->ln_f, B * Nq, C);
     blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, Nq, C, c->nh_t, 1);
-    if (tokens) { embed_backward(NULL, g->wte, g->wpe, d->x0, tokens, B, 0, Nq, C, c->vocab); }
-    else { embed_backward(dz, NULL, g->wpe, d->x0, NULL, B, Nq, 0, C, c->vocab); }
+    if (tokens) { embed_backward(NULL, g->wte, g->wpe, d->x0, tokens, B, 0, Nq, C); }
+    else { embed_backward(dz, NULL, g->wpe, d->x0, NULL, B, Nq, 0, C); }
 }
 
 // DiT: noisy image xt [B,H,W,3], timesteps t [B], context ctx [B,N_q,d_t] -> a->out [B,H,W,3]
@@ -942,7 +941,7 @@ void dit_backward(float* dctx, DiTA* d, const DiTP* g, const DiTA* a, const floa
     matmul_backward(d->t1_silu, g->t_mlp2.w, g->t_mlp2.b, d->temb, a->t1_silu, p->t_mlp2.w, B, C, C);
     silu_backward(d->t1, a->t1, d->t1_silu, (size_t)B * C);
     matmul_backward(NULL, g->t_mlp1.w, g->t_mlp1.b, d->t1, a->tfreq, p->t_mlp1.w, B, c->d_freq, C);
-    embed_backward(d->patch_out, NULL, NULL, d->x0, NULL, B, Np, 0, C, c->vocab);
+    embed_backward(d->patch_out, NULL, NULL, d->x0, NULL, B, Np, 0, C);
     matmul_backward(NULL, g->patch.w, g->patch.b, d->patch_out, a->patches, p->patch.w, B * Np, PD, C);
 }
 
@@ -979,7 +978,7 @@ void capdec_backward(float* dctx, CapDecA* d, const CapDecP* g, const CapDecA* a
     float* dx = L ? d->blocks[L - 1].res2 : d->x0;
     norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res2 : a->x0, &p->ln_f, B * T, C);
     blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, T, C, c->nh_g, 1);
-    embed_backward(d->prefix, g->wte, g->wpe ? g->wpe + (size_t)(Nq - Tp) * C : NULL, d->x0, tokens, B, Tp, Tc, C, V);
+    embed_backward(d->prefix, g->wte, g->wpe ? g->wpe + (size_t)(Nq - Tp) * C : NULL, d->x0, tokens, B, Tp, Tc, C);
     if (ctx) {
         matmul_backward(d->p1_gelu, g->prefix2.w, g->prefix2.b, d->prefix, a->p1_gelu, p->prefix2.w, B * Nq, C, C);
         gelu_backward(d->p1, a->p1, d->p1_gelu, (size_t)B * Nq * C);
@@ -1030,12 +1029,13 @@ static size_t image_numel(const Model* m) { return (size_t)m->B * m->config.img_
 
 void model_build(Model* m, const Config* c, int B) {
     const char* problem = config_problem(c);
+    if (!problem) { problem = config_batch_problem(c, B); }
     if (problem) fail("bad model config: %s", problem);
-    if (B < 1) fail("batch size must be at least 1, got %d", B);
     memset(m, 0, sizeof *m);
     m->config = *c;
     m->B = B;
     m->num_params = count_params(c, &m->tensors, &m->num_tensors);
+    if (m->num_params > 0x7fffffff) fail("the config has %zu parameters; a checkpoint holds at most 2^31 - 1", m->num_params);
     m->params = (float*)mallocCheck(m->num_params * sizeof(float));
     m->grads = (float*)callocCheck(m->num_params, sizeof(float));
     m->norm_partials = (double*)mallocCheck((m->num_params / NORM_CHUNK + m->num_tensors) * sizeof(double));

@@ -1446,12 +1446,13 @@ static Arena arena_over(float* base) {
 
 void model_build(Model* m, const Config* c, int B) {
     const char* problem = config_problem(c);
+    if (!problem) { problem = config_batch_problem(c, B); }
     if (problem) fail("bad model config: %s", problem);
-    if (B < 1) fail("batch size must be at least 1, got %d", B);
     memset(m, 0, sizeof *m);
     m->config = *c;
     m->B = B;
     m->num_params = count_params(c, &m->tensors, &m->num_tensors);
+    if (m->num_params > 0x7fffffff) fail("the config has %zu parameters; a checkpoint holds at most 2^31 - 1", m->num_params);
     size_t n = m->num_params;
     m->params = device_floats(n, "the parameters");
     m->grads = device_floats(n, "the gradients");
@@ -2029,8 +2030,8 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// ./train_vlvcu --model-check [-b batch] [-n steps]: the model check train_vlv.c had before its
-// pipeline: build the default-size model from scratch and train each objective for a few steps
+// ./train_vlvcu --model-check [-b batch] [-n steps]: the GPU's speed check without data or
+// pipeline: build a model of the full preset's widths from scratch, train each objective a few steps
 // on one fixed random batch, printing the loss (which must fall), ms/step and images/s; then
 // one summary line per objective, averaged over the steps after the first (which pays for
 // warm-up): dev/gpu/gpu_check.sh's speed benchmark.

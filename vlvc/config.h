@@ -58,14 +58,20 @@ static inline int config_num_patches(const Config* c) {
 }
 static inline int config_patch_dim(const Config* c) { return c->patch * c->patch * 3; }
 
-// returns NULL when the config is usable, else a sentence saying what is wrong
+// returns NULL when the config is usable, else a sentence saying what is wrong. Each field has
+// a range, and the products the model is sized from are checked in 64 bits, so that no
+// checkpoint header or command line can overflow an int further on (config_batch_problem
+// adds the batch).
 static inline const char* config_problem(const Config* c) {
-    static char msg[160];
+    static char msg[200];
+    //                          img  patch n_q  vocab    cap  d_v L_v nh_v L_a nh_a d_t L_t nh_t d_d L_d nh_d d_freq d_g L_g nh_g pred T
+    static const int most[CONFIG_FIELDS] = { 4096, 4096, 4096, 1 << 20, 4096, 8192, 256, 256, 256, 256, 8192, 256, 256, 8192, 256,
+                                             256, 8192, 8192, 256, 256, 1, 1 << 20 };
     for (int i = 0; i < CONFIG_FIELDS; i++) {
         int v = *config_field((Config*)c, i);
-        int may_be_zero = (i == 20); // prediction
-        if (v < (may_be_zero ? 0 : 1) || v > (1 << 20)) {
-            snprintf(msg, sizeof msg, "config field %s = %d is out of range", config_field_name(i), v);
+        int least = i == 20 ? 0 : 1; // prediction may be 0 (eps)
+        if (v < least || v > most[i]) {
+            snprintf(msg, sizeof msg, "config field %s = %d is out of range [%d, %d]", config_field_name(i), v, least, most[i]);
             return msg;
         }
     }
@@ -80,6 +86,34 @@ static inline const char* config_problem(const Config* c) {
     if (c->prediction != PREDICT_EPS && c->prediction != PREDICT_V) return "prediction is neither 0 (eps) nor 1 (v)";
     if (c->vocab <= TOKEN_FIRST_WORD) return "vocab has no room for words after the 4 special tokens";
     if (c->n_q < 2 || c->cap_len < 2) return "n_q and cap_len must be at least 2 (BOS and EOS)";
+    long long grid = c->img_size / c->patch;
+    if (grid * grid > 16384) return "more than 16384 patches (img_size / patch > 128)";
+    return NULL;
+}
+
+// NULL when a batch of B fits: the largest activation (a block's MLP, attention's score matrix,
+// the logits, the images) must have fewer than 2^31 floats, computed in 64 bits
+static inline const char* config_batch_problem(const Config* c, int B) {
+    static char msg[200];
+    long long Np = (long long)(c->img_size / c->patch) * (c->img_size / c->patch);
+    long long T = Np > c->n_q + c->cap_len ? Np : c->n_q + c->cap_len; // the longest sequence
+    long long width = c->d_v > c->d_t ? c->d_v : c->d_t;
+    width = width > c->d_d ? width : c->d_d;
+    width = width > c->d_g ? width : c->d_g;
+    long long heads = c->nh_v > c->nh_t ? c->nh_v : c->nh_t;
+    heads = heads > c->nh_d ? heads : c->nh_d;
+    heads = heads > c->nh_g ? heads : c->nh_g;
+    heads = heads > c->nh_a ? heads : c->nh_a;
+    long long sizes[4] = { B * T * 4 * width, B * heads * T * T, (long long)B * c->cap_len * c->vocab,
+                           (long long)B * c->img_size * c->img_size * 3 };
+    const char* what[4] = { "an MLP's hidden layer", "attention's scores", "the logits", "the images" };
+    if (B < 1) return "the batch must be at least 1";
+    for (int k = 0; k < 4; k++) {
+        if (sizes[k] >= (1LL << 31)) {
+            snprintf(msg, sizeof msg, "at batch %d, %s would hold %lld floats (at most 2^31 - 1): use a smaller batch or model", B, what[k], sizes[k]);
+            return msg;
+        }
+    }
     return NULL;
 }
 

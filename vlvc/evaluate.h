@@ -77,7 +77,7 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
     char tsv_path[1100];
     if (tsv && scored) {
         run_path(r, tsv_path, sizeof tsv_path, tsv);
-        out = fopenCheck(tsv_path, "w");
+        out = atomic_open(tsv_path);
         fprintf(out, "index\tprompt\toracle read\n");
     }
     for (int first = 0; first < (scored ? r->s.eval_n : 1); first += r->B) {
@@ -100,12 +100,12 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
             run_path(r, path, sizeof path, grid);
             if (snprintf(txt, sizeof txt, "%s.txt", path) >= (int)sizeof txt) fail("the path %s.txt is too long", path);
             png_write_grid(path, r->recon, r->B < 16 ? r->B : 16, r->H, 8, 4);
-            FILE* fp = fopenCheck(txt, "w");
+            FILE* fp = atomic_open(txt);
             for (int b = 0; b < r->B && b < 16; b++) { fprintf(fp, "%d\t%s\n", b, r->captions[b]); }
-            fcloseCheck(fp, txt);
+            atomic_commit(fp, txt);
         }
     }
-    if (out) { fcloseCheck(out, tsv_path); }
+    if (out) { atomic_commit(out, tsv_path); }
     return sc;
 }
 
@@ -113,7 +113,7 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
 static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* roundtrip) {
     char path[1100];
     run_path(r, path, sizeof path, captions_file);
-    FILE* out = fopenCheck(path, "w");
+    FILE* out = atomic_open(path);
     fprintf(out, "index\ttruth\tcaption\n");
     memset(captions, 0, sizeof *captions);
     if (roundtrip) { memset(roundtrip, 0, sizeof *roundtrip); }
@@ -163,7 +163,7 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
         }
     }
     run_path(r, path, sizeof path, captions_file);
-    fcloseCheck(out, path);
+    atomic_commit(out, path);
     if (roundtrip) { roundtrip->mse /= roundtrip->n ? roundtrip->n : 1; }
 }
 

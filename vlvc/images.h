@@ -11,6 +11,7 @@ Link with -lstb (Debian libstb-dev: stb_image and stb_image_write, compiled).
 #define VLVC_IMAGES_H
 
 #include <math.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stb/stb_image.h>
@@ -109,24 +110,60 @@ static int image_error(char* err, size_t err_size, const char* fmt, ...) {
     return 0;
 }
 
-// Loads what stb_image reads (PNG, JPEG, BMP, GIF (first frame), TGA, PSD, HDR, PIC, PNM; any
-// size; grey, grey+alpha, RGB or RGBA, alpha dropped; 16-bit reduced to 8) into out
-// [S, S, 3]. Returns 1, or 0 with err saying which file and why: a bad image among many is
-// the caller's to report and skip, so this never exits on a bad file.
+// The decoder sees only what is meant: PNG and JPEG (by their signatures, whatever the name),
+// of sides 1..IMAGE_MAX_SIDE and at most IMAGE_MAX_PIXELS in all, read from the header by
+// stbi_info before anything is decoded. A small file cannot claim a huge image (a
+// decompression bomb) and a side of 0 never reaches the resampler.
+#define IMAGE_MAX_SIDE 16384
+#define IMAGE_MAX_PIXELS (1L << 25) // 32 M pixels: 96 MB of RGB bytes at most
+static inline int image_signature_ok(const uint8_t* sig, size_t n) {
+    static const uint8_t png[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    int is_png = n >= 8 && memcmp(sig, png, 8) == 0;
+    int is_jpeg = n >= 3 && sig[0] == 0xFF && sig[1] == 0xD8 && sig[2] == 0xFF;
+    return is_png || is_jpeg;
+}
+
+// Loads a PNG (8- or 16-bit, 16 reduced to 8) or JPEG file, grey, grey+alpha, RGB or RGBA
+// (alpha dropped), into out [S, S, 3]. Returns 1, or 0 with err saying which file and why: a
+// bad image among many is the caller's to report and skip, so this never exits on a bad file.
 //   if (!image_load(path, S, img, err, sizeof err)) { fprintf(stderr, "%s\n", err); continue; }
 static inline int image_load(const char* path, int S, float* out, char* err, size_t err_size) {
     if (S < 1) { fail("image_load: image size %d must be positive", S); }
-    FILE* fp = fopen(path, "rb");
-    if (fp == NULL) { return image_error(err, err_size, "could not open image '%s': %s", path, strerror(errno)); }
+    // O_NONBLOCK: opening a FIFO returns at once (and is refused below) instead of waiting
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) { return image_error(err, err_size, "could not open image '%s': %s", path, strerror(errno)); }
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(fp);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return image_error(err, err_size, "could not read image '%s': not a regular file", path);
     }
+    FILE* fp = fdopen(fd, "rb");
+    if (fp == NULL) { close(fd); return image_error(err, err_size, "could not open image '%s': %s", path, strerror(errno)); }
+    uint8_t sig[8];
+    size_t got = fread(sig, 1, sizeof sig, fp);
+    if (!image_signature_ok(sig, got)) {
+        fclose(fp);
+        return image_error(err, err_size, "could not read image '%s': not a PNG or JPEG file", path);
+    }
+    rewind(fp);
     int w, h, file_channels;
-    uint8_t* pixels = stbi_load_from_file(fp, &w, &h, &file_channels, 3);
+    if (!stbi_info_from_file(fp, &w, &h, &file_channels)) {
+        fclose(fp);
+        return image_error(err, err_size, "could not decode image '%s': %s", path, stbi_failure_reason());
+    }
+    if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (long)w * h > IMAGE_MAX_PIXELS) {
+        fclose(fp);
+        return image_error(err, err_size, "could not read image '%s': it is %d x %d pixels; each side must be 1..%d "
+                           "and the image at most %ld pixels", path, w, h, IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
+    }
+    int dw, dh;
+    uint8_t* pixels = stbi_load_from_file(fp, &dw, &dh, &file_channels, 3);
     fclose(fp);
     if (pixels == NULL) { return image_error(err, err_size, "could not decode image '%s': %s", path, stbi_failure_reason()); }
+    if (dw != w || dh != h) {
+        stbi_image_free(pixels);
+        return image_error(err, err_size, "could not decode image '%s': its header says %d x %d, its data %d x %d", path, w, h, dw, dh);
+    }
     crop_resize(pixels, w, h, 3, S, out);
     stbi_image_free(pixels);
     return 1;
@@ -176,18 +213,11 @@ static inline void png_write_grid(const char* path, const float* images, int n, 
             }
         }
     }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    PngSink sink = {fopenCheck(tmp, "wb"), 0};
+    PngSink sink = {atomic_open(path), 0};
     int encoded = stbi_write_png_to_func(png_sink_write, &sink, W, H, 3, canvas, W * 3);
-    int closed = fclose(sink.fp) == 0;
-    const char* why = !encoded ? "the PNG encoder failed" : strerror(errno);
     free(canvas);
-    if (!encoded || sink.failed || !closed) {
-        remove(tmp);
-        fail("writing '%s' failed: %s\n  is the disk full?", tmp, why);
-    }
-    if (rename(tmp, path) != 0) { fail("could not rename '%s' to '%s': %s", tmp, path, strerror(errno)); }
+    if (!encoded || sink.failed) { fail("writing '%s' failed: %s\n  is the disk full?", path, !encoded ? "the PNG encoder failed" : strerror(errno)); }
+    atomic_commit(sink.fp, path);
 }
 
 #endif

@@ -376,14 +376,10 @@ static inline size_t count_params(const Config* c, TensorInfo** table, int* coun
 }
 
 static inline void checkpoint_write(const char* path, const Config* c, const float* params, size_t num_params) {
-    // write to a temporary file, then rename: a crash never leaves a half-written checkpoint
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE* fp = fopenCheck(tmp, "wb");
-    header_write(fp, tmp, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, c, (int)num_params);
-    fwriteCheck(params, sizeof(float), num_params, fp, tmp);
-    fcloseCheck(fp, tmp);
-    if (rename(tmp, path) != 0) fail("could not rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    FILE* fp = atomic_open(path); // a crash never leaves a half-written checkpoint
+    header_write(fp, path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, c, (int)num_params);
+    fwriteCheck(params, sizeof(float), num_params, fp, path);
+    atomic_commit(fp, path);
 }
 
 // reads the config of a checkpoint and returns its open file, positioned at the parameters

@@ -124,7 +124,7 @@ static void settings_preset(Settings* s, const char* name) {
 }
 
 // the flag table: name, kind, where, help
-enum { FLAG_INT, FLAG_FLOAT, FLAG_STAGES, FLAG_U64, FLAG_STR, FLAG_PRED }; // FLAG_STAGES: float[NUM_OBJECTIVES]
+enum { FLAG_INT, FLAG_BOOL, FLAG_FLOAT, FLAG_STAGES, FLAG_U64, FLAG_STR, FLAG_PRED }; // FLAG_STAGES: float[NUM_OBJECTIVES]
 typedef struct { const char* name; int kind; void* ptr; const char* help; } Flag;
 
 static int settings_flags(Settings* s, Flag* f) {
@@ -132,7 +132,7 @@ static int settings_flags(Settings* s, Flag* f) {
     int n = 0;
 #define FLAG(nm, kind, ptr, help) f[n++] = (Flag){ nm, kind, ptr, help }
     FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
-    FLAG("--fresh", FLAG_INT, &s->fresh, "1: start over even if the run folder holds a run");
+    FLAG("--fresh", FLAG_BOOL, &s->fresh, "1: start over even if the run folder holds a run");
     FLAG("--from", FLAG_STR, s->from_stage, "0b, 1 or 2: train again from this stage on, starting from the run folder's checkpoint of the stage before");
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
     FLAG("--eval_model", FLAG_STR, s->eval_model, "only evaluate this checkpoint (its config; vocab.txt of the shapes world)");
@@ -160,8 +160,8 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--ema", FLAG_FLOAT, &s->ema_decay, "EMA decay of the stage-0 decoder");
     FLAG("--dropout", FLAG_FLOAT, &s->caption_dropout, "stage 0 caption dropout");
     FLAG("--K", FLAG_INT, &s->K, "captioned pairs for stage 2");
-    FLAG("--unfreeze", FLAG_INT, &s->unfreeze_encoder, "1: stage 2 also trains the vision encoder and adapter");
-    FLAG("--baseline", FLAG_INT, &s->baseline, "1: also train and score the no-stage-1 captioner");
+    FLAG("--unfreeze", FLAG_BOOL, &s->unfreeze_encoder, "1: stage 2 also trains the vision encoder and adapter");
+    FLAG("--baseline", FLAG_BOOL, &s->baseline, "1: also train and score the no-stage-1 captioner");
     FLAG("--eval_n", FLAG_INT, &s->eval_n, "held-out images in the evaluation");
     FLAG("--sample_steps", FLAG_INT, &s->sample_steps, "DDIM steps when sampling");
     FLAG("--guidance", FLAG_FLOAT, &s->guidance, "classifier-free guidance w of the round trips and T2I samples (1: the caption's prediction alone)");
@@ -201,7 +201,7 @@ static void usage(const char* prog, Settings* s) {
     for (int i = 0; i < n; i++) {
         char value[64];
         switch (flags[i].kind) {
-            case FLAG_INT: snprintf(value, sizeof value, "%d", *(int*)flags[i].ptr); break;
+            case FLAG_INT: case FLAG_BOOL: snprintf(value, sizeof value, "%d", *(int*)flags[i].ptr); break;
             case FLAG_FLOAT: snprintf(value, sizeof value, "%g", *(float*)flags[i].ptr); break;
             case FLAG_STAGES: {
                 const float* x = (const float*)flags[i].ptr;
@@ -220,6 +220,13 @@ static void usage(const char* prog, Settings* s) {
 }
 
 // parses the command line into s; a bad flag or value exits with a message
+// a whole number as digits only: strtol and strtoull would also take blanks and a sign first
+static int all_digits(const char* v) {
+    if (*v == '\0') { return 0; }
+    for (; *v; v++) { if (*v < '0' || *v > '9') { return 0; } }
+    return 1;
+}
+
 static void settings_parse(Settings* s, int argc, char** argv) {
     const char* preset = "default";
     for (int i = 1; i < argc; i++) {
@@ -244,13 +251,17 @@ static void settings_parse(Settings* s, int argc, char** argv) {
         switch (flags[k].kind) {
             case FLAG_INT: {
                 long x = strtol(v, &end, 10);
-                if (*v == '\0' || *end != '\0' || errno || x < 0 || x > 100000000) fail("flag %s: '%s' is not a whole number in [0, 1e8]", argv[i], v);
+                if (!all_digits(v) || errno || x > 100000000) fail("flag %s: '%s' is not a whole number in [0, 1e8]", argv[i], v);
                 *(int*)flags[k].ptr = (int)x;
                 break;
             }
+            case FLAG_BOOL:
+                if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0) fail("flag %s: '%s' is neither 0 nor 1", argv[i], v);
+                *(int*)flags[k].ptr = v[0] == '1';
+                break;
             case FLAG_U64: {
                 unsigned long long x = strtoull(v, &end, 10);
-                if (*v == '\0' || *end != '\0' || errno || v[0] == '-') fail("flag %s: '%s' is not a non-negative whole number", argv[i], v);
+                if (!all_digits(v) || errno) fail("flag %s: '%s' is not a whole number in [0, 2^64)", argv[i], v);
                 *(uint64_t*)flags[k].ptr = x;
                 break;
             }
@@ -301,6 +312,18 @@ static void settings_parse(Settings* s, int argc, char** argv) {
     }
     if (!(s->clip_z == 0.0f || s->clip_z >= 1.0f)) fail("--clip_z must be 0 (off) or at least 1");
     if (s->ema_decay >= 1.0f || s->caption_dropout > 1.0f || s->warmup > 1.0f) fail("--ema must be below 1, --dropout and --warmup at most 1");
+    for (int o = 0; o < NUM_OBJECTIVES; o++) {
+        if (s->lr[o] > 1.0f) fail("--lr%s %g: a learning rate above 1 diverges with AdamW; use one in [0, 1]", o == STAGE0 ? "0" : o == STAGE0B ? "0b" : o == STAGE1 ? "1" : "2", s->lr[o]);
+    }
+    if (s->eval_n < 1) fail("--eval_n must be at least 1 (held-out images to score)");
+    if (s->guidance > 20.0f) fail("--guidance %g: classifier-free guidance above 20 only amplifies noise; use one in [0, 20]", s->guidance);
+    // the model's flags, checked before any file is written (the vocabulary's size comes from the
+    // data later, and model_build checks the whole config again then)
+    Config flags_only = s->model;
+    if (flags_only.vocab == 0) { flags_only.vocab = TOKEN_FIRST_WORD + 1; }
+    const char* problem = config_problem(&flags_only);
+    if (!problem) { problem = config_batch_problem(&flags_only, s->batch); }
+    if (problem) fail("bad model config: %s", problem);
 }
 
 #endif

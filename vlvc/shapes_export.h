@@ -41,7 +41,7 @@ static inline void shapes_export(const char* path, int split, int n, int img_siz
     shapes_seed(split, (uint64_t)n - 1); // reject a bad split, range, canvas or count up front,
     shapes_geometry(img_size);             // before the file is opened
     if (max_objects < 1 || max_objects > SHAPES_MAX_OBJECTS) fail("max_objects = %d; the world has 1..%d", max_objects, SHAPES_MAX_OBJECTS);
-    FILE* fp = fopenCheck(path, "wb");
+    FILE* fp = atomic_open(path); // never a partial dataset under its final name
     int header[HEADER_INTS] = {0};
     header[0] = SHAPES_DATASET_MAGIC;
     header[1] = SHAPES_DATASET_VERSION;
@@ -80,7 +80,7 @@ static inline void shapes_export(const char* path, int split, int n, int img_siz
         scene_caption(cap, sizeof cap, &scenes[i]);
         fwriteCheck(cap, 1, sizeof cap, fp, path);
     }
-    fcloseCheck(fp, path);
+    atomic_commit(fp, path);
     free(img); free(px); free(scenes);
 }
 

@@ -116,6 +116,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     r->next_step = 0;
     char path[1100];
     run_path(r, path, sizeof path, stage_checkpoint[stage]);
+    check_weights_finite(r);
     model_save(r->model, path);
     train_state_save(r);
     say(r, "%s done: wrote %s\n", stage_name[stage], path);

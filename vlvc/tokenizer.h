@@ -149,12 +149,12 @@ static inline void vocab_decode(const Vocab* v, const int* tokens, int len, char
 
 // text file: "vlv.c-vocabulary VERSION SIZE\n", then one word per line, ids in order
 static inline void vocab_save(const Vocab* v, const char* path) {
-    FILE* fp = fopenCheck(path, "wb");
+    FILE* fp = atomic_open(path);
     if (fprintf(fp, "%s %d %d\n", VOCAB_MAGIC, VOCAB_VERSION, v->size) < 0) fail("writing '%s' failed", path);
     for (int i = 0; i < v->size; i++) {
         if (fprintf(fp, "%s\n", v->words[i]) < 0) fail("writing '%s' failed: is the disk full?", path);
     }
-    fcloseCheck(fp, path);
+    atomic_commit(fp, path);
 }
 
 static inline void vocab_load(Vocab* v, const char* path) {

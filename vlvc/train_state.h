@@ -11,24 +11,44 @@ Both are written to a temporary file and renamed: an interruption never loses th
 #define TRAIN_STATE_MAGIC 20261129
 #define TRAIN_STATE_VERSION 1
 
-static const char* train_state_buffers[] = { "params", "adam m", "adam v", "ema" };
+static const char* train_state_buffers[] = { "weights", "AdamW first moments", "AdamW second moments", "EMA weights" };
+
+// Non-finite numbers are never checkpointed: a learning rate far too large can send the weights
+// to infinity while the loss stays finite for a while, and a rerun would resume from them.
+static void check_finite(Run* r, const float* x, size_t n, const char* what) {
+    for (size_t i = 0; i < n; i++) {
+        if (is_finite_float(x[i])) { continue; }
+        fail("%s step %d: the %s are no longer finite (entry %zu is %g). Stopped; the last good checkpoint in %s is kept.\n"
+             "  lower the learning rate or the gradient clipping (--clip)", stage_name[r->next_stage], r->next_step, what, i,
+             x[i], r->s.out_dir);
+    }
+}
+
+// the weights, checked for finiteness before a stage's checkpoint is written from them
+static void check_weights_finite(Run* r) {
+    size_t n = model_num_params(r->model);
+    float* w = (float*)mallocCheck(n * sizeof(float));
+    model_buffer_read(r->model, 0, w);
+    check_finite(r, w, n, "weights");
+    free(w);
+}
 
 static void train_state_save(Run* r) {
-    char path[1100], tmp[1200];
+    char path[1100];
     run_path(r, path, sizeof path, "train_state.bin");
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) fail("the path %s.tmp is too long", path);
-    FILE* fp = fopenCheck(tmp, "wb");
-    header_write(fp, tmp, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, model_config(r->model), (int)model_num_params(r->model));
-    int where[4] = { r->next_stage, r->next_step, model_adam_step(r->model), r->B };
-    fwriteCheck(where, sizeof(int), 4, fp, tmp);
-    float* buf = (float*)mallocCheck(model_num_params(r->model) * sizeof(float));
+    size_t n = model_num_params(r->model);
+    float* buf = (float*)mallocCheck(4 * n * sizeof(float));
     for (int k = 0; k < 4; k++) {
-        model_buffer_read(r->model, k, buf);
-        fwriteCheck(buf, sizeof(float), model_num_params(r->model), fp, tmp);
+        model_buffer_read(r->model, k, buf + k * n);
+        check_finite(r, buf + k * n, n, train_state_buffers[k]);
     }
+    FILE* fp = atomic_open(path);
+    header_write(fp, path, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, model_config(r->model), (int)n);
+    int where[4] = { r->next_stage, r->next_step, model_adam_step(r->model), r->B };
+    fwriteCheck(where, sizeof(int), 4, fp, path);
+    fwriteCheck(buf, sizeof(float), 4 * n, fp, path);
     free(buf);
-    fcloseCheck(fp, tmp);
-    if (rename(tmp, path) != 0) fail("could not rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    atomic_commit(fp, path);
 }
 
 // loads the training state if the run folder has one; returns 0 when there is none
@@ -49,6 +69,14 @@ static int train_state_load(Run* r) {
     freadCheck(where, sizeof(int), 4, fp, path);
     if (where[0] < 0 || where[0] > ALL_DONE || where[1] < 0 || where[2] < 0 || where[3] != r->B) {
         fail("'%s' is corrupt or from another batch size (stage %d, step %d, batch %d); start over with --fresh 1", path, where[0], where[1], where[3]);
+    }
+    // a stage is saved at its steps 1..total-1 (AdamW has taken as many steps) or, finished, as
+    // the next stage's step 0 (AdamW's count is the finished stage's; at most 1e8, the flags' limit)
+    int total = where[0] < ALL_DONE ? r->s.steps[where[0] == BASELINE ? STAGE2 : where[0]] : 0;
+    int step_ok = where[1] == 0 || (where[0] < ALL_DONE && where[1] < total && where[2] == where[1]);
+    if (!step_ok || where[2] > 100000000) {
+        fail("'%s' is corrupt or from other settings: %s step %d of %d with %d AdamW steps; start over with --fresh 1",
+             path, stage_name[where[0]], where[1], total, where[2]);
     }
     r->next_stage = where[0];
     r->next_step = where[1];

@@ -12,8 +12,15 @@ the caller could forget to check.
 #include <stdint.h>
 #include <stdarg.h>
 #include <errno.h>
+#include <unistd.h>
 
-// print a message like printf, then exit(1)
+// Files being written atomically (atomic_open .. atomic_commit, below): fail() removes their
+// temporary files, so that an error such as a full disk leaves no partial file behind.
+#define ATOMIC_MAX_OPEN 4
+typedef struct { FILE* fp; char tmp[4096]; } AtomicFile;
+static AtomicFile atomic_files[ATOMIC_MAX_OPEN];
+
+// print a message like printf, remove the temporary files of unfinished writes, then exit(1)
 static inline void fail(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -21,6 +28,9 @@ static inline void fail(const char* fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
+    for (int i = 0; i < ATOMIC_MAX_OPEN; i++) {
+        if (atomic_files[i].fp) { fclose(atomic_files[i].fp); remove(atomic_files[i].tmp); atomic_files[i].fp = NULL; }
+    }
     exit(EXIT_FAILURE);
 }
 
@@ -64,6 +74,33 @@ static inline void fclose_check(FILE* fp, const char* path, const char* file, in
     }
 }
 #define fcloseCheck(fp, path) fclose_check(fp, path, __FILE__, __LINE__)
+
+// Atomic writes: the data goes to PATH.tmp, which atomic_commit flushes to the disk (fsync)
+// and renames to PATH. A reader, a crash or a power loss sees the old file or the new one,
+// never half of one; an error on the way (fail) removes PATH.tmp.
+static inline FILE* atomic_open(const char* path) {
+    int slot = 0;
+    while (slot < ATOMIC_MAX_OPEN && atomic_files[slot].fp) { slot++; }
+    if (slot == ATOMIC_MAX_OPEN) fail("atomic_open('%s'): more than %d files written at once", path, ATOMIC_MAX_OPEN);
+    AtomicFile* a = &atomic_files[slot];
+    if (snprintf(a->tmp, sizeof a->tmp, "%s.tmp", path) >= (int)sizeof a->tmp) fail("the path '%s' is too long", path);
+    FILE* fp = fopen(a->tmp, "wb");
+    if (fp == NULL) fail("could not open '%s' (mode wb): %s\n  does the folder exist, and may this user write there?", a->tmp, strerror(errno));
+    a->fp = fp;
+    return fp;
+}
+static inline void atomic_commit(FILE* fp, const char* path) {
+    int slot = 0;
+    while (slot < ATOMIC_MAX_OPEN && atomic_files[slot].fp != fp) { slot++; }
+    if (slot == ATOMIC_MAX_OPEN) fail("atomic_commit('%s'): not a file of atomic_open", path);
+    AtomicFile* a = &atomic_files[slot];
+    if (fflush(fp) != 0 || ferror(fp) || fsync(fileno(fp)) != 0) {
+        fail("writing '%s' failed: %s\n  is the disk full? The previous '%s' is kept", a->tmp, strerror(errno), path);
+    }
+    a->fp = NULL;
+    if (fclose(fp) != 0) { remove(a->tmp); fail("closing '%s' failed: %s\n  is the disk full? The previous '%s' is kept", a->tmp, strerror(errno), path); }
+    if (rename(a->tmp, path) != 0) { remove(a->tmp); fail("could not rename '%s' to '%s': %s", a->tmp, path, strerror(errno)); }
+}
 
 static inline void* malloc_check(size_t size, const char* file, int line) {
     void* p = malloc(size == 0 ? 1 : size);

@@ -1,6 +1,6 @@
 /*
 dev/cuda/adamw.cu — AdamW with global-norm gradient clipping over the parameters of some groups,
-several ways (a lab: self-contained). As train_vlv.c: the norm is the L2 norm of the trained
+several ways (a lab; its harness is common.h). As train_vlv.c: the norm is the L2 norm of the trained
 groups' gradients, summed in double; clip = min(1, grad_clip / (norm + 1e-6)); then per parameter
   g = grad * clip;  p -= lr wd p (matrices and embeddings only);  m = b1 m + (1 - b1) g;
   v = b2 v + (1 - b2) g^2;  p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
@@ -22,23 +22,8 @@ Versions of the gradient norm (all deterministic, no atomics):
   ./adamw --check  correctness only
 Build: nvcc -O3 -std=c++17 -arch=sm_90 dev/cuda/adamw.cu -o adamw
 */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
-#include <algorithm>
-#include <vector>
-#include <cuda_runtime.h>
+#include "common.h"
 
-static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA error \"%s\" in %s [%s:%d]\n", cudaGetErrorString(err), what, file, line);
-        exit(1);
-    }
-}
-#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
-#define cudaCheckLaunch() cuda_check(cudaGetLastError(), "a kernel launch", __FILE__, __LINE__)
-static unsigned int ceil_div(long a, long b) { return (unsigned int)((a + b - 1) / b); }
 #define GRID_STRIDE_LOOP(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 static unsigned int grid_for(size_t n) { return std::min(ceil_div((long)n, 256), 8192u); }
 
@@ -167,16 +152,6 @@ static float step(int version, int norm_version, Model& d, int groups, float lr,
 }
 
 // ----------------------------------------------------------------------------
-static unsigned long long rng_state = 88172645463325252ull;
-static unsigned int rnd(void) { rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17; return (unsigned int)(rng_state >> 32); }
-static float uniform(void) { return (float)(rnd() / 2147483648.0 - 1.0); }
-template <class T>
-static T* upload(const std::vector<T>& h) {
-    T* d;
-    cudaCheck(cudaMalloc((void**)&d, (h.size() ? h.size() : 1) * sizeof(T)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
-}
 // a random model: tensors of random sizes in 3 groups, about a third of them 1-D (not decayed)
 static std::vector<Tensor> random_tensors(int count, int max_numel) {
     std::vector<Tensor> t;

@@ -1,6 +1,6 @@
 /*
 dev/cuda/attention.cu — multi-head attention forward and backward, self / cross / causal, several
-ways (a lab: self-contained, not linked into the model).
+ways (a lab, not linked into the model; its harness is common.h).
 
 As in train_vlv.cu, one code path serves all three kinds: queries are rows of q_stride floats
 ([B, Tq, q_stride], the C query channels first), keys and values rows of kv_stride floats
@@ -31,24 +31,9 @@ Versions of the backward:
   ./attention --check  correctness only
 Build: nvcc -O3 -std=c++17 -arch=sm_90 dev/cuda/attention.cu -o attention
 */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
+#include "common.h"
 #include <float.h>
-#include <algorithm>
-#include <vector>
-#include <cuda_runtime.h>
 
-static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA error \"%s\" in %s [%s:%d]\n", cudaGetErrorString(err), what, file, line);
-        exit(1);
-    }
-}
-#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
-#define cudaCheckLaunch() cuda_check(cudaGetLastError(), "a kernel launch", __FILE__, __LINE__)
-static unsigned int ceil_div(long a, long b) { return (unsigned int)((a + b - 1) / b); }
 
 __device__ inline float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) { v += __shfl_xor_sync(0xffffffffu, v, offset); }
@@ -324,21 +309,10 @@ static void backward(const Version& v, const Att& p) {
 // ----------------------------------------------------------------------------
 // checks
 
-static unsigned long long rng_state = 88172645463325252ull;
-static float uniform(void) {
-    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
 static std::vector<float> random_vector(size_t n, float scale = 1.0f) {
     std::vector<float> v(n);
     for (auto& x : v) x = scale * uniform();
     return v;
-}
-static float* upload(const std::vector<float>& h) {
-    float* d;
-    cudaCheck(cudaMalloc((void**)&d, (h.size() ? h.size() : 1) * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
 }
 static std::vector<float> download(const float* d, size_t n) {
     std::vector<float> h(n);

@@ -1,8 +1,8 @@
 /*
 dev/cuda/crossentropy.cu — softmax cross-entropy over V classes for N rows, rows whose target is
 PAD (0) ignored, forward (probabilities, mean loss over the counted rows, their count) and
-backward (dlogits += (p - onehot(target)) / count on the counted rows), several ways (a lab:
-self-contained).
+backward (dlogits += (p - onehot(target)) / count on the counted rows), several ways (a lab;
+its harness is common.h).
 
 Versions of the forward (the mean is always train_vlv.cu's deterministic double sum of the
 per-row losses: per-block partial sums in a fixed tree, then one block adds them):
@@ -16,24 +16,9 @@ Versions of the backward:
   ./crossentropy --check  correctness only
 Build: nvcc -O3 -std=c++17 -arch=sm_90 dev/cuda/crossentropy.cu -o crossentropy
 */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
+#include "common.h"
 #include <float.h>
-#include <algorithm>
-#include <vector>
-#include <cuda_runtime.h>
 
-static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA error \"%s\" in %s [%s:%d]\n", cudaGetErrorString(err), what, file, line);
-        exit(1);
-    }
-}
-#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
-#define cudaCheckLaunch() cuda_check(cudaGetLastError(), "a kernel launch", __FILE__, __LINE__)
-static unsigned int ceil_div(long a, long b) { return (unsigned int)((a + b - 1) / b); }
 #define PAD 0
 
 __device__ inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
@@ -169,16 +154,6 @@ static void backward(int version, float* dlogits, const float* probs, const int*
 }
 
 // ----------------------------------------------------------------------------
-static unsigned long long rng_state = 88172645463325252ull;
-static unsigned int rnd(void) { rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17; return (unsigned int)(rng_state >> 32); }
-static float uniform(void) { return (float)(rnd() / 2147483648.0 - 1.0); }
-template <class T>
-static T* upload(const std::vector<T>& h) {
-    T* d;
-    cudaCheck(cudaMalloc((void**)&d, (h.size() ? h.size() : 1) * sizeof(T)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
-}
 static double rel_error(const float* dev, const std::vector<double>& ref) {
     std::vector<float> got(ref.size());
     cudaCheck(cudaMemcpy(got.data(), dev, got.size() * 4, cudaMemcpyDeviceToHost));

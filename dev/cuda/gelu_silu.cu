@@ -1,6 +1,6 @@
 /*
 dev/cuda/gelu_silu.cu — the pointwise activations GELU (tanh approximation) and SiLU, forward
-and backward (backward accumulates: dinp += f'(x) dout), several ways (a lab: self-contained).
+and backward (backward accumulates: dinp += f'(x) dout), several ways (a lab; its harness is common.h).
 
   gelu(x) = 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2/pi)
   gelu'(x) = 0.5 (1 + th) + 0.5 x (1 - th^2) k (1 + 3 * 0.044715 x^2)
@@ -16,23 +16,8 @@ Block sizes 64 ... 1024.
   ./gelu_silu --check  correctness only
 Build: nvcc -O3 -std=c++17 -arch=sm_90 dev/cuda/gelu_silu.cu -o gelu_silu
 */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
-#include <algorithm>
-#include <vector>
-#include <cuda_runtime.h>
+#include "common.h"
 
-static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA error \"%s\" in %s [%s:%d]\n", cudaGetErrorString(err), what, file, line);
-        exit(1);
-    }
-}
-#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
-#define cudaCheckLaunch() cuda_check(cudaGetLastError(), "a kernel launch", __FILE__, __LINE__)
-static unsigned int ceil_div(long a, long b) { return (unsigned int)((a + b - 1) / b); }
 
 #define GELU_K 0.7978845608028654f
 // the four functions, one element each: out = f(x) (forward) or dinp += f'(x) dout (backward)
@@ -109,17 +94,6 @@ static void backward(int version, float* dinp, const float* inp, const float* do
     cudaCheckLaunch();
 }
 
-static unsigned long long rng_state = 88172645463325252ull;
-static float uniform(void) {
-    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
-static float* upload(const std::vector<float>& h) {
-    float* d;
-    cudaCheck(cudaMalloc((void**)&d, (h.size() ? h.size() : 1) * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
-}
 static double rel_error(const float* dev, const std::vector<double>& ref) {
     std::vector<float> got(ref.size());
     cudaCheck(cudaMemcpy(got.data(), dev, got.size() * 4, cudaMemcpyDeviceToHost));

@@ -1,6 +1,6 @@
 /*
 dev/cuda/layernorm.cu — LayerNorm forward and backward, with and without affine, several ways
-(a lab: self-contained, not linked into the model).
+(a lab, not linked into the model; its harness is common.h).
 
   forward   y = (x - mean) * rstd * w + b   (w, b NULL: no affine, the DiT's LN0),
             rstd = 1 / sqrt(var + 1e-5), biased variance; mean and rstd [N] kept
@@ -22,23 +22,8 @@ Parameter gradients dw, db:
   ./layernorm --check  correctness only
 Build: nvcc -O3 -std=c++17 -arch=sm_90 dev/cuda/layernorm.cu -o layernorm
 */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
-#include <algorithm>
-#include <vector>
-#include <cuda_runtime.h>
+#include "common.h"
 
-static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA error \"%s\" in %s [%s:%d]\n", cudaGetErrorString(err), what, file, line);
-        exit(1);
-    }
-}
-#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
-#define cudaCheckLaunch() cuda_check(cudaGetLastError(), "a kernel launch", __FILE__, __LINE__)
-static unsigned int ceil_div(long a, long b) { return (unsigned int)((a + b - 1) / b); }
 
 __device__ inline float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) { v += __shfl_xor_sync(0xffffffffu, v, offset); }
@@ -249,21 +234,10 @@ static void param_grads(int kind, float* dw, float* db, const float* dout, const
 // ----------------------------------------------------------------------------
 // checks
 
-static unsigned long long rng_state = 88172645463325252ull;
-static float uniform(void) {
-    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
 static std::vector<float> random_vector(size_t n, float scale = 1.0f, float offset = 0.0f) {
     std::vector<float> v(n);
     for (auto& x : v) x = offset + scale * uniform();
     return v;
-}
-static float* upload(const std::vector<float>& h) {
-    float* d;
-    cudaCheck(cudaMalloc((void**)&d, (h.size() ? h.size() : 1) * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
 }
 static std::vector<float> download(const float* d, size_t n) {
     std::vector<float> h(n);

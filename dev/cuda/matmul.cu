@@ -1,6 +1,6 @@
 /*
-dev/cuda/matmul.cu — the three matrix products of a Linear layer, several ways (a lab:
-self-contained, not linked into the model).
+dev/cuda/matmul.cu — the three matrix products of a Linear layer, several ways (a lab,
+not linked into the model; its harness is common.h).
 
   forward  out[N, OC]   = inp[N, C] . W[OC, C]^T (+ b)
   dinp     dinp[N, C]  += dout[N, OC] . W[OC, C]
@@ -28,26 +28,11 @@ Versions:
 Exit status 1 if any result is wrong. Build:
   nvcc -O3 -std=c++17 -arch=sm_90 dev/cuda/matmul.cu -o matmul [-DUSE_CUBLAS -lcublas]
 */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
-#include <algorithm>
-#include <vector>
-#include <cuda_runtime.h>
+#include "common.h"
 #ifdef USE_CUBLAS
 #include <cublas_v2.h>
 #endif
 
-static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA error \"%s\" in %s [%s:%d]\n", cudaGetErrorString(err), what, file, line);
-        exit(1);
-    }
-}
-#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
-#define cudaCheckLaunch() cuda_check(cudaGetLastError(), "a kernel launch", __FILE__, __LINE__)
-static unsigned int ceil_div(long a, long b) { return (unsigned int)((a + b - 1) / b); }
 
 // ----------------------------------------------------------------------------
 // the problem: C[M, N] = (accumulate ? C : 0) + bias[n] + sum_k A(m, k) B(k, n)
@@ -339,21 +324,10 @@ static Gemm product(int which, const Linear& l, const Buffers& d) {
     }
 }
 
-static unsigned long long rng_state = 88172645463325252ull;
-static float uniform(void) { // xorshift64, in [-1, 1)
-    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
 static std::vector<float> random_vector(size_t n) {
     std::vector<float> v(n);
     for (auto& x : v) x = uniform();
     return v;
-}
-static float* upload(const std::vector<float>& h) {
-    float* d;
-    cudaCheck(cudaMalloc((void**)&d, (h.size() ? h.size() : 1) * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
 }
 
 // checks every version on one layer's three products; returns the number of failures

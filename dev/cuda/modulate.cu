@@ -1,6 +1,6 @@
 /*
 dev/cuda/modulate.cu — adaLN-Zero's two layers, modulate and gated residual, forward and
-backward, several ways (a lab: self-contained). Per-sample vectors shift, scale, gate [B, C]
+backward, several ways (a lab; its harness is common.h). Per-sample vectors shift, scale, gate [B, C]
 are slices of a modulation buffer whose rows are `stride` floats apart (the DiT's
 [B, 6C] buffer); they broadcast over the T tokens of each sample.
 
@@ -19,23 +19,8 @@ where the versions differ:
   ./modulate --check  correctness only
 Build: nvcc -O3 -std=c++17 -arch=sm_90 dev/cuda/modulate.cu -o modulate
 */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <math.h>
-#include <algorithm>
-#include <vector>
-#include <cuda_runtime.h>
+#include "common.h"
 
-static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA error \"%s\" in %s [%s:%d]\n", cudaGetErrorString(err), what, file, line);
-        exit(1);
-    }
-}
-#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
-#define cudaCheckLaunch() cuda_check(cudaGetLastError(), "a kernel launch", __FILE__, __LINE__)
-static unsigned int ceil_div(long a, long b) { return (unsigned int)((a + b - 1) / b); }
 #define GRID_STRIDE_LOOP(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 static unsigned int grid_for(size_t n) { return std::min(ceil_div((long)n, 256), 8192u); }
 
@@ -134,18 +119,7 @@ static void gated_backward(int version, float* dx, float* dy, float* dgate, cons
 }
 
 // ----------------------------------------------------------------------------
-static unsigned long long rng_state = 88172645463325252ull;
-static float uniform(void) {
-    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
 static std::vector<float> random_vector(size_t n) { std::vector<float> v(n); for (auto& x : v) x = uniform(); return v; }
-static float* upload(const std::vector<float>& h) {
-    float* d;
-    cudaCheck(cudaMalloc((void**)&d, (h.size() ? h.size() : 1) * sizeof(float)));
-    cudaCheck(cudaMemcpy(d, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return d;
-}
 static double rel_error(const float* dev, const std::vector<double>& ref) {
     std::vector<float> got(ref.size());
     cudaCheck(cudaMemcpy(got.data(), dev, got.size() * 4, cudaMemcpyDeviceToHost));

@@ -7,6 +7,7 @@ function makes its own temporary directory and removes it.
   gcc -O2 -Wall -Wextra -std=gnu11 -o test_images dev/test/test_images.c -lstb -lz -lm && ./test_images
 */
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include "../../vlvc/images.h"
 #include "../../vlvc/datasets.h"
 // checks.h brings the debug-state reader along, which these checks do not use
@@ -212,7 +213,7 @@ static void check_image_crop_resize(void) {
         report("image: crop offset floor, identity resize", e < 1e-6f, "5×8 -> 5×5 (rows 1..5), max err %.1e", e);
     }
 
-    // JPEG (lossy: a flat colour comes back within a few levels) and BMP
+    // JPEG (lossy: a flat colour comes back within a few levels)
     for (int i = 0; i < 40 * 30; i++) { px[3 * i] = 200; px[3 * i + 1] = 100; px[3 * i + 2] = 50; }
     if (img_load_ok("image: JPEG, flat colour", img_write(path, dir, "flat.jpg", 40, 30, 3, px), 16, out)) {
         float e = 0.0f;
@@ -220,12 +221,11 @@ static void check_image_crop_resize(void) {
             for (int c = 0; c < 3; c++) e = fmaxf(e, fabsf(out[i * 3 + c] - ((c == 0 ? 200 : c == 1 ? 100 : 50) / 127.5f - 1.0f)));
         report("image: JPEG, flat colour", e <= 3.0f / 127.5f, "40×30 quality 95 -> 16, max err %.1f levels", e * 127.5f);
     }
-    if (img_load_ok("image: BMP, flat colour", img_write(path, dir, "flat.bmp", 40, 30, 3, px), 16, out)) {
-        float e = 0.0f;
-        for (int i = 0; i < 16 * 16; i++)
-            for (int c = 0; c < 3; c++) e = fmaxf(e, fabsf(out[i * 3 + c] - ((c == 0 ? 200 : c == 1 ? 100 : 50) / 127.5f - 1.0f)));
-        report("image: BMP, flat colour", e < 1e-6f, "40×30 -> 16, max err %.1e", e);
-    }
+    // what stb_image would also decode (BMP here) is refused: only PNG and JPEG are meant
+    char err[512];
+    const char* bmp = img_write(path, dir, "flat.bmp", 40, 30, 3, px);
+    report("image: BMP is refused (PNG and JPEG only)", !image_load(bmp, 16, out, err, sizeof err) && strstr(err, "not a PNG or JPEG"),
+           "%s", err);
     free(px);
     free(out);
     img_rmtree(dir);
@@ -237,10 +237,24 @@ static void check_image_load_errors(void) {
     img_tmpdir(dir, sizeof dir);
     float out[8 * 8 * 3];
     char err[512];
-    struct { const char* what; const char* reason; } cases[5] = {
+    // each bad file must be refused with its name and the reason, before anything is decoded
+    // where the header already tells (the 18000² PNG is 41 bytes: a decompression bomb)
+    enum { CASES = 11 };
+    struct { const char* what; const char* reason; } cases[CASES] = {
         {"image error: missing file", "No such file"},  {"image error: a directory", "not a regular file"},
-        {"image error: empty file", "could not decode"}, {"image error: text named .png", "could not decode"},
-        {"image error: truncated PNG", "could not decode"}};
+        {"image error: empty file", "not a PNG or JPEG"}, {"image error: text named .png", "not a PNG or JPEG"},
+        {"image error: truncated PNG", "could not decode"}, {"image error: PNM of height 0", "not a PNG or JPEG"},
+        {"image error: a TGA claiming 12320 x 33607", "not a PNG or JPEG"},
+        {"image error: a PNG header claiming 18000 x 18000", "18000 x 18000 pixels"},
+        {"image error: a PNG header claiming 4 x 0", "could not"},
+        {"image error: a PNG header claiming 20000 x 1", "20000 x 1 pixels"},
+        {"image error: a FIFO named .png (no hang)", "not a regular file"}};
+    // a PNG signature and an IHDR chunk of w x h, 8-bit RGB (what stbi_info reads), then nothing
+    uint8_t header[33] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R' };
+    header[24] = 8; header[25] = 2;
+    const uint32_t sizes[3][2] = { { 18000, 18000 }, { 4, 0 }, { 20000, 1 } };
+    uint8_t tga[41] = { 0, 0, 2 };
+    tga[12] = 12320 & 255; tga[13] = 12320 >> 8; tga[14] = 33607 & 255; tga[15] = 33607 >> 8; tga[16] = 24;
     unsigned seed = 3;
     uint8_t noise[64 * 64 * 3];
     for (size_t i = 0; i < sizeof noise; i++) noise[i] = (uint8_t)img_rand(&seed);
@@ -250,14 +264,30 @@ static void check_image_load_errors(void) {
     uint8_t* png = (uint8_t*)mallocCheck((size_t)size);
     freadCheck(png, 1, (size_t)size, fp, path);
     fclose(fp);
-    for (int t = 0; t < 5; t++) {
+    for (int t = 0; t < CASES; t++) {
         if (t == 0) snprintf(bad, sizeof bad, "%s/missing.png", dir);
         if (t == 1) snprintf(bad, sizeof bad, "%s", dir);
         if (t == 2) { snprintf(bad, sizeof bad, "%s/empty.png", dir); img_write_bytes(bad, "", 0); }
         if (t == 3) { snprintf(bad, sizeof bad, "%s/text.png", dir); img_write_bytes(bad, "hello, world\n", 13); }
         if (t == 4) { snprintf(bad, sizeof bad, "%s/cut.png", dir); img_write_bytes(bad, png, (size_t)size / 2); }
+        if (t == 5) { snprintf(bad, sizeof bad, "%s/x.png", dir); img_write_bytes(bad, "P6\n4 0\n255\n", 11); }
+        if (t == 6) { snprintf(bad, sizeof bad, "%s/bomb.tga", dir); img_write_bytes(bad, tga, sizeof tga); }
+        if (t >= 7 && t <= 9) {
+            for (int k = 0; k < 4; k++) {
+                header[16 + k] = (uint8_t)(sizes[t - 7][0] >> (24 - 8 * k));
+                header[20 + k] = (uint8_t)(sizes[t - 7][1] >> (24 - 8 * k));
+            }
+            snprintf(bad, sizeof bad, "%s/claims%d.png", dir, t);
+            img_write_bytes(bad, header, sizeof header);
+        }
+        if (t == 10) {
+            snprintf(bad, sizeof bad, "%s/fifo.png", dir);
+            if (mkfifo(bad, 0600) != 0) fail("mkfifo %s: %s", bad, strerror(errno));
+            alarm(10); // a hang ends the test with SIGALRM instead of never
+        }
         err[0] = '\0';
         int loaded = image_load(bad, 8, out, err, sizeof err);
+        alarm(0);
         report(cases[t].what, !loaded && strstr(err, bad) && strstr(err, cases[t].reason), "%s", err);
     }
     free(png);

@@ -120,9 +120,68 @@ check "--bench times the 4 stages and 2 inferences (their inputs apart) and writ
 # a NaN loss stops the stage and keeps the last good checkpoint
 ./train_vlv "${tiny[@]}" --out "$dir/e" --stop_after 10 > /dev/null 2>&1
 before=$(md5sum < "$dir/e/train_state.bin")
-./train_vlv "${tiny[@]}" --out "$dir/e" --lr0 1e30 > "$dir/e.log" 2>&1
-[ $? = 1 ] && grep -q "the last good checkpoint" "$dir/e.log"; check "a NaN loss stops with a message" $?
+./train_vlv "${tiny[@]}" --out "$dir/e" --wd 1e30 > "$dir/e.log" 2>&1
+[ $? = 1 ] && grep -q "the loss is .*the last good checkpoint" "$dir/e.log"; check "a NaN loss stops with a message" $?
 [ "$before" = "$(md5sum < "$dir/e/train_state.bin")" ]; check "and leaves the last good checkpoint untouched" $?
+
+# weights that go non-finite while the loss stays finite (a weight decay that flips the sign of
+# every weight: lr x wd = 100) are never checkpointed, and the run can go on from what was kept
+cp -r "$dir/a" "$dir/w"
+./train_vlv "${tiny[@]}" --out "$dir/w" --from 2 --wd 1e5 --ckpt_every 1 > "$dir/w.log" 2>&1
+[ $? = 1 ] && grep -q "weights are no longer finite.*the last good checkpoint in" "$dir/w.log" && ! grep -q "the loss is" "$dir/w.log"
+check "non-finite weights with a finite loss stop the run with a message" $?
+./train_vlv "${tiny[@]}" --out "$dir/w" > "$dir/w2.log" 2>&1
+grep -q "resuming from .*stage2" "$dir/w2.log" && ! grep -q "NaN or infinity" "$dir/w2.log"
+check "and the kept training state loads (every number in it finite)" $?
+
+# nonsense on the command line is refused before anything is written
+bad_flags=("--seed| -1|not a whole number" "--fresh|1e8|neither 0 nor 1" "--baseline|2|neither 0 nor 1"
+           "--eval_n|0|--eval_n must be" "--guidance|1e30|guidance above 20" "--lr1|1e8|learning rate above 1"
+           "--img|65536|out of range" "--batch|100000|would hold")
+for entry in "${bad_flags[@]}"; do
+  IFS='|' read -r flag value reason <<< "$entry"
+  ./train_vlv --out "$dir/nonsense" "$flag" "$value" > "$dir/d.log" 2>&1
+  [ $? = 1 ] && grep -q -- "$reason" "$dir/d.log" && [ ! -e "$dir/nonsense" ]; check "$flag '$value' is refused ($reason)" $?
+done
+./train_vlv --out "$dir/nonsense" --img 4096 --patch 1 > "$dir/d.log" 2>&1
+[ $? = 1 ] && grep -q "more than 16384 patches" "$dir/d.log"; check "--img 4096 --patch 1 is refused (16.8M patches)" $?
+
+# crafted files: a checkpoint whose header claims img_size 65536 with patch 1, a training state
+# with AdamW's step at INT_MAX, an image with a side of 0, a FIFO named like an image
+"${PYTHON:-/usr/bin/python3}" - "$dir/a/model.bin" "$dir/crafted.bin" "$dir/e/train_state.bin" "$dir/e2_state.bin" <<'PY'
+import struct, sys
+ckpt = bytearray(open(sys.argv[1], 'rb').read())
+ckpt[8:16] = struct.pack('<ii', 65536, 1)            # header slots 2, 3: img_size, patch
+open(sys.argv[2], 'wb').write(ckpt)
+state = bytearray(open(sys.argv[3], 'rb').read())
+state[256 + 8:256 + 12] = struct.pack('<i', 2**31 - 1)  # after the header: stage, step, AdamW step
+open(sys.argv[4], 'wb').write(state)
+PY
+./train_vlv --eval_model "$dir/crafted.bin" --out "$dir/crafted_eval" > "$dir/d.log" 2>&1
+[ $? = 1 ] && grep -q "crafted.bin.*img_size = 65536 is out of range" "$dir/d.log"; check "a checkpoint claiming img_size 65536, patch 1 is refused" $?
+./caption -m "$dir/crafted.bin" "$dir/a/t2i.png" > "$dir/d.log" 2>&1
+[ $? = 1 ] && grep -q "img_size = 65536 is out of range" "$dir/d.log"; check "caption refuses it too" $?
+cp -r "$dir/e" "$dir/e2"; cp "$dir/e2_state.bin" "$dir/e2/train_state.bin"
+./train_vlv "${tiny[@]}" --out "$dir/e2" > "$dir/d.log" 2>&1
+[ $? = 1 ] && grep -q "train_state.bin' is corrupt.*2147483647 AdamW steps" "$dir/d.log"; check "a training state with AdamW's step at INT_MAX is refused" $?
+printf 'P6\n4 0\n255\n' > "$dir/x.png"; mkfifo "$dir/fifo.png"
+timeout 20 ./caption -m "$dir/a/model.bin" "$dir/x.png" "$dir/fifo.png" "$dir/a/t2i.png" > "$dir/cap_bad.out" 2> "$dir/cap_bad.err"
+[ $? = 1 ] && [ "$(wc -l < "$dir/cap_bad.out")" = 1 ] && grep -q "x.png': not a PNG or JPEG" "$dir/cap_bad.err" &&
+  grep -q "fifo.png': not a regular file" "$dir/cap_bad.err"
+check "caption: a 4x0 PNM named .png and a FIFO are refused at once, the good image captioned" $?
+
+# a full disk: a 2 MB tmpfs holds one training state (1.5 MB) but not a second beside it, so
+# the step-20 checkpoint fails; the run stops with a message, no partial file stays, and the
+# step-10 state is intact (the same bits as run e's, stopped at step 10). Needs root for mount.
+if [ "$(id -u)" = 0 ] && mkdir -p "$dir/full" && mount -t tmpfs -o size=2m tmpfs "$dir/full" 2> /dev/null; then
+  ./train_vlv "${tiny[@]}" --out "$dir/full/run" > "$dir/full.log" 2>&1
+  [ $? = 1 ] && grep -q "No space left on device" "$dir/full.log" && ! ls "$dir/full/run" | grep -q '\.tmp$' &&
+    cmp -s "$dir/full/run/train_state.bin" "$dir/e/train_state.bin"
+  check "a full disk stops the run with a message, leaves no .tmp and keeps the last training state" $?
+  umount "$dir/full"
+else
+  echo "skip the full-disk check: mounting a tmpfs needs root"
+fi
 
 # other data sources (--data): Fashion-MNIST (Debian's dataset-fashion-mnist), an image folder
 if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
