@@ -883,7 +883,7 @@ def train(a):
             ema = {k: p.detach().clone() for k, p in model.named_parameters() if trainable(k, stage)}
         start = time.time()
         for step in range(total):
-            # warm-up, then cosine from lr to lr/10 (vlvc/pipeline.h stage_lr)
+            # warm-up, then cosine from lr to lr/10 (vlvc/run.h stage_lr)
             progress = (step - warm) / max(total - warm, 1)
             lr = lrs[stage] * ((step + 1) / warm if step < warm else 0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
             for g in opt.param_groups:

@@ -9,9 +9,51 @@ Both are written to a temporary file and renamed: an interruption never loses th
 #include "run.h"
 
 #define TRAIN_STATE_MAGIC 20261129
-#define TRAIN_STATE_VERSION 1
+#define TRAIN_STATE_VERSION 2
 
 static const char* train_state_buffers[] = { "weights", "AdamW first moments", "AdamW second moments", "EMA weights" };
+
+// The settings that shape what a run trains, stored in its training state: a rerun with other
+// values would go on training the stored run under new rules and end as neither, so it is
+// refused with the setting's stored and given values. Floats are compared bit for bit; the
+// data source by a hash (FNV-1a) of its spec.
+#define RUN_SETTINGS 28
+typedef struct { const char* name; int is_float; int64_t value; } RunSetting;
+static int64_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
+static void run_settings(const Settings* s, RunSetting* out) {
+    uint64_t hash = 14695981039346656037ull;
+    for (const char* c = s->data; *c; c++) { hash = (hash ^ (uint8_t)*c) * 1099511628211ull; }
+    const char* stage_flag[NUM_OBJECTIVES] = { "0", "0b", "1", "2" };
+    static char names[4][NUM_OBJECTIVES][16];
+    int n = 0;
+    out[n++] = (RunSetting){ "--seed", 0, (int64_t)s->seed };
+    out[n++] = (RunSetting){ "--data (its hash)", 0, (int64_t)hash };
+    out[n++] = (RunSetting){ "--batch", 0, s->batch };
+    out[n++] = (RunSetting){ "--K", 0, s->K };
+    out[n++] = (RunSetting){ "--objects", 0, s->max_objects };
+    out[n++] = (RunSetting){ "--unfreeze", 0, s->unfreeze_encoder };
+    out[n++] = (RunSetting){ "--warmup", 1, float_bits(s->warmup) };
+    out[n++] = (RunSetting){ "--wd", 1, float_bits(s->weight_decay) };
+    out[n++] = (RunSetting){ "--clip_z", 1, float_bits(s->clip_z) };
+    out[n++] = (RunSetting){ "--ema", 1, float_bits(s->ema_decay) };
+    out[n++] = (RunSetting){ "--dropout", 1, float_bits(s->caption_dropout) };
+    out[n++] = (RunSetting){ "beta1", 1, float_bits(s->beta1) };
+    for (int o = 0; o < NUM_OBJECTIVES; o++) {
+        snprintf(names[0][o], sizeof names[0][o], "--steps%s", stage_flag[o]);
+        snprintf(names[1][o], sizeof names[1][o], "--lr%s", stage_flag[o]);
+        snprintf(names[2][o], sizeof names[2][o], "--clip (%s)", stage_flag[o]);
+        snprintf(names[3][o], sizeof names[3][o], "--beta2 (%s)", stage_flag[o]);
+        out[n++] = (RunSetting){ names[0][o], 0, s->steps[o] };
+        out[n++] = (RunSetting){ names[1][o], 1, float_bits(s->lr[o]) };
+        out[n++] = (RunSetting){ names[2][o], 1, float_bits(s->grad_clip[o]) };
+        out[n++] = (RunSetting){ names[3][o], 1, float_bits(s->beta2[o]) };
+    }
+    if (n != RUN_SETTINGS) fail("run_settings: %d settings, RUN_SETTINGS says %d", n, RUN_SETTINGS);
+}
+static void setting_text(const RunSetting* v, char* out, size_t cap) {
+    if (v->is_float) { uint32_t u = (uint32_t)v->value; float x; memcpy(&x, &u, sizeof x); snprintf(out, cap, "%g", x); }
+    else { snprintf(out, cap, "%lld", (long long)v->value); }
+}
 
 // Non-finite numbers are never checkpointed: a learning rate far too large can send the weights
 // to infinity while the loss stays finite for a while, and a rerun would resume from them.
@@ -46,6 +88,11 @@ static void train_state_save(Run* r) {
     header_write(fp, path, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, model_config(r->model), (int)n);
     int where[4] = { r->next_stage, r->next_step, model_adam_step(r->model), r->B };
     fwriteCheck(where, sizeof(int), 4, fp, path);
+    RunSetting settings[RUN_SETTINGS];
+    int64_t values[RUN_SETTINGS];
+    run_settings(&r->s, settings);
+    for (int i = 0; i < RUN_SETTINGS; i++) { values[i] = settings[i].value; }
+    fwriteCheck(values, sizeof(int64_t), RUN_SETTINGS, fp, path);
     fwriteCheck(buf, sizeof(float), 4 * n, fp, path);
     free(buf);
     atomic_commit(fp, path);
@@ -63,10 +110,25 @@ static int train_state_load(Run* r) {
     if (memcmp(&c, model_config(r->model), sizeof c) != 0 || (size_t)n != model_num_params(r->model)) {
         fail("'%s' holds a run of another model config; resume with the same flags, or start over with --fresh 1", path);
     }
-    long want = HEADER_INTS * 4 + 4 * 4 + 4L * 4 * (long)model_num_params(r->model);
+    long want = HEADER_INTS * 4 + 4 * 4 + 8 * RUN_SETTINGS + 4L * 4 * (long)model_num_params(r->model);
     if (size != want) fail("'%s' has %ld bytes, expected %ld (truncated or corrupt); start over with --fresh 1", path, size, want);
     int where[4];
     freadCheck(where, sizeof(int), 4, fp, path);
+    RunSetting given[RUN_SETTINGS];
+    int64_t stored[RUN_SETTINGS];
+    run_settings(&r->s, given);
+    freadCheck(stored, sizeof(int64_t), RUN_SETTINGS, fp, path);
+    for (int i = 0; i < RUN_SETTINGS; i++) {
+        if (stored[i] == given[i].value) { continue; }
+        char was[32], now[32];
+        RunSetting old_value = given[i];
+        old_value.value = stored[i];
+        setting_text(&old_value, was, sizeof was);
+        setting_text(&given[i], now, sizeof now);
+        fail("'%s' holds a run trained with %s %s; this command gives %s %s.\n"
+             "  rerun with the run's settings to resume it, train again from a stage with --from, or start over with --fresh 1",
+             path, given[i].name, was, given[i].name, now);
+    }
     if (where[0] < 0 || where[0] > ALL_DONE || where[1] < 0 || where[2] < 0 || where[3] != r->B) {
         fail("'%s' is corrupt or from another batch size (stage %d, step %d, batch %d); start over with --fresh 1", path, where[0], where[1], where[3]);
     }

@@ -19,7 +19,7 @@ It measures train_vlv.c's kernels as they are.
 
 usage: dev/cpu/step_flops.py [--preset full|default] [-b 32] [-n 3] [--threads 2]
   full:    d 128, 4 heads, L_v 4, L_d 6, L_g 4 (the config train_vlv.c's model check used; the issue's shapes)
-  default: d 96, 3 heads, L_v 3, L_d 4, L_g 2 (vlvc/pipeline.h's default preset)
+  default: d 96, 3 heads, L_v 3, L_d 4, L_g 2 (vlvc/settings.h's default preset)
 """
 import argparse, os, re, subprocess, sys, tempfile
 

@@ -7,6 +7,8 @@ comparisons against records of the PyTorch twin's debug state (host arrays).
 #define VLVC_CHECKS_H
 
 #include <math.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "debug_state.h"
 
 // Tolerances on max|c - ref| / max|ref| per tensor (a norm-wise relative error: robust for
@@ -65,6 +67,39 @@ static inline void compare_scalar(const DebugState* ds, const char* record, floa
     float ref = debug_state_floats(ds, record, 1)[0];
     float rel = fabsf(got - ref) / fabsf(ref);
     report(record, is_finite_float(got) && rel <= tol, "C %.8f  ref %.8f  rel err %.2e (tol %.0e)", got, ref, rel, tol);
+}
+
+// Runs fn(a, b) in a child process, which must exit with status 1 and print (on stderr) a
+// message holding need1 and need2 (NULL: anything); a crash or an accepted input fails the
+// check. The readers exit on a bad file, so a child process per try is what lets one test
+// program try them all.
+typedef void (*ChildFn)(const char* a, const char* b);
+static inline void expect_exit_1(const char* what, ChildFn fn, const char* a, const char* b, const char* need1,
+                                 const char* need2) {
+    int pipefd[2];
+    if (pipe(pipefd) != 0) fail("pipe failed");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) fail("fork failed");
+    if (pid == 0) {
+        dup2(pipefd[1], STDERR_FILENO);
+        close(pipefd[0]);
+        fn(a, b);
+        _exit(0); // accepted: the check below fails
+    }
+    close(pipefd[1]);
+    char msg[2048] = {0};
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof msg - 1 && (r = read(pipefd[0], msg + len, sizeof msg - 1 - len)) > 0) { len += (size_t)r; }
+    close(pipefd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    int exited_1 = WIFEXITED(status) && WEXITSTATUS(status) == 1;
+    int says = strstr(msg, need1) != NULL && (need2 == NULL || strstr(msg, need2) != NULL);
+    char* nl = strchr(msg, '\n');
+    if (nl) { *nl = '\0'; }
+    report(what, exited_1 && says, "%s", exited_1 ? msg : WIFSIGNALED(status) ? "CRASHED" : "ACCEPTED");
 }
 
 // names the records of the debug state the C code did not look at (a twin that dumps

@@ -57,42 +57,13 @@ static void write_text(const char* path, const char* text) {
     fcloseCheck(fp, path);
 }
 
-// runs fn(arg) in a child: it must exit with status 1 and print an error containing need1
-// and need2 (NULL: nothing), never crash or accept
-static void expect_fail(const char* what, void (*fn)(const char*), const char* arg, const char* need1, const char* need2) {
-    int pipefd[2];
-    if (pipe(pipefd) != 0) fail("pipe failed");
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) fail("fork failed");
-    if (pid == 0) {
-        dup2(pipefd[1], STDERR_FILENO);
-        close(pipefd[0]);
-        fn(arg);
-        _exit(0); // accepted: the check below fails
-    }
-    close(pipefd[1]);
-    char msg[2048] = {0};
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(pipefd[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
-    close(pipefd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    int exited_1 = WIFEXITED(status) && WEXITSTATUS(status) == 1;
-    int says = strstr(msg, need1) != NULL && (need2 == NULL || strstr(msg, need2) != NULL);
-    char* nl = strchr(msg, '\n');
-    if (nl) *nl = '\0';
-    report(what, exited_1 && says, "%s", exited_1 ? msg : WIFSIGNALED(status) ? "CRASHED" : "ACCEPTED");
-}
-
-static void load_vocab_child(const char* path) { Vocab v; vocab_load(&v, path); }
-static void load_dataset_child(const char* path) { ShapesDataset d; shapes_dataset_load(&d, path); }
-static void seed_past_end_child(const char* unused) { (void)unused; shapes_seed(SPLIT_TEST, 1ull << SHAPES_INDEX_BITS); }
-static void seed_bad_split_child(const char* unused) { (void)unused; shapes_seed(NUM_SPLITS, 0); }
-static void build_special_child(const char* text) { Vocab v; const char* t[1] = {text}; vocab_build(&v, t, 1); }
-static void render_bad_size_child(const char* unused) {
-    (void)unused;
+static void load_vocab_child(const char* path, const char* unused) { (void)unused; Vocab v; vocab_load(&v, path); }
+static void load_dataset_child(const char* path, const char* unused) { (void)unused; ShapesDataset d; shapes_dataset_load(&d, path); }
+static void seed_past_end_child(const char* unused, const char* unused2) { (void)unused; (void)unused2; shapes_seed(SPLIT_TEST, 1ull << SHAPES_INDEX_BITS); }
+static void seed_bad_split_child(const char* unused, const char* unused2) { (void)unused; (void)unused2; shapes_seed(NUM_SPLITS, 0); }
+static void build_special_child(const char* text, const char* unused) { (void)unused; Vocab v; const char* t[1] = {text}; vocab_build(&v, t, 1); }
+static void render_bad_size_child(const char* unused, const char* unused2) {
+    (void)unused; (void)unused2;
     Scene s = {1, {{0, 0, 0, 0}}};
     float img[20 * 20 * 3];
     shapes_render(img, &s, 20, 0);
@@ -158,7 +129,7 @@ static void check_geometry(void) {
                g.cell, g.px[SIZE_LARGE], g.px[SIZE_SMALL], 100.0 * g.px[SIZE_SMALL] / g.px[SIZE_LARGE], moves[SIZE_LARGE], moves[SIZE_SMALL], bad);
         free(img);
     }
-    expect_fail("render rejects a 20 px canvas", render_bad_size_child, NULL, "20", "canvas");
+    expect_exit_1("render rejects a 20 px canvas", render_bad_size_child, NULL, NULL, "20", "canvas");
 }
 
 // the same seed gives the same bits: a hash (FNV-1a over the float32 images and the scenes, as
@@ -223,8 +194,8 @@ static void check_splits(void) {
         differ += !scene_equal(&a, &b);
     }
     report("splits: the world seed changes the world", differ > 80, "%d of 100 scenes differ between world seeds 1 and 2", differ);
-    expect_fail("splits: an index past 2^40 is rejected", seed_past_end_child, NULL, "past the end", "test");
-    expect_fail("splits: an unknown split is rejected", seed_bad_split_child, NULL, "unknown split", NULL);
+    expect_exit_1("splits: an index past 2^40 is rejected", seed_past_end_child, NULL, NULL, "past the end", "test");
+    expect_exit_1("splits: an unknown split is rejected", seed_bad_split_child, NULL, NULL, "unknown split", NULL);
 }
 
 // the larger of worst and the largest |count / expected - 1| of k values drawn total times
@@ -644,7 +615,7 @@ static void check_tokenizer(void) {
     ok &= vocab_lookup(&v, "b", 1) == 5 && vocab_lookup(&v, "bb", 2) == TOKEN_UNK && vocab_lookup(&v, "", 0) == TOKEN_UNK;
     report("tokenizer: any corpus, in byte order", ok, "");
     vocab_free(&v);
-    expect_fail("tokenizer: a corpus with '<eos>' is rejected", build_special_child, "a <eos> b", "<eos>", "special");
+    expect_exit_1("tokenizer: a corpus with '<eos>' is rejected", build_special_child, "a <eos> b", NULL, "<eos>", "special");
 }
 
 static void check_vocab_files(void) {
@@ -663,40 +634,40 @@ static void check_vocab_files(void) {
     fclose(fp);
     first[strcspn(first, "\n")] = '\0';
     report("vocab file: save and load", same, "%ld bytes, first line '%s'", size, first);
-    expect_fail("vocab file: missing", load_vocab_child, "/nonexistent/vocab.txt", "could not open", "/nonexistent/vocab.txt");
+    expect_exit_1("vocab file: missing", load_vocab_child, "/nonexistent/vocab.txt", NULL, "could not open", "/nonexistent/vocab.txt");
     write_text(broken, "");
-    expect_fail("vocab file: empty", load_vocab_child, broken, broken, "not a vlv.c vocabulary");
+    expect_exit_1("vocab file: empty", load_vocab_child, broken, NULL, broken, "not a vlv.c vocabulary");
     write_text(broken, "vlv.c-checkpoint 1 5\n<pad>\n<bos>\n<eos>\n<unk>\na\n");
-    expect_fail("vocab file: wrong magic", load_vocab_child, broken, broken, "not a vlv.c vocabulary");
+    expect_exit_1("vocab file: wrong magic", load_vocab_child, broken, NULL, broken, "not a vlv.c vocabulary");
     write_text(broken, "vlv.c-vocabulary 2 5\n<pad>\n<bos>\n<eos>\n<unk>\na\n");
-    expect_fail("vocab file: unknown version", load_vocab_child, broken, broken, "version 2");
+    expect_exit_1("vocab file: unknown version", load_vocab_child, broken, NULL, broken, "version 2");
     write_text(broken, "vlv.c-vocabulary 1 five\n");
-    expect_fail("vocab file: a bad first line", load_vocab_child, broken, broken, "corrupt");
+    expect_exit_1("vocab file: a bad first line", load_vocab_child, broken, NULL, broken, "corrupt");
     write_text(broken, "vlv.c-vocabulary 1 3\n<pad>\n<bos>\n<eos>\n");
-    expect_fail("vocab file: no words", load_vocab_child, broken, broken, "word count");
+    expect_exit_1("vocab file: no words", load_vocab_child, broken, NULL, broken, "word count");
     copy_file(path, broken, size - 3, -1, NULL, 0, 0);
-    expect_fail("vocab file: truncated by 3 bytes", load_vocab_child, broken, broken, "truncated");
+    expect_exit_1("vocab file: truncated by 3 bytes", load_vocab_child, broken, NULL, broken, "truncated");
     copy_file(path, broken, (long)strlen(first) + 1 + 20, -1, NULL, 0, 0);
-    expect_fail("vocab file: truncated after 3 words", load_vocab_child, broken, broken, "truncated");
+    expect_exit_1("vocab file: truncated after 3 words", load_vocab_child, broken, NULL, broken, "truncated");
     copy_file(path, broken, (long)strlen(first), -1, NULL, 0, 0);
-    expect_fail("vocab file: only half a first line", load_vocab_child, broken, broken, "truncated");
+    expect_exit_1("vocab file: only half a first line", load_vocab_child, broken, NULL, broken, "truncated");
     write_text(broken, "vlv.c-vocabulary 1 6\n<pad>\n<bos>\n<eos>\n<unk>\nb\na\n");
-    expect_fail("vocab file: words out of order", load_vocab_child, broken, broken, "not sorted");
+    expect_exit_1("vocab file: words out of order", load_vocab_child, broken, NULL, broken, "not sorted");
     write_text(broken, "vlv.c-vocabulary 1 6\n<pad>\n<bos>\n<eos>\n<unk>\na\na\n");
-    expect_fail("vocab file: a repeated word", load_vocab_child, broken, broken, "repeat");
+    expect_exit_1("vocab file: a repeated word", load_vocab_child, broken, NULL, broken, "repeat");
     write_text(broken, "vlv.c-vocabulary 1 5\n<pad>\n<bos>\n<eos>\n<unk>\na b\n");
-    expect_fail("vocab file: a word with a space", load_vocab_child, broken, broken, "not a word");
+    expect_exit_1("vocab file: a word with a space", load_vocab_child, broken, NULL, broken, "not a word");
     write_text(broken, "vlv.c-vocabulary 1 5\n<pad>\n<bos>\n<eos>\n<unk>\n\n");
-    expect_fail("vocab file: an empty word", load_vocab_child, broken, broken, "not a word");
+    expect_exit_1("vocab file: an empty word", load_vocab_child, broken, NULL, broken, "not a word");
     write_text(broken, "vlv.c-vocabulary 1 5\n<pad>\n<eos>\n<bos>\n<unk>\na\n");
-    expect_fail("vocab file: specials swapped", load_vocab_child, broken, broken, "special token");
+    expect_exit_1("vocab file: specials swapped", load_vocab_child, broken, NULL, broken, "special token");
     copy_file(path, broken, -1, -1, NULL, 0, 1);
-    expect_fail("vocab file: trailing data", load_vocab_child, broken, broken, "trailing data");
+    expect_exit_1("vocab file: trailing data", load_vocab_child, broken, NULL, broken, "trailing data");
     char nul[] = "vlv.c-vocabulary 1 5\n<pad>\n<bos>\n<eos>\n<unk>\na\0b\n";
     fp = fopenCheck(broken, "wb");
     fwriteCheck(nul, 1, sizeof nul - 1, fp, broken);
     fcloseCheck(fp, broken);
-    expect_fail("vocab file: a NUL byte in a word", load_vocab_child, broken, broken, "not a word");
+    expect_exit_1("vocab file: a NUL byte in a word", load_vocab_child, broken, NULL, broken, "not a word");
     remove(path);
     remove(broken);
     vocab_free(&v);
@@ -736,46 +707,46 @@ static void check_dataset(void) {
     shapes_dataset_free(&d);
 
     int val;
-    expect_fail("dataset file: missing", load_dataset_child, "/nonexistent/shapes.bin", "could not open", "/nonexistent/shapes.bin");
+    expect_exit_1("dataset file: missing", load_dataset_child, "/nonexistent/shapes.bin", NULL, "could not open", "/nonexistent/shapes.bin");
     copy_file(path, broken, 100, -1, NULL, 0, 0);
-    expect_fail("dataset file: shorter than its header", load_dataset_child, broken, broken, "truncated");
+    expect_exit_1("dataset file: shorter than its header", load_dataset_child, broken, NULL, broken, "truncated");
     copy_file(path, broken, size - 1, -1, NULL, 0, 0);
-    expect_fail("dataset file: truncated by 1 byte", load_dataset_child, broken, broken, "truncated");
+    expect_exit_1("dataset file: truncated by 1 byte", load_dataset_child, broken, NULL, broken, "truncated");
     copy_file(path, broken, -1, -1, NULL, 0, 4);
-    expect_fail("dataset file: trailing data", load_dataset_child, broken, broken, "trailing data");
+    expect_exit_1("dataset file: trailing data", load_dataset_child, broken, NULL, broken, "trailing data");
     val = 20261126;
     copy_file(path, broken, -1, 0, &val, 4, 0);
-    expect_fail("dataset file: wrong magic", load_dataset_child, broken, broken, "magic");
+    expect_exit_1("dataset file: wrong magic", load_dataset_child, broken, NULL, broken, "magic");
     val = 9;
     copy_file(path, broken, -1, 4, &val, 4, 0);
-    expect_fail("dataset file: unknown version", load_dataset_child, broken, broken, "version 9");
+    expect_exit_1("dataset file: unknown version", load_dataset_child, broken, NULL, broken, "version 9");
     val = 7;
     copy_file(path, broken, -1, 4 * 4, &val, 4, 0);
-    expect_fail("dataset file: img_size 7", load_dataset_child, broken, broken, "bad header");
+    expect_exit_1("dataset file: img_size 7", load_dataset_child, broken, NULL, broken, "bad header");
     val = n + 1;
     copy_file(path, broken, -1, 4 * 3, &val, 4, 0);
-    expect_fail("dataset file: one item more in the header", load_dataset_child, broken, broken, "truncated");
+    expect_exit_1("dataset file: one item more in the header", load_dataset_child, broken, NULL, broken, "truncated");
     long scenes_at = 256 + (long)n * S * S * 3, captions_at = scenes_at + (long)n * SHAPES_SCENE_INTS * 4;
     val = NUM_SHAPES;
     copy_file(path, broken, -1, scenes_at + 4, &val, 4, 0);
-    expect_fail("dataset file: a shape out of range", load_dataset_child, broken, broken, "invalid scene");
+    expect_exit_1("dataset file: a shape out of range", load_dataset_child, broken, NULL, broken, "invalid scene");
     val = 0;
     copy_file(path, broken, -1, scenes_at + (long)SHAPES_SCENE_INTS * 4 * 5, &val, 4, 0); // item 5 with 0 objects
-    expect_fail("dataset file: a scene with no object", load_dataset_child, broken, broken, "invalid scene");
+    expect_exit_1("dataset file: a scene with no object", load_dataset_child, broken, NULL, broken, "invalid scene");
     Scene sc; // the first item with an unused object slot, whose fields must stay -1
     int small = -1;
     do { shapes_scene(&sc, SPLIT_CAPTIONED, (uint64_t)++small, 3, seed); } while (sc.n == SHAPES_MAX_OBJECTS);
     val = 0;
     copy_file(path, broken, -1, scenes_at + ((long)small * SHAPES_SCENE_INTS + SHAPES_SCENE_INTS - 1) * 4, &val, 4, 0);
-    expect_fail("dataset file: a value in an unused object slot", load_dataset_child, broken, broken, "invalid scene");
+    expect_exit_1("dataset file: a value in an unused object slot", load_dataset_child, broken, NULL, broken, "invalid scene");
     char c = 'x';
     copy_file(path, broken, -1, captions_at + SHAPES_CAPTION_MAX - 1, &c, 1, 0);
-    expect_fail("dataset file: a caption without its NUL", load_dataset_child, broken, broken, "caption of item 0");
+    expect_exit_1("dataset file: a caption without its NUL", load_dataset_child, broken, NULL, broken, "caption of item 0");
     copy_file(path, broken, -1, captions_at + 3 * SHAPES_CAPTION_MAX + 2, &c, 1, 0);
-    expect_fail("dataset file: a caption that is not its scene's", load_dataset_child, broken, broken, "caption of item 3");
+    expect_exit_1("dataset file: a caption that is not its scene's", load_dataset_child, broken, NULL, broken, "caption of item 3");
     uint8_t grey = 77;
     copy_file(path, broken, -1, 256 + 17, &grey, 1, 0);
-    expect_fail("dataset file: a pixel off the palette", load_dataset_child, broken, broken, "palette");
+    expect_exit_1("dataset file: a pixel off the palette", load_dataset_child, broken, NULL, broken, "palette");
     remove(path);
     remove(broken);
 }

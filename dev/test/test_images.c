@@ -81,36 +81,6 @@ static int img_load_ok(const char* what, const char* path, int S, float* out) {
     return 0;
 }
 
-// Runs fn(a, b) in a child process, which must exit with status 1 and print a message
-// containing both substrings (the file's name and the reason).
-static void img_expect_rejected(const char* what, void (*fn)(const char*, const char*), const char* a, const char* b,
-                                const char* names, const char* reason) {
-    int pipefd[2];
-    if (pipe(pipefd) != 0) fail("pipe failed");
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) fail("fork failed");
-    if (pid == 0) {
-        dup2(pipefd[1], STDERR_FILENO);
-        close(pipefd[0]);
-        fn(a, b);
-        _exit(0); // accepted: the check below fails
-    }
-    close(pipefd[1]);
-    char msg[2048] = {0};
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(pipefd[0], msg + len, sizeof msg - 1 - len)) > 0) len += (size_t)r;
-    close(pipefd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    int exited_1 = WIFEXITED(status) && WEXITSTATUS(status) == 1;
-    int says = strstr(msg, names) != NULL && strstr(msg, reason) != NULL;
-    char* nl = strchr(msg, '\n');
-    if (nl) *nl = '\0';
-    report(what, exited_1 && says, "%s", exited_1 ? msg : WIFSIGNALED(status) ? "CRASHED" : "ACCEPTED");
-}
-
 static void try_idx_load(const char* images, const char* labels) { IdxDataset d; idx_load(&d, images, labels); }
 static void try_fashion_mnist(const char* dir, const char* split) { IdxDataset d; fashion_mnist_load(&d, dir, split); }
 static void try_folder(const char* dir, const char* captions) { ImageFolder f; image_folder_open(&f, dir, captions); }
@@ -364,7 +334,7 @@ static void check_png_grid(void) {
     ok = stbi_info(path, &w, &h, &comp);
     report("grid: default scale x4 for 32x32", ok && w == 2 * 128 + GRID_SEPARATOR && h == 128, "%d×%d", w, h);
 
-    img_expect_rejected("grid: unwritable path exits with a message", try_grid, "/nonexistent_vlv_dir/grid.png", NULL,
+    expect_exit_1("grid: unwritable path exits with a message", try_grid, "/nonexistent_vlv_dir/grid.png", NULL,
                         "/nonexistent_vlv_dir/grid.png", "could not open");
     img_rmtree(dir);
 }
@@ -466,26 +436,26 @@ static void check_idx_broken(void) {
 
     snprintf(bad, sizeof bad, "%s/bad", dir);
     snprintf(bad2, sizeof bad2, "%s/bad2", dir);
-    img_expect_rejected("idx: missing file", try_idx_load, bad, labels, bad, "could not open");
-    img_expect_rejected("idx: wrong magic (labels as images)", try_idx_load, labels, labels, labels, "magic");
+    expect_exit_1("idx: missing file", try_idx_load, bad, labels, bad, "could not open");
+    expect_exit_1("idx: wrong magic (labels as images)", try_idx_load, labels, labels, labels, "magic");
     img_write_idx(bad, IDX_IMAGES_MAGIC, 3, di, data, sizeof data - 1, 0);
-    img_expect_rejected("idx: truncated by 1 byte", try_idx_load, bad, labels, bad, "truncated");
+    expect_exit_1("idx: truncated by 1 byte", try_idx_load, bad, labels, bad, "truncated");
     img_write_idx(bad, IDX_IMAGES_MAGIC, 3, di, data, sizeof data, 0);
     FILE* fp = fopenCheck(bad, "ab");
     fputc(0, fp);
     fclose(fp);
-    img_expect_rejected("idx: 1 trailing byte", try_idx_load, bad, labels, bad, "trailing data");
+    expect_exit_1("idx: 1 trailing byte", try_idx_load, bad, labels, bad, "trailing data");
     img_write_bytes(bad, "\x00\x00\x08\x03\x00\x00", 6);
-    img_expect_rejected("idx: shorter than its header", try_idx_load, bad, labels, bad, "shorter than its IDX header");
+    expect_exit_1("idx: shorter than its header", try_idx_load, bad, labels, bad, "shorter than its IDX header");
     uint32_t zero[3] = {2, 0, 28};
     img_write_idx(bad, IDX_IMAGES_MAGIC, 3, zero, data, 0, 0);
-    img_expect_rejected("idx: zero dimension", try_idx_load, bad, labels, bad, "implausible");
+    expect_exit_1("idx: zero dimension", try_idx_load, bad, labels, bad, "implausible");
     img_write_idx(bad2, IDX_LABELS_MAGIC, 1, (const uint32_t[]){3}, lab, 3, 0);
-    img_expect_rejected("idx: 2 images but 3 labels", try_idx_load, images, bad2, bad2, "must belong together");
+    expect_exit_1("idx: 2 images but 3 labels", try_idx_load, images, bad2, bad2, "must belong together");
 
     // gzip: decompressed size short of the header's, and a cut compressed stream
     img_write_idx(bad, IDX_IMAGES_MAGIC, 3, di, data, sizeof data / 2, 1);
-    img_expect_rejected("idx: gzip, data short of the header", try_idx_load, bad, labels, bad, "(decompressed)");
+    expect_exit_1("idx: gzip, data short of the header", try_idx_load, bad, labels, bad, "(decompressed)");
     img_write_idx(bad, IDX_IMAGES_MAGIC, 3, di, data, sizeof data, 1);
     fp = fopenCheck(bad, "rb");
     long size = file_size(fp, bad);
@@ -493,21 +463,21 @@ static void check_idx_broken(void) {
     freadCheck(gz, 1, (size_t)size, fp, bad);
     fclose(fp);
     img_write_bytes(bad, gz, (size_t)size - 6);
-    img_expect_rejected("idx: gzip stream cut short", try_idx_load, bad, labels, bad, "corrupt or truncated");
+    expect_exit_1("idx: gzip stream cut short", try_idx_load, bad, labels, bad, "corrupt or truncated");
     gz[size / 2] ^= 0x55;
     img_write_bytes(bad, gz, (size_t)size);
     free(gz);
-    img_expect_rejected("idx: gzip stream with a flipped byte", try_idx_load, bad, labels, bad, "corrupt or truncated");
+    expect_exit_1("idx: gzip stream with a flipped byte", try_idx_load, bad, labels, bad, "corrupt or truncated");
 
     // Fashion-MNIST's own rules: 28×28, labels 0..9, files present
     uint32_t small[3] = {2, 27, 28};
     img_write_idx(images, IDX_IMAGES_MAGIC, 3, small, data, 2 * 27 * 28, 0);
-    img_expect_rejected("fashion-mnist: 27x28 images", try_fashion_mnist, dir, "train", images, "28×28");
+    expect_exit_1("fashion-mnist: 27x28 images", try_fashion_mnist, dir, "train", images, "28×28");
     img_write_idx(images, IDX_IMAGES_MAGIC, 3, di, data, sizeof data, 0);
     lab[1] = 10;
     img_write_idx(labels, IDX_LABELS_MAGIC, 1, dl, lab, 2, 0);
-    img_expect_rejected("fashion-mnist: label 10", try_fashion_mnist, dir, "train", labels, "not a class");
-    img_expect_rejected("fashion-mnist: missing split", try_fashion_mnist, dir, "t10k", "t10k-images-idx3-ubyte.gz",
+    expect_exit_1("fashion-mnist: label 10", try_fashion_mnist, dir, "train", labels, "not a class");
+    expect_exit_1("fashion-mnist: missing split", try_fashion_mnist, dir, "t10k", "t10k-images-idx3-ubyte.gz",
                         "apt-get install dataset-fashion-mnist");
     img_rmtree(dir);
 }
@@ -596,13 +566,13 @@ static void check_image_folder(void) {
     for (int t = 0; t < 6; t++) {
         img_write_bytes(tsv, bad[t].text, strlen(bad[t].text));
         snprintf(expect, sizeof expect, "%s%s", tsv, bad[t].reason);
-        img_expect_rejected(bad[t].what, try_folder, dir, tsv, tsv, expect);
+        expect_exit_1(bad[t].what, try_folder, dir, tsv, tsv, expect);
     }
     snprintf(path, sizeof path, "%s/missing.tsv", dir);
-    img_expect_rejected("captions: missing file", try_folder, dir, path, path, "could not open");
-    img_expect_rejected("folder: no images", try_folder, sub, NULL, sub, "has no .png/.jpg/.jpeg files");
+    expect_exit_1("captions: missing file", try_folder, dir, path, path, "could not open");
+    expect_exit_1("folder: no images", try_folder, sub, NULL, sub, "has no .png/.jpg/.jpeg files");
     snprintf(path, sizeof path, "%s/nowhere", dir);
-    img_expect_rejected("folder: missing", try_folder, path, NULL, path, "could not open image folder");
+    expect_exit_1("folder: missing", try_folder, path, NULL, path, "could not open image folder");
     img_rmtree(dir);
 }
 

@@ -117,10 +117,20 @@ check "--bench times the 4 stages and 2 inferences (their inputs apart) and writ
 ./train_vlv --clip_z 0.5 > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q -- "--clip_z must be" "$dir/d.log"; check "--clip_z 0.5 is refused" $?
 ./train_vlv --preset nope > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "unknown preset" "$dir/d.log"; check "an unknown preset is refused" $?
 
-# a NaN loss stops the stage and keeps the last good checkpoint
+# a NaN loss stops the stage and keeps the last good checkpoint: the state at step 10 gets
+# weights of 1e30 (finite, so it loads; the next forward overflows on any CPU)
 ./train_vlv "${tiny[@]}" --out "$dir/e" --stop_after 10 > /dev/null 2>&1
+cp "$dir/e/train_state.bin" "$dir/e10_state.bin" # step 10 of the tiny run, for the checks below
+"${PYTHON:-/usr/bin/python3}" - "$dir/e/train_state.bin" <<'PY'
+import struct, sys
+state = bytearray(open(sys.argv[1], 'rb').read())
+n = struct.unpack_from('<i', state, 24 * 4)[0]   # header slot 24: the parameter count
+start = 256 + 4 * 4 + 8 * 28                      # header, where the run stands, its settings
+state[start:start + 4 * n] = struct.pack('<f', 1e30) * n
+open(sys.argv[1], 'wb').write(state)
+PY
 before=$(md5sum < "$dir/e/train_state.bin")
-./train_vlv "${tiny[@]}" --out "$dir/e" --wd 1e30 > "$dir/e.log" 2>&1
+./train_vlv "${tiny[@]}" --out "$dir/e" > "$dir/e.log" 2>&1
 [ $? = 1 ] && grep -q "the loss is .*the last good checkpoint" "$dir/e.log"; check "a NaN loss stops with a message" $?
 [ "$before" = "$(md5sum < "$dir/e/train_state.bin")" ]; check "and leaves the last good checkpoint untouched" $?
 
@@ -130,9 +140,16 @@ cp -r "$dir/a" "$dir/w"
 ./train_vlv "${tiny[@]}" --out "$dir/w" --from 2 --wd 1e5 --ckpt_every 1 > "$dir/w.log" 2>&1
 [ $? = 1 ] && grep -q "weights are no longer finite.*the last good checkpoint in" "$dir/w.log" && ! grep -q "the loss is" "$dir/w.log"
 check "non-finite weights with a finite loss stop the run with a message" $?
-./train_vlv "${tiny[@]}" --out "$dir/w" > "$dir/w2.log" 2>&1
+./train_vlv "${tiny[@]}" --out "$dir/w" --wd 1e5 --ckpt_every 1 > "$dir/w2.log" 2>&1
 grep -q "resuming from .*stage2" "$dir/w2.log" && ! grep -q "NaN or infinity" "$dir/w2.log"
 check "and the kept training state loads (every number in it finite)" $?
+# a rerun with other training settings would go on with another run's state: refused, naming them
+./train_vlv "${tiny[@]}" --out "$dir/w" > "$dir/w3.log" 2>&1
+[ $? = 1 ] && grep -q "trained with --wd 100000; this command gives --wd 0\." "$dir/w3.log"
+check "a rerun with another --wd is refused, with the stored and the given value" $?
+./train_vlv "${tiny[@]}" --out "$dir/a" --seed 7 > "$dir/w4.log" 2>&1
+[ $? = 1 ] && grep -q "trained with --seed 1337; this command gives --seed 7\." "$dir/w4.log"
+check "so is a rerun of a finished run with another --seed" $?
 
 # nonsense on the command line is refused before anything is written
 bad_flags=("--seed| -1|not a whole number" "--fresh|1e8|neither 0 nor 1" "--baseline|2|neither 0 nor 1"
@@ -148,7 +165,7 @@ done
 
 # crafted files: a checkpoint whose header claims img_size 65536 with patch 1, a training state
 # with AdamW's step at INT_MAX, an image with a side of 0, a FIFO named like an image
-"${PYTHON:-/usr/bin/python3}" - "$dir/a/model.bin" "$dir/crafted.bin" "$dir/e/train_state.bin" "$dir/e2_state.bin" <<'PY'
+"${PYTHON:-/usr/bin/python3}" - "$dir/a/model.bin" "$dir/crafted.bin" "$dir/e10_state.bin" "$dir/e2_state.bin" <<'PY'
 import struct, sys
 ckpt = bytearray(open(sys.argv[1], 'rb').read())
 ckpt[8:16] = struct.pack('<ii', 65536, 1)            # header slots 2, 3: img_size, patch
@@ -172,11 +189,11 @@ check "caption: a 4x0 PNM named .png and a FIFO are refused at once, the good im
 
 # a full disk: a 2 MB tmpfs holds one training state (1.5 MB) but not a second beside it, so
 # the step-20 checkpoint fails; the run stops with a message, no partial file stays, and the
-# step-10 state is intact (the same bits as run e's, stopped at step 10). Needs root for mount.
+# step-10 state is intact (the same bits as the tiny run's at step 10). Needs root for mount.
 if [ "$(id -u)" = 0 ] && mkdir -p "$dir/full" && mount -t tmpfs -o size=2m tmpfs "$dir/full" 2> /dev/null; then
   ./train_vlv "${tiny[@]}" --out "$dir/full/run" > "$dir/full.log" 2>&1
   [ $? = 1 ] && grep -q "No space left on device" "$dir/full.log" && ! ls "$dir/full/run" | grep -q '\.tmp$' &&
-    cmp -s "$dir/full/run/train_state.bin" "$dir/e/train_state.bin"
+    cmp -s "$dir/full/run/train_state.bin" "$dir/e10_state.bin"
   check "a full disk stops the run with a message, leaves no .tmp and keeps the last training state" $?
   umount "$dir/full"
 else
