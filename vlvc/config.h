@@ -95,6 +95,7 @@ static inline const char* config_problem(const Config* c) {
 // the logits, the images) must have fewer than 2^31 floats, computed in 64 bits
 static inline const char* config_batch_problem(const Config* c, int B) {
     static char msg[200];
+    if (B < 1) return "the batch must be at least 1";
     long long Np = (long long)(c->img_size / c->patch) * (c->img_size / c->patch);
     long long T = Np > c->n_q + c->cap_len ? Np : c->n_q + c->cap_len; // the longest sequence
     long long width = c->d_v > c->d_t ? c->d_v : c->d_t;
@@ -107,7 +108,6 @@ static inline const char* config_batch_problem(const Config* c, int B) {
     long long sizes[4] = { B * T * 4 * width, B * heads * T * T, (long long)B * c->cap_len * c->vocab,
                            (long long)B * c->img_size * c->img_size * 3 };
     const char* what[4] = { "an MLP's hidden layer", "attention's scores", "the logits", "the images" };
-    if (B < 1) return "the batch must be at least 1";
     for (int k = 0; k < 4; k++) {
         if (sizes[k] >= (1LL << 31)) {
             snprintf(msg, sizeof msg, "at batch %d, %s would hold %lld floats (at most 2^31 - 1): use a smaller batch or model", B, what[k], sizes[k]);

@@ -105,8 +105,8 @@ static int vlv_main(int argc, char** argv) {
     if (s->eval_model[0]) {
         r->next_stage = ALL_DONE;
     } else if (s->from_stage[0]) { // e.g. another stage-1 recipe on the same frozen decoder
-        int from = strcmp(s->from_stage, "0b") == 0 ? STAGE0B : strcmp(s->from_stage, "1") == 0 ? STAGE1
-                 : strcmp(s->from_stage, "2") == 0 ? STAGE2 : -1;
+        int from = -1;
+        for (int o = STAGE0B; o < NUM_OBJECTIVES; o++) { if (strcmp(s->from_stage, stage_flag[o]) == 0) { from = o; } }
         if (from < 0) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
         run_path(r, path, sizeof path, stage_checkpoint[from - 1]);
         model_load_weights(r->model, path);

@@ -8,6 +8,9 @@ demo, full) sets a consistent group of them before the flags given override it.
 #include "vlv.h"
 #include "shapes.h" // shapes_max_tokens: the caption length a world needs
 
+// the suffix of each stage's flags (--steps0b, --lr1) and the values of --from
+static const char* const stage_flag[NUM_OBJECTIVES] = { "0", "0b", "1", "2" };
+
 typedef struct {
     Config model;
     int batch;
@@ -313,7 +316,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
     if (!(s->clip_z == 0.0f || s->clip_z >= 1.0f)) fail("--clip_z must be 0 (off) or at least 1");
     if (s->ema_decay >= 1.0f || s->caption_dropout > 1.0f || s->warmup > 1.0f) fail("--ema must be below 1, --dropout and --warmup at most 1");
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
-        if (s->lr[o] > 1.0f) fail("--lr%s %g: a learning rate above 1 diverges with AdamW; use one in [0, 1]", o == STAGE0 ? "0" : o == STAGE0B ? "0b" : o == STAGE1 ? "1" : "2", s->lr[o]);
+        if (s->lr[o] > 1.0f) fail("--lr%s %g: a learning rate above 1 diverges with AdamW; use one in [0, 1]", stage_flag[o], s->lr[o]);
     }
     if (s->eval_n < 1) fail("--eval_n must be at least 1 (held-out images to score)");
     if (s->guidance > 20.0f) fail("--guidance %g: classifier-free guidance above 20 only amplifies noise; use one in [0, 20]", s->guidance);

@@ -48,7 +48,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
         if (!is_finite_float(loss)) {
             fail("%s step %d: the loss is %f. Stopped; the last good checkpoint in %s is kept.\n"
                  "  lower the learning rate (--lr%s) or the gradient clipping (--clip)", stage_name[stage], step, loss,
-                 s->out_dir, o == STAGE0 ? "0" : o == STAGE0B ? "0b" : o == STAGE1 ? "1" : "2");
+                 s->out_dir, stage_flag[o]);
         }
         if (o == STAGE0) { vlv_ema_update(r->model, groups, s->ema_decay); }
         loss_sum += loss;
@@ -112,11 +112,11 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
         }
     }
     if (o == STAGE0) { vlv_ema_swap(r->model, groups); } // from here on, the decoder is its EMA
+    check_weights_finite(r); // before the position moves on: a failure names this stage
     r->next_stage = stage + 1;
     r->next_step = 0;
     char path[1100];
     run_path(r, path, sizeof path, stage_checkpoint[stage]);
-    check_weights_finite(r);
     model_save(r->model, path);
     train_state_save(r);
     say(r, "%s done: wrote %s\n", stage_name[stage], path);

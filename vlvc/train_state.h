@@ -23,8 +23,10 @@ static int64_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); retur
 static void run_settings(const Settings* s, RunSetting* out) {
     uint64_t hash = 14695981039346656037ull;
     for (const char* c = s->data; *c; c++) { hash = (hash ^ (uint8_t)*c) * 1099511628211ull; }
-    const char* stage_flag[NUM_OBJECTIVES] = { "0", "0b", "1", "2" };
-    static char names[4][NUM_OBJECTIVES][16];
+    static const char* const per_stage[4][NUM_OBJECTIVES] = {
+        { "--steps0", "--steps0b", "--steps1", "--steps2" }, { "--lr0", "--lr0b", "--lr1", "--lr2" },
+        { "--clip (stage 0)", "--clip (stage 0b)", "--clip (stage 1)", "--clip (stage 2)" },
+        { "--beta2 (stage 0)", "--beta2 (stage 0b)", "--beta2 (stage 1)", "--beta2 (stage 2)" } };
     int n = 0;
     out[n++] = (RunSetting){ "--seed", 0, (int64_t)s->seed };
     out[n++] = (RunSetting){ "--data (its hash)", 0, (int64_t)hash };
@@ -39,14 +41,10 @@ static void run_settings(const Settings* s, RunSetting* out) {
     out[n++] = (RunSetting){ "--dropout", 1, float_bits(s->caption_dropout) };
     out[n++] = (RunSetting){ "beta1", 1, float_bits(s->beta1) };
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
-        snprintf(names[0][o], sizeof names[0][o], "--steps%s", stage_flag[o]);
-        snprintf(names[1][o], sizeof names[1][o], "--lr%s", stage_flag[o]);
-        snprintf(names[2][o], sizeof names[2][o], "--clip (%s)", stage_flag[o]);
-        snprintf(names[3][o], sizeof names[3][o], "--beta2 (%s)", stage_flag[o]);
-        out[n++] = (RunSetting){ names[0][o], 0, s->steps[o] };
-        out[n++] = (RunSetting){ names[1][o], 1, float_bits(s->lr[o]) };
-        out[n++] = (RunSetting){ names[2][o], 1, float_bits(s->grad_clip[o]) };
-        out[n++] = (RunSetting){ names[3][o], 1, float_bits(s->beta2[o]) };
+        out[n++] = (RunSetting){ per_stage[0][o], 0, s->steps[o] };
+        out[n++] = (RunSetting){ per_stage[1][o], 1, float_bits(s->lr[o]) };
+        out[n++] = (RunSetting){ per_stage[2][o], 1, float_bits(s->grad_clip[o]) };
+        out[n++] = (RunSetting){ per_stage[3][o], 1, float_bits(s->beta2[o]) };
     }
     if (n != RUN_SETTINGS) fail("run_settings: %d settings, RUN_SETTINGS says %d", n, RUN_SETTINGS);
 }
@@ -61,8 +59,8 @@ static void check_finite(Run* r, const float* x, size_t n, const char* what) {
     for (size_t i = 0; i < n; i++) {
         if (is_finite_float(x[i])) { continue; }
         fail("%s step %d: the %s are no longer finite (entry %zu is %g). Stopped; the last good checkpoint in %s is kept.\n"
-             "  lower the learning rate or the gradient clipping (--clip)", stage_name[r->next_stage], r->next_step, what, i,
-             x[i], r->s.out_dir);
+             "  lower the learning rate (--lr), the weight decay (--wd) or the gradient clipping (--clip)",
+             stage_name[r->next_stage], r->next_step, what, i, x[i], r->s.out_dir);
     }
 }
 

@@ -125,7 +125,7 @@ cp "$dir/e/train_state.bin" "$dir/e10_state.bin" # step 10 of the tiny run, for 
 import struct, sys
 state = bytearray(open(sys.argv[1], 'rb').read())
 n = struct.unpack_from('<i', state, 24 * 4)[0]   # header slot 24: the parameter count
-start = 256 + 4 * 4 + 8 * 28                      # header, where the run stands, its settings
+start = len(state) - 4 * 4 * n                    # the four buffers end the file; the weights first
 state[start:start + 4 * n] = struct.pack('<f', 1e30) * n
 open(sys.argv[1], 'wb').write(state)
 PY
