@@ -22,6 +22,11 @@ CFLAGS ?= -O3
 CFLAGS += -Wall -Wextra -std=gnu11
 # sqrtf never sets errno then: AdamW's loop vectorizes (no result changes; sqrt is exact either way)
 CFLAGS += -fno-math-errno
+# the commit a build comes from, for the provenance of the pretrained parts it writes (vlvc/pretrained.h)
+VLV_COMMIT := $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD -- || c=$$c+changes; } && echo $$c)
+ifneq ($(VLV_COMMIT),)
+  CFLAGS += -DVLV_COMMIT='"$(VLV_COMMIT)"'
+endif
 # stb_image / stb_image_write from Debian's libstb-dev (a compiled library), zlib for gzipped IDX files
 LDLIBS = -lstb -lz -lm
 
@@ -180,6 +185,9 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/de
 NVCC_ARCH ?= -arch=sm_90
 NVCCFLAGS ?= -O3
 NVCCFLAGS += -std=c++20 $(NVCC_ARCH) -lineinfo -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror -Xptxas -Werror
+ifneq ($(VLV_COMMIT),)
+  NVCCFLAGS += -DVLV_COMMIT='"$(VLV_COMMIT)"'
+endif
 CUDA_LABS = $(patsubst %.cu,%,$(wildcard dev/cuda/*.cu))
 CUDA_BINS = train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas
 

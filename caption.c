@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
     float* images = (float*)mallocCheck(m.B * per * sizeof(float));      // the image in every batch row
     float* ctx = (float*)mallocCheck(m.B * ctx_row * sizeof(float));
     float* grid = recon_path ? (float*)mallocCheck(2 * (size_t)n_images * per * sizeof(float)) : NULL;
+    char (*said)[1024] = recon_path ? (char(*)[1024])mallocCheck((size_t)n_images * 1024) : NULL; // the grid's labels
     int* tokens = (int*)mallocCheck(c->cap_len * sizeof(int));
     if (recon_path) { empty_context(&m, m.ctx_empty); }
     for (int i = 0; i < n_images; i++) {
@@ -116,15 +117,22 @@ int main(int argc, char** argv) {
             ddim_sample(&m, xb, ctx, m.ctx_empty, guidance, steps, steps);
             memcpy(x, xb, per * sizeof(float));
             free(xb);
+            snprintf(said[done], sizeof said[done], "%s", text);
         }
         done++;
     }
     if (recon_path && done > 0) {
-        png_write_grid(recon_path, grid, 2 * done, S, 2, 4);
-        fprintf(stderr, "wrote %s: %d round trips (original | reconstruction)\n", recon_path, done);
+        const char** labels = (const char**)mallocCheck((size_t)done * sizeof(char*));
+        for (int i = 0; i < done; i++) { labels[i] = said[i]; }
+        static const char* const headers[2] = { "original", "reconstruction" };
+        char title[160];
+        snprintf(title, sizeof title, "round trips: image -> z -> the frozen decoder, and the caption (ddim %d, w = %g)", steps, guidance);
+        png_write_labelled(recon_path, title, headers, 2, grid, labels, done, S, 1);
+        free(labels);
+        fprintf(stderr, "wrote %s: %d round trips (original | reconstruction | caption)\n", recon_path, done);
     }
     if (failures) { fprintf(stderr, "%d of %d images could not be read\n", failures, n_images); }
-    free(images); free(ctx); free(grid); free(tokens); free(image_paths);
+    free(images); free(ctx); free(grid); free(said); free(tokens); free(image_paths);
     vocab_free(&vocab);
     model_free(&m);
     return failures ? EXIT_FAILURE : EXIT_SUCCESS;

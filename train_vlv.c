@@ -1497,15 +1497,27 @@ void beam_caption(Model* m, int* best, const float* ctx, int beams) {
 // An estimate (doc/speed.md): 512-bit units double it on some CPUs (not on AMD Zen 4, which
 // splits AVX-512 into two 256-bit halves); --peak gives the right one. 0 when the clock is unknown.
 float device_describe(int threads, char* desc, size_t cap) {
-    snprintf(desc, cap, "%d CPU thread%s", threads, threads == 1 ? "" : "s");
-    FILE* fp = fopen("/proc/cpuinfo", "r");
+    // the CPU's name, family and model (Zen 3, Zen 4 and Xeons differ in speed and in float
+    // rounding of vectorized sums), its widest vector unit, and the threads used
+    char name[128] = "a CPU", line[4096];
+    int family = -1, model = -1, avx512 = 0, avx2 = 0;
     float mhz = 0.0f;
-    char line[512];
+    FILE* fp = fopen("/proc/cpuinfo", "r");
     while (fp && fgets(line, sizeof line, fp)) {
         float f;
+        char* colon = strchr(line, ':');
         if (sscanf(line, "cpu MHz : %f", &f) == 1 && f > mhz) { mhz = f; }
+        if (colon && strncmp(line, "model name", 10) == 0 && strcmp(name, "a CPU") == 0) {
+            snprintf(name, sizeof name, "%s", colon + 2);
+            name[strcspn(name, "\n")] = '\0';
+        }
+        if (family < 0) { sscanf(line, "cpu family : %d", &family); }
+        if (model < 0 && strncmp(line, "model\t", 6) == 0 && colon) { model = atoi(colon + 1); }
+        if (strncmp(line, "flags", 5) == 0) { avx512 = strstr(line, " avx512f") != NULL; avx2 = strstr(line, " avx2") != NULL; }
     }
     if (fp) { fclose(fp); }
+    snprintf(desc, cap, "%s (family %d model %d, %s), %d CPU thread%s", name, family, model,
+             avx512 ? "AVX-512" : avx2 ? "AVX2" : "no AVX2", threads, threads == 1 ? "" : "s");
     return threads * 8 * 2 * 2 * mhz / 1000.0f;
 }
 

@@ -95,13 +95,19 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
                 fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], seen.n > 0 ? read : "(no shape read)");
             }
         }
-        if (first == 0 && grid) {
-            char path[1100], txt[1200];
+        if (first == 0 && grid) { // the first samples, each beside its prompt
+            char path[1100], txt[1200], title[160];
             run_path(r, path, sizeof path, grid);
             if (snprintf(txt, sizeof txt, "%s.txt", path) >= (int)sizeof txt) fail("the path %s.txt is too long", path);
-            png_write_grid(path, r->recon, r->B < 16 ? r->B : 16, r->H, 8, 4);
+            int n = r->B < 16 ? r->B : 16;
+            const char* labels[16];
+            for (int b = 0; b < n; b++) { labels[b] = r->captions[b]; }
+            static const char* const header[1] = { "sample" };
+            snprintf(title, sizeof title, "text-to-image: the decoder draws each prompt (ddim %d steps, w = %g)",
+                     r->s.sample_steps, r->s.guidance);
+            png_write_labelled(path, title, header, 1, r->recon, labels, n, r->H, 2);
             FILE* fp = atomic_open(txt);
-            for (int b = 0; b < r->B && b < 16; b++) { fprintf(fp, "%d\t%s\n", b, r->captions[b]); }
+            for (int b = 0; b < n; b++) { fprintf(fp, "%d\t%s\n", b, r->captions[b]); }
             atomic_commit(fp, txt);
         }
     }
@@ -109,9 +115,17 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
     return sc;
 }
 
-// captions (written to captions_file) and, unless roundtrip is NULL, round trips of held-out images
+// captions (written to captions_file) and, unless roundtrip is NULL, round trips of held-out
+// images, whose files then go to RUN/test_images (for ./caption, or --data folder:RUN/test_images)
 static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* roundtrip) {
     char path[1100];
+    FILE* test_images = NULL;
+    if (roundtrip) {
+        if (snprintf(path, sizeof path, "%s/test_images", r->s.out_dir) >= (int)sizeof path) fail("the path %s/test_images is too long", r->s.out_dir);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) fail("could not create the folder '%s': %s", path, strerror(errno));
+        snprintf(path, sizeof path, "%s/test_images/captions.tsv", r->s.out_dir);
+        test_images = atomic_open(path);
+    }
     run_path(r, path, sizeof path, captions_file);
     FILE* out = atomic_open(path);
     fprintf(out, "index\ttruth\tcaption\n");
@@ -150,17 +164,38 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
             for (size_t i = 0; i < per; i++) { double d = r->recon[b * per + i] - r->images[b * per + i]; se += d * d; }
             roundtrip->mse += se / per;
         }
-        if (first == 0 && roundtrip) { // originals | reconstructions, side by side
-            int n = r->B < 8 ? r->B : 8;
+        if (first == 0 && roundtrip) { // originals | reconstructions, side by side, with the caption of each
+            int n = r->B < 16 ? r->B : 16;
             float* pairs = (float*)mallocCheck(2 * n * per * sizeof(float));
+            char said[16][CAPTION_MAX];
+            const char* labels[16];
             for (int b = 0; b < n; b++) {
                 memcpy(pairs + (2 * b) * per, r->images + b * per, per * sizeof(float));
                 memcpy(pairs + (2 * b + 1) * per, r->recon + b * per, per * sizeof(float));
+                vocab_decode(&r->vocab, r->generated + (size_t)b * c->cap_len, c->cap_len, said[b], sizeof said[b]);
+                labels[b] = said[b];
             }
+            static const char* const headers[2] = { "original", "reconstruction" };
+            char title[160];
+            snprintf(title, sizeof title, "round trips: image -> z -> the frozen decoder, and the caption of z (ddim %d, w = %g)",
+                     r->s.sample_steps, r->s.guidance);
             run_path(r, path, sizeof path, "roundtrip.png");
-            png_write_grid(path, pairs, 2 * n, r->H, 4, 4);
+            png_write_labelled(path, title, headers, 2, pairs, labels, n, r->H, 2);
             free(pairs);
         }
+        if (test_images) { // the test images as files, in the folder source's layout (captions.tsv beside them)
+            for (int b = 0; b < r->B && first + b < r->s.eval_n; b++) {
+                char name[32];
+                snprintf(name, sizeof name, "%04d.png", first + b);
+                snprintf(path, sizeof path, "%s/test_images/%s", r->s.out_dir, name);
+                png_write_grid(path, r->images + b * per, 1, r->H, 1, 1);
+                fprintf(test_images, "%s\t%s\n", name, r->captions[b]);
+            }
+        }
+    }
+    if (test_images) {
+        snprintf(path, sizeof path, "%s/test_images/captions.tsv", r->s.out_dir);
+        atomic_commit(test_images, path);
     }
     run_path(r, path, sizeof path, captions_file);
     atomic_commit(out, path);

@@ -17,6 +17,7 @@ Link with -lstb (Debian libstb-dev: stb_image and stb_image_write, compiled).
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 #include "utils.h"
+#include "font.h"
 
 // ----------------------------------------------------------------------------
 // resampling
@@ -191,6 +192,14 @@ static void png_sink_write(void* ctx, void* data, int size) {
     if (fwrite(data, 1, (size_t)size, sink->fp) != (size_t)size) { sink->failed = 1; }
 }
 
+// RGB bytes [H, W, 3] as a PNG at path: written to path.tmp and renamed, so readers never see half a file
+static inline void png_save(const char* path, const uint8_t* rgb, int W, int H) {
+    PngSink sink = {atomic_open(path), 0};
+    int encoded = stbi_write_png_to_func(png_sink_write, &sink, W, H, 3, rgb, W * 3);
+    if (!encoded || sink.failed) { fail("writing '%s' failed: %s\n  is the disk full?", path, !encoded ? "the PNG encoder failed" : strerror(errno)); }
+    atomic_commit(sink.fp, path);
+}
+
 // Writes n images [n, S, S, 3] in [-1, 1] to one PNG: cols per row, row-major, each pixel
 // shown as scale×scale pixels, GRID_SEPARATOR grey pixels between images (empty cells grey).
 // scale <= 0 picks the smallest factor that makes an image at least 128 pixels wide (×4 for
@@ -213,11 +222,139 @@ static inline void png_write_grid(const char* path, const float* images, int n, 
             }
         }
     }
-    PngSink sink = {atomic_open(path), 0};
-    int encoded = stbi_write_png_to_func(png_sink_write, &sink, W, H, 3, canvas, W * 3);
+    png_save(path, canvas, W, H);
     free(canvas);
-    if (!encoded || sink.failed) { fail("writing '%s' failed: %s\n  is the disk full?", path, !encoded ? "the PNG encoder failed" : strerror(errno)); }
-    atomic_commit(sink.fp, path);
+}
+
+// ----------------------------------------------------------------------------
+// labelled pictures: a canvas of RGB bytes with images, text (vlvc/font.h) and lines
+
+typedef struct { int W, H; uint8_t* px; } Canvas;
+
+static inline Canvas canvas_create(int W, int H, uint8_t grey) {
+    Canvas c = { W, H, (uint8_t*)mallocCheck((size_t)W * H * 3) };
+    memset(c.px, grey, (size_t)W * H * 3);
+    return c;
+}
+
+static inline void canvas_dot(Canvas* c, int x, int y, const uint8_t rgb[3]) {
+    if (x < 0 || y < 0 || x >= c->W || y >= c->H) { return; }
+    memcpy(c->px + ((size_t)y * c->W + x) * 3, rgb, 3);
+}
+
+// an S x S image with its top-left corner at (x, y), each pixel scale x scale
+static inline void canvas_image(Canvas* c, int x, int y, const float* img, int S, int scale) {
+    for (int v = 0; v < S * scale; v++) {
+        for (int u = 0; u < S * scale; u++) {
+            const float* p = img + ((size_t)(v / scale) * S + u / scale) * 3;
+            uint8_t rgb[3] = { image_byte(p[0]), image_byte(p[1]), image_byte(p[2]) };
+            canvas_dot(c, x + u, y + v, rgb);
+        }
+    }
+}
+
+static inline int text_width(const char* text, int scale) { return (int)strlen(text) * (FONT_W + 1) * scale; }
+
+// text with its top-left corner at (x, y), glyphs scale x scale
+static inline void canvas_text(Canvas* c, int x, int y, const char* text, int scale, const uint8_t rgb[3]) {
+    for (const char* t = text; *t; t++, x += (FONT_W + 1) * scale) {
+        const Glyph* g = font_glyph(*t);
+        for (int v = 0; v < FONT_H * scale; v++) {
+            for (int u = 0; u < FONT_W * scale; u++) {
+                if (g->rows[v / scale][u / scale] == '#') { canvas_dot(c, x + u, y + v + g->drop * scale, rgb); }
+            }
+        }
+    }
+}
+
+static inline void canvas_line(Canvas* c, int x0, int y0, int x1, int y1, const uint8_t rgb[3]) {
+    int n = abs(x1 - x0) > abs(y1 - y0) ? abs(x1 - x0) : abs(y1 - y0);
+    for (int i = 0; i <= n; i++) {
+        canvas_dot(c, x0 + (n ? (x1 - x0) * i / n : 0), y0 + (n ? (y1 - y0) * i / n : 0), rgb);
+    }
+}
+
+static const uint8_t INK[3] = { 235, 235, 235 }, DIM_INK[3] = { 150, 150, 150 }, CURVE_INK[3] = { 90, 170, 255 };
+#define LABEL_SCALE 2 // text 10 x 14 px per glyph
+#define LABEL_IMAGE_SCALE 2
+
+// rows of k images side by side (the k column headers above them), each row followed by its
+// label, in `cols` columns of rows under a title: "prompt | sample" or "original | reconstruction | caption".
+// images: row i's k images at i*k .. i*k + k - 1, each [S, S, 3]
+static inline void png_write_labelled(const char* path, const char* title, const char* const* headers, int k,
+                                      const float* images, const char* const* labels, int n, int S, int cols) {
+    if (n < 1 || k < 1 || cols < 1) { fail("png_write_labelled '%s': bad layout n=%d k=%d cols=%d", path, n, k, cols); }
+    if (cols > n) { cols = n; }
+    int line = (FONT_LINE + 1) * LABEL_SCALE, cell = S * LABEL_IMAGE_SCALE, gap = 6, rows = (n + cols - 1) / cols;
+    int label_w = 0;
+    for (int i = 0; i < n; i++) { int w = text_width(labels[i], LABEL_SCALE); label_w = w > label_w ? w : label_w; }
+    int slot = cell; // an image's column: wide enough for its header too
+    for (int j = 0; j < k; j++) { slot = text_width(headers[j], 1) > slot ? text_width(headers[j], 1) : slot; }
+    slot += gap;
+    int images_w = k * slot;
+    int col_w = images_w + label_w + 3 * gap, row_h = (cell > line ? cell : line) + gap;
+    int top = line + 2 * gap + FONT_LINE + gap;
+    int W = cols * col_w + gap, H = top + rows * row_h + gap;
+    if (W < text_width(title, LABEL_SCALE) + 2 * gap) { W = text_width(title, LABEL_SCALE) + 2 * gap; }
+    Canvas c = canvas_create(W, H, 40);
+    canvas_text(&c, gap, gap, title, LABEL_SCALE, INK);
+    for (int col = 0; col < cols; col++) {
+        int x = gap + col * col_w;
+        for (int j = 0; j < k; j++) { canvas_text(&c, x + j * slot, line + 2 * gap, headers[j], 1, DIM_INK); }
+    }
+    for (int i = 0; i < n; i++) {
+        int x = gap + (i / rows) * col_w, y = top + (i % rows) * row_h;
+        for (int j = 0; j < k; j++) { canvas_image(&c, x + j * slot, y, images + (size_t)(i * k + j) * S * S * 3, S, LABEL_IMAGE_SCALE); }
+        canvas_text(&c, x + images_w + gap, y + (cell - FONT_H * LABEL_SCALE) / 2, labels[i], LABEL_SCALE, INK);
+    }
+    png_save(path, c.px, c.W, c.H);
+    free(c.px);
+}
+
+// a curve y(x) over n points (x increasing), log-scaled y when every y > 0, with its title
+// and the x and y ranges written at the axes: the loss curve of a stage
+static inline void png_write_curve(const char* path, const char* title, const char* x_name, const double* x,
+                                   const double* y, int n) {
+    if (n < 1) { fail("png_write_curve '%s': no points", path); }
+    int log_y = 1;
+    double y_lo = y[0], y_hi = y[0];
+    for (int i = 0; i < n; i++) {
+        log_y &= y[i] > 0.0;
+        y_lo = y[i] < y_lo ? y[i] : y_lo;
+        y_hi = y[i] > y_hi ? y[i] : y_hi;
+    }
+    double f_lo = log_y ? log10(y_lo) : y_lo, f_hi = log_y ? log10(y_hi) : y_hi;
+    if (f_hi - f_lo < 1e-12) { f_lo -= 0.5; f_hi += 0.5; }
+    double x_lo = x[0], x_hi = x[n - 1] > x[0] ? x[n - 1] : x[0] + 1.0;
+    const int H = 400, left = 90, right = 20, top = 40, bottom = 50;
+    int W = text_width(title, LABEL_SCALE) + 20 > 640 ? text_width(title, LABEL_SCALE) + 20 : 640;
+    Canvas c = canvas_create(W, H, 40);
+    canvas_text(&c, 10, 10, title, LABEL_SCALE, INK);
+    int x0 = left, x1 = W - right, y0 = H - bottom, y1 = top;
+    canvas_line(&c, x0, y0, x1, y0, DIM_INK);
+    canvas_line(&c, x0, y0, x0, y1, DIM_INK);
+    int px_prev = 0, py_prev = 0;
+    for (int i = 0; i < n; i++) {
+        double f = log_y ? log10(y[i]) : y[i];
+        int px = x0 + (int)((x[i] - x_lo) / (x_hi - x_lo) * (x1 - x0));
+        int py = y0 - (int)((f - f_lo) / (f_hi - f_lo) * (y0 - y1));
+        if (i) { canvas_line(&c, px_prev, py_prev, px, py, CURVE_INK); } else { canvas_dot(&c, px, py, CURVE_INK); }
+        px_prev = px;
+        py_prev = py;
+    }
+    char t[64];
+    snprintf(t, sizeof t, "%.3g", y_hi);
+    canvas_text(&c, x0 - text_width(t, 1) - 6, y1, t, 1, INK);
+    snprintf(t, sizeof t, "%.3g", y_lo);
+    canvas_text(&c, x0 - text_width(t, 1) - 6, y0 - FONT_H, t, 1, INK);
+    canvas_text(&c, 6, (y0 + y1) / 2, log_y ? "loss (log)" : "loss", 1, DIM_INK);
+    snprintf(t, sizeof t, "%.0f", x_lo);
+    canvas_text(&c, x0, y0 + 8, t, 1, INK);
+    snprintf(t, sizeof t, "%.0f", x_hi);
+    canvas_text(&c, x1 - text_width(t, 1), y0 + 8, t, 1, INK);
+    canvas_text(&c, (x0 + x1 - text_width(x_name, 1)) / 2, y0 + 8 + 2 * FONT_H, x_name, 1, DIM_INK);
+    png_save(path, c.px, c.W, c.H);
+    free(c.px);
 }
 
 #endif

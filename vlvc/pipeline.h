@@ -20,6 +20,7 @@ always with host arrays.
 #endif
 #include "model.h" // checkpoint_open: a checkpoint's config
 #include "bench.h" // and through it the stages, evaluation, training state, run and settings
+#include "pretrained.h"
 
 static void make_dir(const char* path) {
     char buf[1100];
@@ -44,6 +45,11 @@ static int vlv_main(int argc, char** argv) {
     int threads = 1;
 #endif
     double t_start = wall_seconds();
+    size_t used = 0;
+    for (int i = 0; i < argc && used < sizeof r->command; i++) {
+        used += (size_t)snprintf(r->command + used, sizeof r->command - used, "%s%s", i ? " " : "", argv[i]);
+    }
+    r->invocations = 1;
     make_dir(s->out_dir);
     char path[1100];
     if (s->fresh) {
@@ -52,6 +58,13 @@ static int vlv_main(int argc, char** argv) {
     }
     run_path(r, path, sizeof path, "log.txt");
     r->log = fopenCheck(path, "a");
+    run_path(r, path, sizeof path, "metrics.jsonl");
+    r->metrics = fopenCheck(path, "a");
+    time_t now = time(NULL);
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
+    note(r, "\n==== %s: %s\nsettings (the preset's, then the flags given):\n", when, r->command);
+    settings_list(r->log, s, 0);
     // the examples, and the vocabulary of their captions
     source_open(&r->src, s->data, s->model.img_size, s->max_objects, s->seed);
     source_vocab(&r->src, &r->vocab);
@@ -90,17 +103,24 @@ static int vlv_main(int argc, char** argv) {
     r->model = model_create(&s->model, s->batch);
     model_init(r->model, s->seed);
     run_alloc(r);
-    char device[400]; // a GPU's name alone may take 256
-    float estimate = device_describe(threads, device, sizeof device);
+    float estimate = device_describe(threads, r->device, sizeof r->device);
     r->peak = s->peak_gflops > 0 ? s->peak_gflops : estimate;
-    say(r, "vlv.c: preset %s, %zu parameters, batch %d, on %s (fp32 peak %.0f GFLOP/s%s), run folder %s\n", s->preset,
-        model_num_params(r->model), r->B, device, r->peak, s->peak_gflops > 0 ? "" : ", estimated", s->out_dir);
-    fprintf(r->log, "config: ");
+    say(r, "vlv.c: preset %s, %zu parameters, batch %d, run folder %s\n  on %s (fp32 peak %.0f GFLOP/s%s)\n", s->preset,
+        model_num_params(r->model), r->B, s->out_dir, r->device, r->peak, s->peak_gflops > 0 ? "" : ", estimated");
+    note(r, "config: ");
     config_print(model_config(r->model), r->log);
+    if (strcmp(s->preset, "demo") == 0) {
+        say(r, "preset demo: a plumbing check of every stage in under a minute, on models too small and short to learn;\n"
+               "  the default preset (no flags) shows VLV working\n");
+    }
     if (s->bench > 0) {
         int status = run_bench(r);
         run_free(r);
         return status;
+    }
+    if (s->pretrained[0] && !s->eval_model[0]) {
+        if (strcmp(s->from_stage, "0b") == 0) fail("--from 0b retrains the caption LM, which --pretrained %s already holds; use --from 1 or 2", s->pretrained);
+        pretrained_load(r, s->pretrained, r->pretrained_sha);
     }
     if (s->eval_model[0]) {
         r->next_stage = ALL_DONE;
@@ -113,12 +133,24 @@ static int vlv_main(int argc, char** argv) {
         r->next_stage = from;
         say(r, "starting again at %s from %s\n", stage_name[from], path);
     } else if (train_state_load(r)) {
-        say(r, "resuming from %s/train_state.bin: %s, step %d\n", s->out_dir,
-            stage_name[r->next_stage], r->next_step);
+        if (r->next_stage == BASELINE && !s->baseline) { r->next_stage = ALL_DONE; } // no baseline asked for
+        if (r->next_stage == ALL_DONE) { say(r, "%s holds a trained run: evaluating it again\n", s->out_dir); }
+        else { say(r, "resuming %s/train_state.bin at %s, step %d (invocation %d)\n", s->out_dir, stage_name[r->next_stage], r->next_step, r->invocations); }
+        note(r, "the stored run's settings (the same as this command's: a difference is refused): see the settings above\n");
+    } else if (s->pretrained[0]) { // stage 1 starts from the parts; the baseline too (stage0b.bin)
+        r->next_stage = STAGE1;
+        run_path(r, path, sizeof path, stage_checkpoint[STAGE0B]);
+        model_save(r->model, path);
+        train_state_save(r);
     }
     int groups[NUM_OBJECTIVES] = { objective_groups(STAGE0), objective_groups(STAGE0B), objective_groups(STAGE1),
                                    objective_groups(STAGE2) | (s->unfreeze_encoder ? ENCODER_GROUPS : 0) };
-    for (int o = r->next_stage; o < NUM_OBJECTIVES; o++) { run_stage(r, o, (Objective)o, groups[o]); }
+    if (r->next_stage < ALL_DONE) { run_calibrate(r); }
+    int retrained = strcmp(s->from_stage, "1") == 0 || strcmp(s->from_stage, "2") == 0; // stages 0, 0b not from this run
+    for (int o = r->next_stage; o < NUM_OBJECTIVES; o++) {
+        if (o == STAGE1 && r->next_step == 0 && !r->pretrained_sha[0] && !retrained) { pretrained_write(r); }
+        run_stage(r, o, (Objective)o, groups[o]);
+    }
 
     // evaluation of the VLV model (reloaded: the run may resume in the baseline)
     say(r, "\nevaluation on %d held-out examples (DDIM %d steps, guidance %g)\n", s->eval_n, s->sample_steps, s->guidance);
@@ -138,6 +170,12 @@ static int vlv_main(int argc, char** argv) {
         eval_vlv(r, "captions_baseline.tsv", &baseline, NULL);
     }
     float minutes = (float)(wall_seconds() - t_start) / 60.0f;
+    if (r->invocations > 1) {
+        double trained = 0.0;
+        for (int k = 0; k < ALL_DONE; k++) { trained += r->stage_seconds[k]; }
+        say(r, "this run took %d invocations: %.1f minutes of training in all, %.1f minutes in this one (evaluation included)\n",
+            r->invocations, trained / 60.0, minutes);
+    }
     int shapes = r->src.kind == SOURCE_SHAPES; // only the shapes world has an oracle and attributes
     say(r, "\n| measure (%d held-out %s) | value |\n|---|---|\n", s->eval_n, shapes ? "scenes" : "images");
     say(r, "| caption exact%s | %.1f%% |\n", shapes ? " scene" : " (the true caption)", 100 * score_exact(&captions));
@@ -149,8 +187,9 @@ static int vlv_main(int argc, char** argv) {
     if (shapes) { say_scored_row(r, "round trip exact (oracle)", score_exact(&roundtrip), &roundtrip); }
     say(r, "| round trip pixel MSE | %.4f |\n", roundtrip.mse);
     if (shapes) { say_scored_row(r, "text-to-image exact (oracle)", score_exact(&t2i), &t2i); }
-    say(r, "pictures: %s/t2i.png (prompts in t2i.png.txt), %s/roundtrip.png (original | reconstruction); captions in %s/captions.tsv%s\n",
-        s->out_dir, s->out_dir, s->out_dir, shapes ? "; what the oracle read of each T2I sample in t2i.tsv" : "");
+    say(r, "in %s:\n  t2i.png (prompt | sample), roundtrip.png (original | reconstruction | caption), loss_<stage>.png,\n"
+           "  captions.tsv%s, metrics.jsonl, log.txt;\n  the test images in test_images/ (try ./caption on them)\n",
+        s->out_dir, shapes ? ", t2i.tsv (what the oracle read of each T2I sample)" : "");
     char extra[64] = "";
     if (s->baseline) { snprintf(extra, sizeof extra, " baseline_exact=%.4f", score_exact(&baseline)); }
     if (shapes) {

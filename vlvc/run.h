@@ -14,6 +14,9 @@ exactly what an uninterrupted one would.
 
 #define CAPTION_MAX 256
 
+// the stages in the order they run; the training state counts them (BASELINE is optional)
+enum { BASELINE = NUM_OBJECTIVES, ALL_DONE };
+
 typedef struct {
     Settings s;
     Model* model;
@@ -26,9 +29,17 @@ typedef struct {
     Scene* truth;                 // [B]
     char (*captions)[CAPTION_MAX];// [B]
     FILE* log;
+    FILE* metrics;                // metrics.jsonl: a record per progress window and health check
     int next_stage, next_step;    // where the run stands (resume)
     int steps_done;               // training steps of this invocation (--stop_after)
     float peak;                   // fp32 peak GFLOP/s
+    char command[4096];           // the command line, as the log and a pretrained file's provenance record it
+    char device[400];             // the machine in words (a GPU's name alone may take 256)
+    char pretrained_sha[65];      // SHA-256 of the --pretrained file the run started from; "" if it pretrained itself
+    double stage_seconds[ALL_DONE]; // wall time spent in each stage, summed over invocations (training state)
+    int invocations;              // how many invocations this run has taken, this one included
+    double est_ms[ALL_DONE];      // estimated ms per step of each stage still to run, for the run's ETA
+    double est_eval_s;            // and of the evaluation
 } Run;
 
 // progress goes to stdout and to the run's log
@@ -44,6 +55,16 @@ static void say(Run* r, const char* fmt, ...) {
         va_end(ap);
         fflush(r->log);
     }
+}
+
+// details that go to the log only (the progress on stdout stays within 120 columns)
+static void note(Run* r, const char* fmt, ...) {
+    if (!r->log) { return; }
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->log, fmt, ap);
+    va_end(ap);
+    fflush(r->log);
 }
 
 static double wall_seconds(void) {
@@ -115,8 +136,6 @@ static float stage_lr(const Run* r, Objective o, int step) {
     return peak * (0.1f + 0.9f * 0.5f * (1.0f + cosf(3.14159265f * progress)));
 }
 
-// the stages in the order they run; the training state counts them (BASELINE is optional)
-enum { BASELINE = NUM_OBJECTIVES, ALL_DONE };
 static const char* stage_title[ALL_DONE] = {
     "stage 0: text-to-image (text encoder + DiT learn to draw captions)",
     "stage 0b: language model (the caption GPT learns caption text)",
@@ -159,6 +178,7 @@ static void run_free(Run* r) {
     vocab_free(&r->vocab);
     source_free(&r->src);
     if (r->log) { fclose(r->log); }
+    if (r->metrics) { fclose(r->metrics); }
 }
 
 #endif

@@ -39,6 +39,7 @@ typedef struct {
     int export_n;                // write the world's splits as dataset files and stop; 0: train
     int bench;                   // N: time N repeats of each stage's step and of inference, and stop; 0: train
     char data[1024];             // the examples: shapes, fashion-mnist[:DIR] or folder:DIR (vlvc/sources.h)
+    char pretrained[1024];       // the pretrained decoder and LM (vlvc/pretrained.h) stage 1 starts from; "": train stages 0 and 0b
     char eval_model[1024];       // only evaluate this checkpoint (e.g. one the PyTorch twin trained)
     char from_stage[1024];       // "0b", "1" or "2": retrain from this stage on, from the previous stage's checkpoint
     char out_dir[1024];
@@ -136,6 +137,7 @@ static int settings_flags(Settings* s, Flag* f) {
 #define FLAG(nm, kind, ptr, help) f[n++] = (Flag){ nm, kind, ptr, help }
     FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
     FLAG("--fresh", FLAG_BOOL, &s->fresh, "1: start over even if the run folder holds a run");
+    FLAG("--pretrained", FLAG_STR, s->pretrained, "a pretrained.bin (decoder + caption LM, with its provenance .txt beside it): start at stage 1 from it; none: pretrain them here (stages 0 and 0b)");
     FLAG("--from", FLAG_STR, s->from_stage, "0b, 1 or 2: train again from this stage on, starting from the run folder's checkpoint of the stage before");
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
     FLAG("--eval_model", FLAG_STR, s->eval_model, "only evaluate this checkpoint (its config; vocab.txt of the shapes world)");
@@ -195,14 +197,12 @@ static int settings_flags(Settings* s, Flag* f) {
     return n;
 }
 
-static void usage(const char* prog, Settings* s) {
+// every flag with its value in s, one per line, with its help when `help`
+static void settings_list(FILE* out, Settings* s, int help) {
     Flag flags[64];
     int n = settings_flags(s, flags);
-    printf("usage: %s [--preset default|demo|full] [flags]\n\n"
-           "Trains the miniature VLV on the shapes world, stage by stage, into the run folder,\n"
-           "resuming an interrupted run, then evaluates it. Flags (default preset's value):\n", prog);
     for (int i = 0; i < n; i++) {
-        char value[64];
+        char value[1100];
         switch (flags[i].kind) {
             case FLAG_INT: case FLAG_BOOL: snprintf(value, sizeof value, "%d", *(int*)flags[i].ptr); break;
             case FLAG_FLOAT: snprintf(value, sizeof value, "%g", *(float*)flags[i].ptr); break;
@@ -216,10 +216,18 @@ static void usage(const char* prog, Settings* s) {
             }
             case FLAG_U64: snprintf(value, sizeof value, "%llu", (unsigned long long)*(uint64_t*)flags[i].ptr); break;
             case FLAG_PRED: snprintf(value, sizeof value, "%s", *(int*)flags[i].ptr ? "v" : "eps"); break;
-            default: snprintf(value, sizeof value, "%s", (char*)flags[i].ptr);
+            default: snprintf(value, sizeof value, "%s", *(char*)flags[i].ptr ? (char*)flags[i].ptr : "none");
         }
-        printf("  %-15s %-12s %s\n", flags[i].name, value, flags[i].help);
+        if (help) { fprintf(out, "  %-15s %-12s %s\n", flags[i].name, value, flags[i].help); }
+        else { fprintf(out, "  %-15s %s\n", flags[i].name, value); }
     }
+}
+
+static void usage(const char* prog, Settings* s) {
+    printf("usage: %s [--preset default|demo|full] [flags]\n\n"
+           "Trains the miniature VLV on the shapes world, stage by stage, into the run folder,\n"
+           "resuming an interrupted run, then evaluates it. Flags (the preset's value):\n", prog);
+    settings_list(stdout, s, 1);
 }
 
 // parses the command line into s; a bad flag or value exits with a message
@@ -301,6 +309,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
                 snprintf((char*)flags[k].ptr, sizeof s->out_dir, "%s", v);
         }
     }
+    if (strcmp(s->pretrained, "none") == 0) { s->pretrained[0] = '\0'; }
     if (s->batch < 1) fail("--batch must be at least 1");
     if (s->max_objects < 1 || s->max_objects > 3) fail("--objects must be 1, 2 or 3");
     int need = shapes_max_tokens(s->max_objects);

@@ -9,7 +9,7 @@ Both are written to a temporary file and renamed: an interruption never loses th
 #include "run.h"
 
 #define TRAIN_STATE_MAGIC 20261129
-#define TRAIN_STATE_VERSION 2
+#define TRAIN_STATE_VERSION 3
 
 static const char* train_state_buffers[] = { "weights", "AdamW first moments", "AdamW second moments", "EMA weights" };
 
@@ -91,6 +91,12 @@ static void train_state_save(Run* r) {
     run_settings(&r->s, settings);
     for (int i = 0; i < RUN_SETTINGS; i++) { values[i] = settings[i].value; }
     fwriteCheck(values, sizeof(int64_t), RUN_SETTINGS, fp, path);
+    char sha[64] = { 0 }; // the pretrained parts the run started from (zeros: none)
+    memcpy(sha, r->pretrained_sha, strlen(r->pretrained_sha));
+    fwriteCheck(sha, 1, sizeof sha, fp, path);
+    fwriteCheck(r->stage_seconds, sizeof(double), ALL_DONE, fp, path);
+    int invocations[2] = { r->invocations, 0 };
+    fwriteCheck(invocations, sizeof(int), 2, fp, path);
     fwriteCheck(buf, sizeof(float), 4 * n, fp, path);
     free(buf);
     atomic_commit(fp, path);
@@ -108,7 +114,7 @@ static int train_state_load(Run* r) {
     if (memcmp(&c, model_config(r->model), sizeof c) != 0 || (size_t)n != model_num_params(r->model)) {
         fail("'%s' holds a run of another model config; resume with the same flags, or start over with --fresh 1", path);
     }
-    long want = HEADER_INTS * 4 + 4 * 4 + 8 * RUN_SETTINGS + 4L * 4 * (long)model_num_params(r->model);
+    long want = HEADER_INTS * 4 + 4 * 4 + 8 * RUN_SETTINGS + 64 + 8 * ALL_DONE + 2 * 4 + 4L * 4 * (long)model_num_params(r->model);
     if (size != want) fail("'%s' has %ld bytes, expected %ld (truncated or corrupt); start over with --fresh 1", path, size, want);
     int where[4];
     freadCheck(where, sizeof(int), 4, fp, path);
@@ -127,6 +133,24 @@ static int train_state_load(Run* r) {
              "  rerun with the run's settings to resume it, train again from a stage with --from, or start over with --fresh 1",
              path, given[i].name, was, given[i].name, now);
     }
+    char sha[65] = { 0 };
+    freadCheck(sha, 1, 64, fp, path);
+    if (strcmp(sha, r->pretrained_sha) != 0) {
+        fail("'%s' holds a run that started from %s%s; this command gives %s%s.\n"
+             "  rerun with the run's --pretrained to resume it, or start over with --fresh 1", path,
+             sha[0] ? "the pretrained parts of SHA-256 " : "no pretrained parts (it pretrained its own)", sha,
+             r->pretrained_sha[0] ? "pretrained parts of SHA-256 " : "none (--pretrained is not set)", r->pretrained_sha);
+    }
+    double seconds[ALL_DONE];
+    int invocations[2];
+    freadCheck(seconds, sizeof(double), ALL_DONE, fp, path);
+    freadCheck(invocations, sizeof(int), 2, fp, path);
+    for (int k = 0; k < ALL_DONE; k++) {
+        if (!(seconds[k] >= 0.0 && seconds[k] < 1e9)) fail("'%s' is corrupt: %s took %g s; start over with --fresh 1", path, stage_name[k], seconds[k]);
+    }
+    if (invocations[0] < 1) fail("'%s' is corrupt: %d invocations; start over with --fresh 1", path, invocations[0]);
+    memcpy(r->stage_seconds, seconds, sizeof seconds);
+    r->invocations = invocations[0] + 1;
     if (where[0] < 0 || where[0] > ALL_DONE || where[1] < 0 || where[2] < 0 || where[3] != r->B) {
         fail("'%s' is corrupt or from another batch size (stage %d, step %d, batch %d); start over with --fresh 1", path, where[0], where[1], where[3]);
     }

@@ -112,6 +112,13 @@ static inline void* malloc_check(size_t size, const char* file, int line) {
 }
 #define mallocCheck(size) malloc_check(size, __FILE__, __LINE__)
 
+static inline void* realloc_check(void* ptr, size_t size, const char* file, int line) {
+    void* p = realloc(ptr, size);
+    if (!p) { fail("out of memory: %zu bytes (%s:%d); use a smaller batch or model", size, file, line); }
+    return p;
+}
+#define reallocCheck(ptr, size) realloc_check(ptr, size, __FILE__, __LINE__)
+
 static inline void* calloc_check(size_t nmemb, size_t size, const char* file, int line) {
     void* p = calloc(nmemb == 0 ? 1 : nmemb, size == 0 ? 1 : size);
     if (p == NULL) {

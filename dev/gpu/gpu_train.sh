@@ -3,8 +3,8 @@
 # device machine, brought back in pieces the device tool can return (at most 8 files of 16 MiB):
 # builds train_vlvcu_cublas (the pipeline needs stb_image and zlib: .devdeps/, dev/gpu/gpu_deps.sh),
 # runs it for at most LIMIT_S seconds into runs/gpu, then copies to OUTDIR the log, the PNG
-# grids and captions, and the newest checkpoint (with stage0b.bin when stage 1 has begun) cut into
-# 15 MiB parts. Here, put the parts back together (`cat model.bin.part* > model.bin`) and go on
+# grids and captions, the pretrained parts with their provenance, and the newest checkpoint (with
+# stage0b.bin when stage 1 has begun) cut into 15 MiB parts. Here, put the parts back together (`cat model.bin.part* > model.bin`) and go on
 # with `./train_vlv --from ...` on the CPU.
 set -u
 OUTDIR=${1:?usage: dev/gpu/gpu_train.sh OUTDIR LIMIT_S [flags]}; LIMIT=${2:?LIMIT_S}; shift 2
@@ -26,5 +26,9 @@ case $bring in model.bin|stage1.bin) [ -f $RUN/stage0b.bin ] && bring="$bring st
 for f in $bring; do
     split -b 15M -d $RUN/$f "$OUTDIR/$f.part" && echo "brought back $f in parts"
 done
-for f in roundtrip.png captions.tsv; do [ -f $RUN/$f ] && cp $RUN/$f "$OUTDIR/"; done
+# the pretrained parts with their provenance (written before stage 1), the curves and the metrics
+[ -f $RUN/pretrained.bin ] && split -b 15M -d $RUN/pretrained.bin "$OUTDIR/pretrained.bin.part" && echo "brought back pretrained.bin in parts"
+# (one tar file: the device tool brings back at most 8 files)
+small=$(cd $RUN && ls roundtrip.png t2i.png captions.tsv pretrained.txt metrics.jsonl log.txt loss_*.png 2> /dev/null)
+[ -n "$small" ] && tar -C $RUN -cf "$OUTDIR/run_files.tar" $small && echo "brought back in run_files.tar:" $small
 ls "$OUTDIR"
