@@ -14,9 +14,6 @@ exactly what an uninterrupted one would.
 
 #define CAPTION_MAX 256
 
-// the stages in the order they run; the training state counts them (BASELINE is optional)
-enum { BASELINE = NUM_OBJECTIVES, ALL_DONE };
-
 typedef struct {
     Settings s;
     Model* model;
@@ -128,9 +125,9 @@ static Batch stage_batch(Run* r, Objective o, int step) {
 }
 
 // warm-up, then cosine from lr down to lr/10
-static float stage_lr(const Run* r, Objective o, int step) {
-    float peak = r->s.lr[o];
-    int total = r->s.steps[o], warm = (int)(r->s.warmup * total);
+static float stage_lr(const Run* r, int stage, int step) {
+    float peak = stage_peak_lr(&r->s, stage);
+    int total = stage_steps(&r->s, stage), warm = (int)(r->s.warmup * total);
     if (step < warm) { return peak * (step + 1) / warm; }
     float progress = total > warm ? (float)(step - warm) / (total - warm) : 1.0f;
     return peak * (0.1f + 0.9f * 0.5f * (1.0f + cosf(3.14159265f * progress)));

@@ -8,6 +8,9 @@ demo, full) sets a consistent group of them before the flags given override it.
 #include "vlv.h"
 #include "shapes.h" // shapes_max_tokens: the caption length a world needs
 
+// the stages in the order they run; the training state counts them (BASELINE is optional)
+enum { BASELINE = NUM_OBJECTIVES, ALL_DONE };
+
 // the suffix of each stage's flags (--steps0b, --lr1) and the values of --from
 static const char* const stage_flag[NUM_OBJECTIVES] = { "0", "0b", "1", "2" };
 
@@ -32,6 +35,8 @@ typedef struct {
     float guidance;              // classifier-free guidance w
     int log_every, eval_every, ckpt_every;
     int baseline;                // also train the no-stage-1 captioner
+    int baseline_steps;          // its steps and peak lr (0: stage 2's); its other settings are stage 2's
+    float baseline_lr;
     int threads;
     int fresh;
     int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
@@ -127,6 +132,16 @@ static void settings_preset(Settings* s, const char* name) {
     snprintf(s->out_dir, sizeof s->out_dir, "runs/%s", name);
 }
 
+// a stage's steps and peak learning rate: the baseline's own, else stage 2's
+static int stage_steps(const Settings* s, int stage) {
+    if (stage == BASELINE) { return s->baseline_steps > 0 ? s->baseline_steps : s->steps[STAGE2]; }
+    return s->steps[stage];
+}
+static float stage_peak_lr(const Settings* s, int stage) {
+    if (stage == BASELINE) { return s->baseline_lr > 0.0f ? s->baseline_lr : s->lr[STAGE2]; }
+    return s->lr[stage];
+}
+
 // the flag table: name, kind, where, help
 enum { FLAG_INT, FLAG_BOOL, FLAG_FLOAT, FLAG_STAGES, FLAG_U64, FLAG_STR, FLAG_PRED }; // FLAG_STAGES: float[NUM_OBJECTIVES]
 typedef struct { const char* name; int kind; void* ptr; const char* help; } Flag;
@@ -167,6 +182,8 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--K", FLAG_INT, &s->K, "captioned pairs for stage 2");
     FLAG("--unfreeze", FLAG_BOOL, &s->unfreeze_encoder, "1: stage 2 also trains the vision encoder and adapter");
     FLAG("--baseline", FLAG_BOOL, &s->baseline, "1: also train and score the no-stage-1 captioner");
+    FLAG("--steps_base", FLAG_INT, &s->baseline_steps, "baseline steps (0: stage 2's)");
+    FLAG("--lr_base", FLAG_FLOAT, &s->baseline_lr, "baseline peak learning rate (0: stage 2's)");
     FLAG("--eval_n", FLAG_INT, &s->eval_n, "held-out images in the evaluation");
     FLAG("--sample_steps", FLAG_INT, &s->sample_steps, "DDIM steps when sampling");
     FLAG("--guidance", FLAG_FLOAT, &s->guidance, "classifier-free guidance w of the round trips and T2I samples (1: the caption's prediction alone)");
@@ -324,6 +341,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
     }
     if (!(s->clip_z == 0.0f || s->clip_z >= 1.0f)) fail("--clip_z must be 0 (off) or at least 1");
     if (s->ema_decay >= 1.0f || s->caption_dropout > 1.0f || s->warmup > 1.0f) fail("--ema must be below 1, --dropout and --warmup at most 1");
+    if (s->baseline_lr > 1.0f) fail("--lr_base %g: a learning rate above 1 diverges with AdamW; use one in [0, 1]", s->baseline_lr);
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
         if (s->lr[o] > 1.0f) fail("--lr%s %g: a learning rate above 1 diverges with AdamW; use one in [0, 1]", stage_flag[o], s->lr[o]);
     }

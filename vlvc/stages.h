@@ -21,7 +21,7 @@ static void format_eta(char* out, size_t cap, double seconds) {
 static double run_eta_seconds(const Run* r, int stage, int steps_left, double ms_now) {
     double scale = r->est_ms[stage] > 0.0 ? ms_now / r->est_ms[stage] : 1.0, t = steps_left * ms_now * 1e-3;
     for (int k = stage + 1; k <= STAGE2; k++) { t += r->s.steps[k] * r->est_ms[k] * scale * 1e-3; }
-    if (stage < BASELINE && r->s.baseline) { t += r->s.steps[STAGE2] * r->est_ms[BASELINE] * scale * 1e-3; }
+    if (stage < BASELINE && r->s.baseline) { t += stage_steps(&r->s, BASELINE) * r->est_ms[BASELINE] * scale * 1e-3; }
     return t + r->est_eval_s * scale;
 }
 
@@ -120,11 +120,11 @@ static AdamW stage_optimizer(const Settings* s, Objective o) {
 // trains stage `stage` (objective o on `groups`) from r->next_step, checkpointing as it goes
 static void run_stage(Run* r, int stage, Objective o, int groups) {
     Settings* s = &r->s;
-    int total = s->steps[o];
+    int total = stage_steps(s, stage);
     int clips_at_z = o == STAGE1 && s->clip_z > 0.0f; // vlv_backward clips in stage 1 only
     char clip_z[32] = "";
     if (clips_at_z) { snprintf(clip_z, sizeof clip_z, ", clip_z %g", s->clip_z); }
-    say(r, "\n%s\n  %d steps of %d images, lr %g, clip %g, beta2 %g%s\n", stage_title[stage], total, r->B, s->lr[o],
+    say(r, "\n%s\n  %d steps of %d images, lr %g, clip %g, beta2 %g%s\n", stage_title[stage], total, r->B, stage_peak_lr(s, stage),
         s->grad_clip[o], s->beta2[o], clip_z);
     if (r->next_step == 0) {
         vlv_reset_optimizer(r->model);
@@ -139,7 +139,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     float norm_max = 0.0f;
     int window = 0, z_clipped = 0;
     for (int step = r->next_step; step < total; step++) {
-        opt.lr = stage_lr(r, o, step);
+        opt.lr = stage_lr(r, stage, step);
         Batch batch = stage_batch(r, o, step);
         float loss = vlv_train_step(r->model, o, &batch, groups, &opt);
         if (!is_finite_float(loss)) {

@@ -17,7 +17,7 @@ static const char* train_state_buffers[] = { "weights", "AdamW first moments", "
 // values would go on training the stored run under new rules and end as neither, so it is
 // refused with the setting's stored and given values. Floats are compared bit for bit; the
 // data source by a hash (FNV-1a) of its spec.
-#define RUN_SETTINGS 28
+#define RUN_SETTINGS 30
 typedef struct { const char* name; int is_float; int64_t value; } RunSetting;
 static int64_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
 static void run_settings(const Settings* s, RunSetting* out) {
@@ -40,6 +40,8 @@ static void run_settings(const Settings* s, RunSetting* out) {
     out[n++] = (RunSetting){ "--ema", 1, float_bits(s->ema_decay) };
     out[n++] = (RunSetting){ "--dropout", 1, float_bits(s->caption_dropout) };
     out[n++] = (RunSetting){ "beta1", 1, float_bits(s->beta1) };
+    out[n++] = (RunSetting){ "--steps_base", 0, s->baseline_steps };
+    out[n++] = (RunSetting){ "--lr_base", 1, float_bits(s->baseline_lr) };
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
         out[n++] = (RunSetting){ per_stage[0][o], 0, s->steps[o] };
         out[n++] = (RunSetting){ per_stage[1][o], 1, float_bits(s->lr[o]) };
@@ -156,7 +158,7 @@ static int train_state_load(Run* r) {
     }
     // a stage is saved at its steps 1..total-1 (AdamW has taken as many steps) or, finished, as
     // the next stage's step 0 (AdamW's count is the finished stage's; at most 1e8, the flags' limit)
-    int total = where[0] < ALL_DONE ? r->s.steps[where[0] == BASELINE ? STAGE2 : where[0]] : 0;
+    int total = where[0] < ALL_DONE ? stage_steps(&r->s, where[0]) : 0;
     int step_ok = where[1] == 0 || (where[0] < ALL_DONE && where[1] < total && where[2] == where[1]);
     if (!step_ok || where[2] > 100000000) {
         fail("'%s' is corrupt or from other settings: %s step %d of %d with %d AdamW steps; start over with --fresh 1",

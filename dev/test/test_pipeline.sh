@@ -15,9 +15,9 @@ check() { # name, condition (exit status of the previous test command is in $?)
 }
 result() { grep '^RESULT' "$1" | sed 's/ minutes=.*//'; }
 # two training states hold the same run at the same point: equal but for the wall time each stage
-# took (doc/formats.md: 8-byte seconds per stage at bytes 560..599)
+# took (doc/formats.md: 8-byte seconds per stage at bytes 576..615)
 same_state() {
-  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[560:600] = b[560:600] = bytes(40); sys.exit(a != b)' "$1" "$2"
+  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[576:616] = b[576:616] = bytes(40); sys.exit(a != b)' "$1" "$2"
 }
 tiny=(--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16
       --d_v 32 --d_t 32 --d_d 32 --d_g 32 --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1
@@ -151,6 +151,12 @@ cp -r "$dir/a" "$dir/fb"
 [ $? = 0 ] && grep -A1 "^stage 1: " "$dir/fb.log" | grep -q ", clip 1, beta2 0.999$" && grep -A1 "^stage 2: " "$dir/fb.log" | grep -q ", clip 0.5, beta2 0.9$" &&
   cmp -s "$dir/a/stage1.bin" "$dir/fb/stage1.bin" && ! cmp -s "$dir/a/model.bin" "$dir/fb/model.bin"
 check "--clip and --beta2 per stage: a stage-2 change leaves stage 1's weights and changes stage 2's" $?
+# the baseline's own steps and lr leave stage 2 as it was
+cp -r "$dir/a" "$dir/fl"
+./train_vlv "${tiny[@]}" --out "$dir/fl" --from 2 --steps_base 10 --lr_base 3e-4 > "$dir/fl.log" 2>&1
+[ $? = 0 ] && grep -A2 "^baseline: " "$dir/fl.log" | grep -q "^  10 steps of 8 images, lr 0.0003," && grep -q "^baseline .*step  *10/10 " "$dir/fl.log" &&
+  cmp -s "$dir/a/model.bin" "$dir/fl/model.bin" && ! cmp -s "$dir/a/baseline.bin" "$dir/fl/baseline.bin"
+check "--steps_base 10 --lr_base 3e-4: the baseline's own schedule, stage 2 unchanged" $?
 ./train_vlv "${tiny[@]}" --out "$dir/f" --from 3 > "$dir/f3.log" 2>&1; [ $? = 1 ] && grep -q "not 0b, 1 or 2" "$dir/f3.log"
 check "--from 3 is refused" $?
 ./train_vlv "${tiny[@]}" --out "$dir/f_empty" --from 2 > "$dir/f4.log" 2>&1; [ $? = 1 ] && grep -q "stage1.bin" "$dir/f4.log"
