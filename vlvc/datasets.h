@@ -27,50 +27,59 @@ static uint32_t idx_be32(const uint8_t* p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-// Reads a whole IDX file; zlib reads gzip-compressed and plain files alike. Checks the magic
-// and that the (decompressed) size is exactly header + product of the dimensions. Returns the
-// data after the header, dims[ndim] filled in.
+#define IDX_MAX_BYTES (1u << 30) // Fashion-MNIST's largest file is 47 MB; a header claiming more is refused
+
+// n bytes (or fewer at the end of the file) into buf; fails on a zlib error
+static size_t idx_gzread(gzFile gz, const char* path, uint8_t* buf, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        int got = gzread(gz, buf + done, (unsigned)(n - done < (1u << 30) ? n - done : 1u << 30));
+        if (got < 0) {
+            int zerr;
+            fail("'%s' is corrupt or truncated: %s (gzip/zlib)", path, gzerror(gz, &zerr));
+        }
+        if (got == 0) { break; }
+        done += (size_t)got;
+    }
+    return done;
+}
+
+// Reads an IDX file; zlib reads gzip-compressed and plain files alike. Checks the magic and the
+// dimensions in the header first, and allocates what they claim (bounded) only then, so a
+// small gzip file cannot claim gigabytes; the (decompressed) size must be exactly header +
+// product of the dimensions. Returns the data after the header, dims[ndim] filled in.
 static uint8_t* idx_read(const char* path, uint32_t magic, int ndim, uint32_t* dims) {
     errno = 0; // gzopen sets it only when the open itself failed
     gzFile gz = gzopen(path, "rb");
     if (gz == NULL) { fail("could not open '%s': %s", path, errno ? strerror(errno) : "out of memory"); }
-    size_t size = 0, capacity = 1 << 20;
-    uint8_t* buf = (uint8_t*)mallocCheck(capacity);
-    int got;
-    while ((got = gzread(gz, buf + size, (unsigned)(capacity - size < (1u << 30) ? capacity - size : 1u << 30))) > 0) {
-        size += (size_t)got;
-        if (size == capacity) {
-            capacity *= 2;
-            buf = (uint8_t*)realloc(buf, capacity);
-            if (buf == NULL) { fail("out of memory reading '%s' (%zu MiB so far)", path, size >> 20); }
-        }
-    }
-    int zerr;
-    const char* zmsg = gzerror(gz, &zerr);
-    if (got < 0 || zerr != Z_OK) { fail("'%s' is corrupt or truncated: %s (gzip/zlib)", path, zmsg); }
     const char* what = gzdirect(gz) ? "" : " (decompressed)";
-    gzclose(gz);
-    size_t header = 4 + 4 * (size_t)ndim;
-    uint32_t got_magic = size >= 4 ? idx_be32(buf) : 0;
-    if (size >= 4 && got_magic != magic) {
+    uint8_t head[4 + 4 * 3];
+    size_t header = 4 + 4 * (size_t)ndim, got = idx_gzread(gz, path, head, header);
+    uint32_t got_magic = got >= 4 ? idx_be32(head) : 0;
+    if (got >= 4 && got_magic != magic) {
         fail("'%s' has magic 0x%08x, expected 0x%08x (IDX of unsigned bytes, %d dimension%s)\n"
              "  is it an IDX %s file?", path, got_magic, magic, ndim, ndim > 1 ? "s" : "", ndim > 1 ? "images" : "labels");
     }
-    if (size < header) { fail("'%s' is truncated: %zu bytes%s, shorter than its IDX header", path, size, what); }
+    if (got < header) { fail("'%s' is truncated: %zu bytes%s, shorter than its IDX header", path, got, what); }
     size_t expected = 1;
     char shape[64] = "";
     for (int i = 0; i < ndim; i++) {
-        dims[i] = idx_be32(buf + 4 + 4 * i);
+        dims[i] = idx_be32(head + 4 + 4 * i);
         if (dims[i] == 0 || dims[i] > (i == 0 ? 0x7FFFFFFFu : 0xFFFFu)) { fail("'%s': implausible dimension %d: %u", path, i, dims[i]); }
         expected *= dims[i]; // at most 2^31 · 2^16 · 2^16: fits in 64 bits
         snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%u", i ? "x" : "", dims[i]);
     }
-    expected += header;
-    if (size != expected) {
-        fail("'%s' is %zu bytes%s, but its header (%s) needs %zu: %s", path, size, what, shape, expected,
-             size < expected ? "truncated" : "trailing data");
+    if (expected > IDX_MAX_BYTES) {
+        fail("'%s': its header (%s) claims %zu bytes of data, more than the %u this reader accepts", path, shape, expected, IDX_MAX_BYTES);
     }
-    memmove(buf, buf + header, size - header);
+    uint8_t* buf = (uint8_t*)mallocCheck(expected + 1);
+    size_t size = idx_gzread(gz, path, buf, expected + 1); // one byte more: trailing data shows
+    int zerr;
+    const char* zmsg = gzerror(gz, &zerr); // at the end: a gzip trailer cut off shows here
+    if (size <= expected && zerr != Z_OK) { fail("'%s' is corrupt or truncated: %s (gzip/zlib)", path, zmsg); }
+    gzclose(gz);
+    if (size < expected) { fail("'%s' is truncated: %zu bytes%s, but its header (%s) needs %zu", path, size + header, what, shape, expected + header); }
+    if (size > expected) { fail("'%s' has trailing data%s after the %zu bytes its header (%s) needs", path, what, expected + header, shape); }
     return buf;
 }
 

@@ -13,6 +13,7 @@ always with host arrays.
 #ifndef VLVC_PIPELINE_H
 #define VLVC_PIPELINE_H
 
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #ifdef _OPENMP
@@ -29,6 +30,27 @@ static void make_dir(const char* path) {
         if (*p == '/') { *p = '\0'; mkdir(buf, 0755); *p = '/'; }
     }
     if (mkdir(buf, 0755) != 0 && errno != EEXIST) fail("could not create the run folder '%s': %s", path, strerror(errno));
+}
+
+// One program per run folder: two would write the same files and end as neither run. The lock
+// (flock on RUN/lock, which holds the owner's pid) goes with the process, however it ends.
+static void lock_run_folder(const char* dir) {
+    char path[1100];
+    if (snprintf(path, sizeof path, "%s/lock", dir) >= (int)sizeof path) fail("the path %s/lock is too long", dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) fail("could not open '%s': %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t got = read(fd, pid, sizeof pid - 1);
+        pid[got > 0 ? got : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        fail("another program is using the run folder %s (pid %s): wait for it to finish, or choose another --out", dir,
+             pid[0] ? pid : "unknown");
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)n) != n) fail("could not write '%s': %s", path, strerror(errno));
+    // fd stays open until the process exits: that holds the lock
 }
 
 // the whole pipeline; returns the exit status
@@ -51,6 +73,7 @@ static int vlv_main(int argc, char** argv) {
     }
     r->invocations = 1;
     make_dir(s->out_dir);
+    lock_run_folder(s->out_dir);
     char path[1100];
     if (s->fresh) {
         run_path(r, path, sizeof path, "train_state.bin");

@@ -469,6 +469,18 @@ static void check_idx_broken(void) {
     free(gz);
     expect_exit_1("idx: gzip stream with a flipped byte", try_idx_load, bad, labels, bad, "corrupt or truncated");
 
+    // bombs: a header claiming 2^31 - 1 images of 28×28 (58 TB) is refused before anything is
+    // allocated; 10 MB of zeros behind a header of 2 images (a 10 KB gzip file) is read only
+    // up to the byte past what the header claims
+    uint32_t huge[3] = {0x7FFFFFFFu, 28, 28};
+    img_write_idx(bad, IDX_IMAGES_MAGIC, 3, huge, data, sizeof data, 1);
+    expect_exit_1("idx: a header claiming 58 TB", try_idx_load, bad, labels, bad, "more than the");
+    size_t bomb_n = 10u << 20;
+    uint8_t* bomb = (uint8_t*)callocCheck(bomb_n, 1);
+    img_write_idx(bad, IDX_IMAGES_MAGIC, 3, di, bomb, bomb_n, 1);
+    free(bomb);
+    expect_exit_1("idx: a 10 MB gzip bomb behind a 2-image header", try_idx_load, bad, labels, bad, "trailing data (decompressed)");
+
     // Fashion-MNIST's own rules: 28×28, labels 0..9, files present
     uint32_t small[3] = {2, 27, 28};
     img_write_idx(images, IDX_IMAGES_MAGIC, 3, small, data, 2 * 27 * 28, 0);

@@ -170,6 +170,13 @@ check "--bench times the 4 stages and 2 inferences (their inputs apart) and writ
     --batch 8 --steps 1 --warmup 0 --sample_steps 4 > "$dir/g_torch.log" 2>&1
 [ $? = 0 ] && [ "$(grep -c '^RESULT eager' "$dir/g_torch.log")" = 6 ]; check "dev/bench/bench_torch.py times the same items on bench.bin" $?
 
+# one program per run folder: a second one is refused while the first holds the lock
+mkdir -p "$dir/lk"
+flock "$dir/lk/lock" sleep 4 &
+sleep 1
+./train_vlv "${tiny[@]}" --out "$dir/lk" > "$dir/lock.log" 2>&1
+[ $? = 1 ] && grep -q "another program is using the run folder $dir/lk" "$dir/lock.log"; check "a second program on a run folder in use is refused" $?
+
 # another model in the same folder is refused, with a way out
 ./train_vlv "${tiny[@]}" --d_d 48 --out "$dir/a" > "$dir/c.log" 2>&1
 [ $? = 1 ] && grep -q -- "--fresh" "$dir/c.log"; check "a different model config in the same run folder is refused" $?
@@ -313,6 +320,9 @@ check "caption: 2 images captioned, the missing one reported, exit status 1" $?
 ./caption -m "$dir/a/model.bin" --beams 3 "$dir/a/t2i.png" > "$dir/cap3.out" 2>&1
 [ $? = 0 ] && [ "$(wc -l < "$dir/cap3.out")" = 1 ]; check "caption --beams 3" $?
 ./caption -m "$dir/nope.bin" "$dir/a/t2i.png" > /dev/null 2>&1; [ $? = 1 ]; check "caption: a missing model is refused" $?
+mkdir -p "$dir/recon_dir"
+./caption -m "$dir/a/model.bin" "$dir/a/t2i.png" --recon "$dir/recon_dir" > /dev/null 2> "$dir/cap_dir.err"
+[ $? = 1 ] && grep -q "Is a directory" "$dir/cap_dir.err" && [ ! -e "$dir/recon_dir.tmp" ]; check "caption --recon onto a folder fails and leaves no .tmp" $?
 
 echo "pipeline: $passed passed, $failed failed"
 [ "$failed" = 0 ]
