@@ -193,11 +193,11 @@ CUDA_BINS = train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas
 
 ifneq ($(NVCC),)
 train_vlvcu: train_vlv.cu $(HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DVLV_PIPELINE -o $@ $< -lstb -lz
+	$(NVCC) $(NVCCFLAGS) -o $@ $< -lstb -lz
 test_vlvcu: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $<
 train_vlvcu_cublas: train_vlv.cu $(HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DVLV_PIPELINE -DUSE_CUBLAS -o $@ $< -lstb -lz -lcublas
+	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lstb -lz -lcublas
 test_vlvcu_cublas: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
 $(CUDA_LABS): dev/cuda/%: dev/cuda/%.cu dev/cuda/common.h

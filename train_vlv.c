@@ -522,16 +522,19 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
                          Tk, Tq, hs, 0, tk_tiles * hs_panels);
             // dA[Tq, Tk] = dO V^T: A(i, c) = do_i[c], B(c, j) = v_j[c]
             matmul_units(dsh, Tk, doh, C, 1, vh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, tq_tiles * tk_panels);
-            // dS = A (dA - rowsum(A dA)) scale, in place (0 where masked: a_ij = 0 there)
+            // dS = A (dA - rowsum(A dA)) scale, in place. The row sum runs over every key (a_ij
+            // = 0 where masked); causal: ds_ij = 0 for the keys j > i that query i does not see
             for (int i = 0; i < Tq; i++) {
                 const float* a = ah + (size_t)i * Tk;
                 float* da = dsh + (size_t)i * Tk;
+                int jend = causal ? i + 1 : Tk;
                 float a_da = 0.0f;
                 for (int j = 0; j < Tk; j++) { a_da += a[j] * da[j]; }
-                for (int j = 0; j < Tk; j++) {
+                for (int j = 0; j < jend; j++) {
                     float ds = a[j] * (da[j] - a_da) * scale;
                     da[j] = ds;
                 }
+                for (int j = jend; j < Tk; j++) { da[j] = 0.0f; }
             }
             // dQ[Tq, hs] += dS K: B(j, c) = k_j[c]
             matmul_units(dq + (size_t)b * Tq * q_stride + h * hs, q_stride, dsh, Tk, 1, kh, kv_stride, 1, NULL, 0,
@@ -541,7 +544,6 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
                          Tk, Tq, hs, 0, tk_tiles * hs_panels);
         }
     }
-    (void)causal; // the mask is in att: a_ij = 0 above the diagonal
 }
 
 // Input embeddings with positions: row t of sample b is

@@ -1413,6 +1413,7 @@ struct Model {
     int num_tensors;
     ParamViews p, g, frozen;  // views into params, into grads, and all-NULL (no gradients)
     size_t num_acts;
+    size_t act_part_start[NUM_ACT_PARTS + 1]; // where each part's activations start (ACTS_VIT...)
     float *acts_memory, *dacts_memory;
     ActViews a, d;            // activations and their gradients
     // diffusion constants and scratch
@@ -1483,6 +1484,7 @@ void model_build(Model* m, const Config* c, int B) {
     acts_layout(&tmp, &count, c, B);
     acts_views_free(&tmp);
     m->num_acts = count.used;
+    memcpy(m->act_part_start, count.part_start, sizeof m->act_part_start);
     m->acts_memory = device_floats(m->num_acts, "the activations");
     m->dacts_memory = device_floats(m->num_acts, "the activation gradients");
     cudaCheck(cudaMemset(m->acts_memory, 0, m->num_acts * sizeof(float)));
@@ -1747,8 +1749,15 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float c
     ActViews *a = &m->a, *d = &m->d;
     ParamViews g = grad_views(m, groups);
     m->z_clipped = 0;
-    cudaCheck(cudaMemset(m->dacts_memory, 0, m->num_acts * sizeof(float)));
     int through_encoder = o == STAGE1 || (o == STAGE2 && (groups & ENCODER_GROUPS));
+    // activation gradients accumulate (+=): zero those of the parts this backward runs
+    // through, and only those
+    int parts = o == STAGE0 || o == STAGE1 ? 1 << ACTS_TEXTENC | 1 << ACTS_DIT : 1 << ACTS_CAPDEC;
+    if (through_encoder) { parts |= 1 << ACTS_VIT | 1 << ACTS_ADAPTER | 1 << ACTS_TEXTENC; }
+    for (int k = 0; k < NUM_ACT_PARTS; k++) {
+        size_t start = m->act_part_start[k], end = m->act_part_start[k + 1];
+        if (parts & 1 << k) { cudaCheck(cudaMemset(m->dacts_memory + start, 0, (end - start) * sizeof(float))); }
+    }
     if (o == STAGE0 || o == STAGE1) {
         mse_backward(d->dit.out, a->dit.out, m->target, image_numel(m));
         int ctx_grad = o == STAGE1 || (groups & 1 << GROUP_TEXTENC);
@@ -2109,7 +2118,6 @@ static int model_check(int argc, char** argv) {
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-#ifdef VLV_PIPELINE
 // what the pipeline runs on, in words, and its fp32 peak in GFLOP/s (for the "% of peak"):
 // SMs x FP32 lanes per SM x 2 (FMA) x the SM clock. 128 lanes from compute capability 8.6 on
 // (and 6.1), 64 on 8.0 (A100), 7.x and 6.0. An estimate; --peak gives the right one. The
@@ -2127,18 +2135,10 @@ float device_describe(int threads, char* desc, size_t cap) {
 
 // the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared
 // with train_vlv.c: vlvc/pipeline.h, on the interface vlvc/vlv.h. It needs stb_image and zlib
-// (link -lstb -lz).
+// (link -lstb -lz; on a GPU machine without libstb-dev, dev/gpu/gpu_deps.sh brings them).
 #include "vlvc/pipeline.h"
 int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--model-check") == 0) { return model_check(argc - 1, argv + 1); }
     return vlv_main(argc, argv);
 }
-#else
-// built without the pipeline (no -DVLV_PIPELINE: where stb_image and zlib are missing), the
-// program is the model check alone
-int main(int argc, char** argv) {
-    if (argc > 1 && strcmp(argv[1], "--model-check") == 0) { argc--; argv++; }
-    return model_check(argc, argv);
-}
-#endif
 #endif

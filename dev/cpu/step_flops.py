@@ -4,9 +4,9 @@
 Builds an instrumented copy of train_vlv.c in a temporary folder (train_vlv.c itself is not
 touched): every matmul_forward / matmul_backward / attention_forward / attention_backward
 call adds its FLOPs, counted analytically from its arguments, and its wall time to a
-counter. A small driver (the model check that train_vlv.c's main used to be) builds the
-model from scratch, trains each objective for a few steps on one fixed random batch and
-prints, per objective and step, the FLOPs and time of each class and the rest of the step.
+counter. A small driver builds the model from scratch, trains each objective for a few steps
+on one fixed random batch and prints, per objective and step, the FLOPs and time of each class
+and the rest of the step.
 It measures train_vlv.c's kernels as they are.
 
   FLOPs, counted as 2 per multiply-add:

@@ -14,9 +14,8 @@
 #   6. speed: images/s of each objective's training step at batch 32, for the default preset
 #      (train_vlvcu --bench; PyTorch on the bench.bin it wrote) and for the full preset's size
 #      (train_vlvcu --model-check; PyTorch the same config), hand-written and cuBLAS builds,
-#      PyTorch eager and torch.compile; then, where train_vlvcu has the shared pipeline (stb_image and zlib
-#      present), the tiny end-to-end run of dev/test/test_pipeline.sh on the GPU and on the CPU
-#      (train_vlv), whose RESULT lines must agree
+#      PyTorch eager and torch.compile; then the tiny end-to-end run of dev/test/test_pipeline.sh on
+#      the GPU and on the CPU (train_vlv), whose RESULT lines must agree
 #   7. while time is left: the labs' timing tables, then compute-sanitizer memcheck on
 #      test_vlvcu small
 #
@@ -79,27 +78,28 @@ record "environment" ok "${GPU:-no nvidia-smi}; $(nvcc --version 2>/dev/null | g
 #    warnings shown but not fatal, so that the checks still run. Either way: -arch=sm_90.
 LABS=$(ls dev/cuda/*.cu 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.cu$//')
 NVCC_FLAGS="-O3 -std=c++20 -arch=sm_90 -lineinfo -Xcompiler -Wall,-Wextra"
-# the shared pipeline (vlvc/pipeline.h) needs stb_image and zlib; without them train_vlvcu is
-# the model check alone. The GPU machine has no libstb-dev and no registry to install it from,
-# so a caller may bring Debian's headers and static libraries in .devdeps/{include,lib} (an
-# ignored folder that dev/gpu/gpu_deps.sh fills, sent along with the device tool's `carry`).
+# train_vlvcu holds the shared pipeline (vlvc/pipeline.h), which needs stb_image and zlib. The GPU
+# machine has no libstb-dev and no registry to install it from, so the caller brings Debian's
+# headers and static libraries in .devdeps/{include,lib} (an ignored folder that
+# dev/gpu/gpu_deps.sh fills, sent along with the device tool's `carry`).
 if [ -d .devdeps ]; then
     export CPATH="$PWD/.devdeps/include${CPATH:+:$CPATH}" LIBRARY_PATH="$PWD/.devdeps/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 fi
-PIPELINE=""
 printf '#include <stb/stb_image.h>\n#include <zlib.h>\nint main(void) { return stbi_is_hdr("") + (int)zlibVersion()[0]; }\n' > "$WORK/deps.c"
-gcc "$WORK/deps.c" -o "$WORK/deps" -lstb -lz -lm >> "$LOGDIR/build.log" 2>&1 && PIPELINE="-DVLV_PIPELINE -lstb -lz"
+if ! gcc "$WORK/deps.c" -o "$WORK/deps" -lstb -lz -lm >> "$LOGDIR/build.log" 2>&1; then
+    record "build deps" FAILED "no stb_image or zlib here: run dev/gpu/gpu_deps.sh on the CPU machine and carry .devdeps"
+fi
 build_direct() {
     local pids=() rc=0
-    nvcc $NVCC_FLAGS $PIPELINE -o train_vlvcu train_vlv.cu & pids+=($!)
+    nvcc $NVCC_FLAGS -o train_vlvcu train_vlv.cu -lstb -lz & pids+=($!)
     nvcc $NVCC_FLAGS -o test_vlvcu test_vlv.cu & pids+=($!)
-    nvcc $NVCC_FLAGS -DUSE_CUBLAS -o train_vlvcu_cublas train_vlv.cu -lcublas & pids+=($!)
+    nvcc $NVCC_FLAGS -DUSE_CUBLAS -o train_vlvcu_cublas train_vlv.cu -lstb -lz -lcublas & pids+=($!)
     nvcc $NVCC_FLAGS -DUSE_CUBLAS -o test_vlvcu_cublas test_vlv.cu -lcublas & pids+=($!)
     for lab in $LABS; do nvcc $NVCC_FLAGS -DUSE_CUBLAS -o dev/cuda/$lab dev/cuda/$lab.cu -lcublas & pids+=($!); done
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     return $rc
 }
-export -f build_direct; export NVCC_FLAGS LABS PIPELINE
+export -f build_direct; export NVCC_FLAGS LABS
 t0=$SECONDS
 rm -f train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas
 for lab in $LABS; do rm -f dev/cuda/$lab; done
@@ -225,11 +225,11 @@ c_bench() {
     if [ $rc -eq 0 ]; then record "speed: $name" ok "$detail"; else record "speed: $name" FAILED "rc=$rc: $(why "$log")"; fi
 }
 for bin in train_vlvcu train_vlvcu_cublas; do
-    if [ -x $bin ] && [ -n "$PIPELINE" ]; then
+    if [ -x $bin ]; then
         c_bench "$bin, default preset" "$WORK/bench_default_$bin.log" "BENCH lines in bench.log" \
             ./$bin --bench 20 --batch $BATCH --out "$WORK/bench_default_$bin"
     else
-        record "speed: $bin, default preset" skipped "not built, or built without the pipeline"
+        record "speed: $bin, default preset" skipped "not built"
     fi
     if [ -x $bin ]; then
         c_bench "$bin, full-size model" "$WORK/bench_full_$bin.log" "every loss falls" ./$bin --model-check -b $BATCH -n $STEPS
@@ -250,8 +250,8 @@ torch_bench "full-size model" "$WORK/torch_full.log" $(( $(left) - 90 ))
 TINY="--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16 --d_v 32 --d_t 32 --d_d 32 --d_g 32
       --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1 --nh_v 2 --nh_a 2 --nh_t 2 --nh_d 2 --nh_g 2 --d_freq 16
       --eval_n 16 --sample_steps 4 --log_every 5 --eval_every 15 --ckpt_every 10 --baseline 1 --threads 1"
-if [ -z "$PIPELINE" ] || ! ./train_vlvcu --help 2>&1 | grep -q -- '--steps0'; then
-    record "pipeline: tiny run, GPU vs CPU" skipped "train_vlvcu built without the pipeline (no stb_image/zlib)"
+if [ ! -x train_vlvcu ]; then
+    record "pipeline: tiny run, GPU vs CPU" skipped "train_vlvcu not built"
 elif [ "$(left)" -lt 90 ]; then
     record "pipeline: tiny run, GPU vs CPU" skipped "no time left"
 else

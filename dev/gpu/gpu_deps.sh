@@ -2,7 +2,7 @@
 # dev/gpu/gpu_deps.sh — fills .devdeps/ with Debian's stb_image / stb_image_write headers and
 # libstb.a, and zlib's headers and libz.a, for a GPU machine that has the CUDA toolkit but
 # not libstb-dev (and no package registry): dev/gpu/gpu_check.sh and dev/gpu/gpu_train.sh build the
-# pipeline (train_vlvcu -DVLV_PIPELINE) from there. .devdeps/ is in .gitignore; send it along
+# pipeline into train_vlvcu from there. .devdeps/ is in .gitignore; send it along
 # with the run (the device tool: carry [".devdeps"]). Needs: apt-get install libstb-dev zlib1g-dev
 set -eu
 cd "$(dirname "$0")/../.."
