@@ -1494,21 +1494,18 @@ void beam_caption(Model* m, int* best, const float* ctx, int beams) {
 
 // ----------------------------------------------------------------------------
 #ifndef VLV_NO_MAIN // test_vlv.c and caption.c include this file for its functions
-// what the pipeline runs on, in words, and its fp32 peak in GFLOP/s (for the "% of peak"):
-// threads x 8 lanes (256-bit vectors) x 2 FMA units x 2 FLOP x the clock from /proc/cpuinfo.
-// An estimate (doc/speed.md): 512-bit units double it on some CPUs (not on AMD Zen 4, which
-// splits AVX-512 into two 256-bit halves); --peak gives the right one. 0 when the clock is unknown.
-float device_describe(int threads, char* desc, size_t cap) {
+#include "vlvc/fma_peak.h"
+
+// what the pipeline runs on, in words, and its fp32 peak in GFLOP/s (for the "% of peak"),
+// measured with FMA chains on every thread (vlvc/fma_peak.h); --peak overrides it
+float device_describe(int threads, char* desc, size_t cap, char* peak_how, size_t how_cap) {
     // the CPU's name, family and model (Zen 3, Zen 4 and Xeons differ in speed and in float
     // rounding of vectorized sums), its widest vector unit, and the threads used
     char name[128] = "a CPU", line[4096];
     int family = -1, model = -1, avx512 = 0, avx2 = 0;
-    float mhz = 0.0f;
     FILE* fp = fopen("/proc/cpuinfo", "r");
     while (fp && fgets(line, sizeof line, fp)) {
-        float f;
         char* colon = strchr(line, ':');
-        if (sscanf(line, "cpu MHz : %f", &f) == 1 && f > mhz) { mhz = f; }
         if (colon && strncmp(line, "model name", 10) == 0 && strcmp(name, "a CPU") == 0) {
             snprintf(name, sizeof name, "%s", colon + 2);
             name[strcspn(name, "\n")] = '\0';
@@ -1520,7 +1517,7 @@ float device_describe(int threads, char* desc, size_t cap) {
     if (fp) { fclose(fp); }
     snprintf(desc, cap, "%s (family %d model %d, %s), %d CPU thread%s", name, family, model,
              avx512 ? "AVX-512" : avx2 ? "AVX2" : "no AVX2", threads, threads == 1 ? "" : "s");
-    return threads * 8 * 2 * 2 * mhz / 1000.0f;
+    return (float)fma_peak_gflops(threads, 10, peak_how, how_cap);
 }
 
 // the pipeline (command line, data, the stages, checkpoints, evaluation) is host code shared

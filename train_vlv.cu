@@ -2122,7 +2122,7 @@ static int model_check(int argc, char** argv) {
 // SMs x FP32 lanes per SM x 2 (FMA) x the SM clock. 128 lanes from compute capability 8.6 on
 // (and 6.1), 64 on 8.0 (A100), 7.x and 6.0. An estimate; --peak gives the right one. The
 // host threads only prepare data.
-float device_describe(int threads, char* desc, size_t cap) {
+float device_describe(int threads, char* desc, size_t cap, char* peak_how, size_t how_cap) {
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     int khz = 0;
@@ -2130,6 +2130,8 @@ float device_describe(int threads, char* desc, size_t cap) {
     snprintf(desc, cap, "%s (%d SMs, %s; %d host thread%s)", prop.name, prop.multiProcessorCount, matmul_kind, threads,
              threads == 1 ? "" : "s");
     bool narrow = prop.major == 7 || (prop.major == 8 && prop.minor == 0) || (prop.major == 6 && prop.minor == 0);
+    snprintf(peak_how, how_cap, "estimated: %d SMs x %d FP32 lanes x 2 x %.2f GHz", prop.multiProcessorCount,
+             narrow ? 64 : 128, khz / 1e6);
     return (float)prop.multiProcessorCount * (narrow ? 64 : 128) * 2 * (khz / 1e6f);
 }
 

@@ -126,10 +126,12 @@ static int vlv_main(int argc, char** argv) {
     r->model = model_create(&s->model, s->batch);
     model_init(r->model, s->seed);
     run_alloc(r);
-    float estimate = device_describe(threads, r->device, sizeof r->device);
-    r->peak = s->peak_gflops > 0 ? s->peak_gflops : estimate;
-    say(r, "vlv.c: preset %s, %zu parameters, batch %d, run folder %s\n  on %s (fp32 peak %.0f GFLOP/s%s)\n", s->preset,
-        model_num_params(r->model), r->B, s->out_dir, r->device, r->peak, s->peak_gflops > 0 ? "" : ", estimated");
+    char peak_how[160];
+    float found = device_describe(threads, r->device, sizeof r->device, peak_how, sizeof peak_how);
+    r->peak = s->peak_gflops > 0 ? s->peak_gflops : found;
+    say(r, "vlv.c: preset %s, %zu parameters, batch %d, run folder %s\n  on %s\n  fp32 peak %.0f GFLOP/s (%s)\n",
+        s->preset, model_num_params(r->model), r->B, s->out_dir, r->device, r->peak,
+        s->peak_gflops > 0 ? "given by --peak" : peak_how);
     note(r, "config: ");
     config_print(model_config(r->model), r->log);
     if (strcmp(s->preset, "demo") == 0) {

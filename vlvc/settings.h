@@ -40,7 +40,7 @@ typedef struct {
     int threads;
     int fresh;
     int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
-    float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: estimate
+    float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: measure (CPU) or estimate (GPU)
     int export_n;                // write the world's splits as dataset files and stop; 0: train
     int bench;                   // N: time N repeats of each stage's step and of inference, and stop; 0: train
     char data[1024];             // the examples: shapes, fashion-mnist[:DIR] or folder:DIR (vlvc/sources.h)
@@ -159,7 +159,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
     FLAG("--bench", FLAG_INT, &s->bench, "N: time N training steps of each stage and N one-image inferences (median), write bench.bin for dev/bench/bench_torch.py, and stop");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
-    FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: estimate it: CPU threads x 8 lanes x 2 FMA x 2 x clock; GPU SMs x FP32 lanes x 2 x clock)");
+    FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: CPU: measure it, FMA chains on every thread; GPU: SMs x FP32 lanes x 2 x clock)");
     FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
     FLAG("--data", FLAG_STR, s->data, "the examples: shapes (the embedded world), fashion-mnist[:DIR] or folder:DIR (PNG/JPEG + captions.tsv)");
     FLAG("--objects", FLAG_INT, &s->max_objects, "shapes per image, 1 to 3 (the shapes world)");

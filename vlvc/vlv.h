@@ -74,7 +74,8 @@ void beam_caption(Model* m, int* best, const float* ctx, int beams); // one cont
 // the matmuls' and attention's floating-point operations so far (2 per multiply-add;
 // elementwise layers, under 1% of the work, are not counted), and attention's part of them
 double vlv_flops(double* attention);
-// the machine in words, and its fp32 peak in GFLOP/s for "% of peak" (0: unknown)
-float device_describe(int threads, char* desc, size_t cap);
+// the machine in words, and its fp32 peak in GFLOP/s for "% of peak" (0: unknown), with how
+// that peak was found
+float device_describe(int threads, char* desc, size_t cap, char* peak_how, size_t how_cap);
 
 #endif

@@ -59,7 +59,7 @@ for round in $(seq "$rounds"); do
     cat "$work/c.log" >> "$work/c_all.log"
     batch=$(sed -n 's/.*steps of each stage (after 2 untimed), batch \([0-9]*\).*/\1/p' "$work/c.log")
     ddim=$(sed -n 's/.*DDIM \([0-9]*\) steps, guidance \([0-9.e+-]*\).*/\1 \2/p' "$work/c.log")
-    peak_used=$(sed -n 's/.*(fp32 peak \([0-9.]*\) GFLOP\/s.*/\1/p' "$work/c.log")
+    peak_used=$(sed -n 's/.*fp32 peak \([0-9.]*\) GFLOP\/s.*/\1/p' "$work/c.log")
     echo "== round $round of $rounds: PyTorch ($PYTHON), $threads threads"
     OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
         "$PYTHON" dev/bench/bench_torch.py --ckpt "$work/bench.bin" --device cpu --no_compile --threads "$threads" \
