@@ -8,7 +8,9 @@
 #   make test-asan                     the same checks under AddressSanitizer + UBSanitizer
 #   make test-ofast                    the same checks built with -Ofast (fast-math)
 #   make test-cuemu                    the CUDA code's checks on the CPU, through the emulator dev/cuda/emu
-#   make test-mutants                  deliberately broken backwards must make the checks fail
+#   make check-anchors                 the twin's formulas against definitions it did not write (PyTorch, closed forms)
+#   make test-mutants                  deliberately broken code (C, or C and twin alike) must make the checks fail
+#   make fuzz                          a libFuzzer target per file reader, about a minute in all (dev/fuzz/)
 #   make cpu-labs                      build the CPU kernel labs dev/cpu/*.c (they include train_vlv.c), warnings as errors
 #   make cuda                          build every CUDA target with nvcc, warnings as errors (no GPU needed)
 #   make checkcu                       on a GPU machine: test_vlvcu against the references
@@ -152,6 +154,11 @@ test-pipeline: train_vlv caption
 test-mutants: $(REFERENCES)
 	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/test/mutants.sh $(TESTDIR)/small
 
+# the twin's formulas against definitions it did not write (PyTorch built-ins, closed forms, the DiT
+# reference; diffusers when importable): the mistakes the C code and the twin could share
+check-anchors:
+	@$(PYTHON) dev/vlv.py anchors
+
 # the CPU kernel labs take their kernels from train_vlv.c: built here so that they never rot
 CPU_LABS = $(patsubst dev/cpu/%.c,build/cpu/%,$(wildcard dev/cpu/*.c))
 build/cpu/%: dev/cpu/%.c train_vlv.c $(HEADERS)
@@ -168,7 +175,7 @@ check-headers:
 	done; echo "headers: $$n passed, 0 failed"
 
 # all of them, stopping at the first that fails; the last line sums them up
-TEST_PARTS = check-headers check test-data test-pipeline test-asan test-ofast test-cuemu test-mutants cpu-labs
+TEST_PARTS = check-headers check check-anchors test-data test-pipeline test-asan test-ofast test-cuemu test-mutants fuzz cpu-labs
 test: setup-test
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \
@@ -229,6 +236,8 @@ test-cuemu: test_vlvcu_emu $(REFERENCES) $(addprefix $(EMU_DIR)/,$(CUDA_LABS))
 	@set -e; for lab in $(addprefix $(EMU_DIR)/,$(CUDA_LABS)); do $$lab --check | tail -n 1; done
 	$(call run_checks,./test_vlvcu_emu,cuemu)
 
+include dev/fuzz/fuzz.mk
+
 clean:
 	rm -f train_vlv caption test_vlv test_vlv_asan test_vlv_ofast
 	rm -rf build/test
@@ -236,4 +245,4 @@ clean:
 	rm -rf $(EMU_DIR)
 	rm -rf $(TESTDIR)
 
-.PHONY: setup-build setup-test check-headers test check test-data test-pipeline test-asan test-ofast test-mutants test-cuemu cpu-labs cuda cuda-labs checkcu clean
+.PHONY: setup-build setup-test check-headers test check check-anchors test-data test-pipeline test-asan test-ofast test-mutants test-cuemu fuzz fuzz-toolchain cpu-labs cuda cuda-labs checkcu clean

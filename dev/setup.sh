@@ -6,11 +6,13 @@
 #   build: a C compiler with OpenMP, stb_image / stb_image_write (Debian's libstb-dev, a
 #          compiled library) and zlib (gzipped IDX files)
 #   test:  the build's, plus a C++ compiler (the CUDA emulator), Python with PyTorch (the twin
-#          dev/vlv.py) and Fashion-MNIST (its reader is tested on the real files)
+#          dev/vlv.py), Fashion-MNIST (its reader is tested on the real files) and clang with
+#          libFuzzer and the sanitizer runtimes (the fuzz targets of dev/fuzz/; FUZZ_CC=clang)
 set -euo pipefail
 what=${1:-build}
 case "$what" in build|test) ;; *) echo "usage: dev/setup.sh build|test" >&2; exit 2 ;; esac
 CC=${CC:-cc}
+FUZZ_CC=${FUZZ_CC:-clang}
 PYTHON=${PYTHON:-/usr/bin/python3}
 FASHION_MNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 probe=$(mktemp -d)
@@ -27,6 +29,10 @@ compiles() { # compiles HEADER LIB: a program including HEADER links with LIB
   printf '#include <%s>\nint main(void) { return 0; }\n' "$1" > "$probe/t.c"
   "$CC" "$probe/t.c" -o "$probe/t" "$2"
 }
+fuzzer_links() { # FUZZ_CC links a libFuzzer target under the sanitizers (Debian: libclang-rt-dev)
+  printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t* d, size_t n) { (void)d; (void)n; return 0; }\n' > "$probe/f.c"
+  "$FUZZ_CC" -fsanitize=fuzzer,address,undefined "$probe/f.c" -o "$probe/f"
+}
 need "a C compiler ($CC)" build-essential "" command -v "$CC"
 need "stb_image and stb_image_write (stb/stb_image.h, -lstb)" libstb-dev "" compiles stb/stb_image.h -lstb
 need "zlib (zlib.h, -lz)" zlib1g-dev zlib compiles zlib.h -lz
@@ -34,6 +40,8 @@ if [ "$what" = test ]; then
   need "a C++20 compiler (${CXX:-g++}: the CUDA code's checks run through the emulator dev/cuda/emu)" build-essential "" command -v "${CXX:-g++}"
   need "Python with PyTorch ($PYTHON -c 'import torch')" python3-torch "" "$PYTHON" -c 'import torch'
   need "Fashion-MNIST ($FASHION_MNIST)" dataset-fashion-mnist "" test -e "$FASHION_MNIST"
+  need "clang ($FUZZ_CC: the fuzz targets of dev/fuzz/)" clang "" command -v "$FUZZ_CC"
+  need "libFuzzer and the sanitizer runtimes for clang ($FUZZ_CC -fsanitize=fuzzer)" libclang-rt-dev "" fuzzer_links
 fi
 [ ${#missing_what[@]} -eq 0 ] && exit 0
 

@@ -12,6 +12,7 @@ the C code against:
     python3 dev/vlv.py dump --out_ckpt model.bin --out_state state.bin [config flags]
     python3 dev/vlv.py roundtrip IN.bin OUT.bin      # read a checkpoint, write it back
     python3 dev/vlv.py train --data DIR --out DIR    # train on ./train_vlv --export data
+    python3 dev/vlv.py anchors                       # its formulas against definitions it did not write
 
 The dump holds every activation, loss and gradient, computed in float64 from the float32
 weights of the checkpoint it writes, so that the only rounding in the reference is the final
@@ -379,6 +380,18 @@ def sincos_2d(grid, C):
     return torch.cat([q.sin(), q.cos(), r.sin(), r.cos()], dim=1)
 
 
+def timestep_frequencies(d_freq):
+    """φ_i = exp(−ln(10000)·i/(d_freq/2)), i < d_freq/2, in float64."""
+    half = d_freq // 2
+    return torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+
+
+def timestep_features(t, phi, dtype):
+    """Sinusoidal timestep features [B, d_freq] = [cos(t·φ_i), sin(t·φ_i)] for integer t [B]."""
+    tphi = t.to(dtype)[:, None] * phi.to(dtype)
+    return torch.cat([tphi.cos(), tphi.sin()], dim=-1)
+
+
 class DiT(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -391,19 +404,19 @@ class DiT(nn.Module):
         self.P, self.H = cfg.patch, cfg.img_size
         # constants, built in float64 and cast to the model's dtype where used
         self.register_buffer('pos2d', sincos_2d(cfg.img_size // cfg.patch, cfg.d_d), persistent=False)
-        half = cfg.d_freq // 2
-        self.register_buffer('phi', torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half),
-                             persistent=False)
+        self.register_buffer('phi', timestep_frequencies(cfg.d_freq), persistent=False)
 
     def forward(self, x_t, t, c):  # x_t [B, H, W, 3], t [B] integers, c [B, N_q, d_t] -> ε̂ or v̂
         x = self.patch(patchify(x_t, self.P)) + self.pos2d.to(x_t.dtype)
-        tphi = t.to(x_t.dtype)[:, None] * self.phi.to(x_t.dtype)
-        f = torch.cat([tphi.cos(), tphi.sin()], dim=-1)  # timestep features [B, d_freq]
+        f = timestep_features(t, self.phi, x_t.dtype)  # [B, d_freq]
         s = F.silu(self.t_mlp2(F.silu(self.t_mlp1(f))))  # SiLU(temb), drives all modulations
         for block in self.blocks:
             x = block(x, s, c)
+        return unpatchify(self.final_layer(x, s), self.P, self.H, self.H)
+
+    def final_layer(self, x, s):  # modulated LN₀ with (shift, scale) from s, then Linear -> [B, Np, P·P·3]
         shift, scale = self.final_ada(s).chunk(2, dim=-1)
-        return unpatchify(self.final(modulate(x, shift, scale)), self.P, self.H, self.H)
+        return self.final(modulate(x, shift, scale))
 
 
 class CaptionDecoder(InOrder):
@@ -445,6 +458,13 @@ def alphas_cumprod(T):
     return torch.cumprod(1 - betas, dim=0)
 
 
+def diffusion_inputs(ab, x0, noise, prediction):
+    """x_t = √ᾱ·x₀ + √(1−ᾱ)·ε and the regression target: ε (prediction 0) or v = √ᾱ·ε − √(1−ᾱ)·x₀ (1)."""
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    target = noise if prediction == 0 else ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    return x_t, target
+
+
 class VLV(InOrder):
     order = ('vit', 'adapter', 'textenc', 'dit', 'capdec')
 
@@ -481,10 +501,8 @@ class VLV(InOrder):
         return self.abar[t].to(dtype).view(-1, 1, 1, 1)
 
     def diffusion_loss(self, x0, noise, t, c):
-        ab = self.ab(t, x0.dtype)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        x_t, target = diffusion_inputs(self.ab(t, x0.dtype), x0, noise, self.cfg.prediction)
         out = self.dit(x_t, t, c)
-        target = noise if self.cfg.prediction == 0 else ab.sqrt() * noise - (1 - ab).sqrt() * x0
         return ((out - target) ** 2).mean(), out
 
     def objective(self, stage, batch):
@@ -517,6 +535,13 @@ def trainable(name, stage, encoder_unfrozen=False):
     if stage == 'stage1':
         return part in ('vit', 'adapter')
     return part == 'capdec' or (encoder_unfrozen and part in ('vit', 'adapter'))
+
+
+def adamw(params, lr, betas, eps, weight_decay):
+    """doc/model.md "Optimizer": AdamW (decoupled decay) on (name, tensor) pairs, decay on tensors of 2+ dims only."""
+    groups = [{'params': [p for _, p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+              {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
 def set_trainable(model, stage, encoder_unfrozen=False):
@@ -692,9 +717,7 @@ def train_steps(model0, stage, batch, a, steps, lr):
     """Losses before each of `steps` AdamW steps on one objective from model0's weights, and the trained copy."""
     model = copy.deepcopy(model0)
     params = set_trainable(model, stage)
-    groups = [{'params': [p for _, p in params if p.dim() >= 2], 'weight_decay': a.weight_decay},
-              {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(a.beta1, a.beta2), eps=a.eps)
+    opt = adamw(params, lr, (a.beta1, a.beta2), a.eps, a.weight_decay)
     losses = []
     for _ in range(steps):
         opt.zero_grad()
@@ -874,9 +897,7 @@ def train(a):
     source = {'stage0': 't2i', 'stage0b': 't2i', 'stage1': 'unpaired', 'stage2': 'captioned'}
     for stage in STAGES:
         params = set_trainable(model, stage)
-        groups = [{'params': [p for _, p in params if p.dim() >= 2], 'weight_decay': a.weight_decay},
-                  {'params': [p for _, p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        opt = torch.optim.AdamW(groups, lr=lrs[stage], betas=(0.9, a.beta2[stage]), eps=1e-8)
+        opt = adamw(params, lrs[stage], (0.9, a.beta2[stage]), 1e-8, a.weight_decay)
         images, captions = data[source[stage]]
         n, total, warm = images.shape[0], steps[stage], int(0.05 * steps[stage])
         if stage == 'stage0':
@@ -927,6 +948,396 @@ def train(a):
         dst.write(src.read())
     print(f'wrote {a.out}/model.bin; score it with ./train_vlv --eval_model {a.out}/model.bin --out {a.out}')
 
+
+# ----------------------------------------------------------------------------------------------
+# anchors: the twin's own functions against definitions it did not write
+#
+# The C code is checked against this twin, so a mistake made the same way in both passes every
+# check. Each anchor runs a function that the dump uses (not a copy of it) on small random
+# float64 inputs against an independent definition: a PyTorch built-in (multi-head attention,
+# the causal mask, tanh-GELU and its autograd derivative, AdamW), a closed form or property of
+# the definition (sin-cos tables, the forward process, v as dx_t/dφ, DDIM's exactness on an
+# exact model), the DiT reference's adaLN-Zero order, and, when diffusers is importable, its
+# schedulers and embeddings. `python3 dev/vlv.py anchors`; the last line counts them.
+
+class AnchorRun:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+        self.no_diffusers = ''
+
+    def result(self, name, ok, detail):
+        ok = bool(ok)
+        self.passed, self.failed = self.passed + ok, self.failed + (not ok)
+        print(f'{"ok  " if ok else "FAIL"} {name:24s} {detail}', flush=True)
+
+    def close(self, name, got, want, tol, against):
+        """max|got − want| / max|want| (norm-wise, as test_vlv) within tol; NaN fails."""
+        got, want = torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(want, dtype=torch.float64)
+        if got.shape != want.shape:
+            return self.result(name, False, f'shape {tuple(got.shape)} vs {tuple(want.shape)} of {against}')
+        scale = want.abs().max().item()
+        err = (got - want).abs().max().item() / (scale if scale > 0 else 1.0)
+        self.result(name, err <= tol, f'rel err {err:.1e} (tol {tol:.0e}) vs {against}')
+
+    def skip(self, name, why):
+        self.skipped += 1
+        print(f'skip {name:24s} {why}', flush=True)
+
+
+def _mha(x, ctx, n_head, wq, bq, wk, bk, wv, bv, wo, bo, mask=None):
+    """torch's multi-head attention (F.multi_head_attention_forward) on batch-first [B, T, C] inputs."""
+    out, _ = F.multi_head_attention_forward(
+        x.transpose(0, 1), ctx.transpose(0, 1), ctx.transpose(0, 1), wq.shape[0], n_head,
+        None, torch.cat([bq, bk, bv]), None, None, False, 0.0, wo, bo, training=False,
+        need_weights=False, attn_mask=mask, use_separate_proj_weight=True,
+        q_proj_weight=wq, k_proj_weight=wk, v_proj_weight=wv)
+    return out.transpose(0, 1)
+
+
+def _mha_self(m, x, mask=None):  # the twin's SelfAttention m, computed by torch's multi-head attention
+    (wq, wk, wv), (bq, bk, bv) = m.qkv.weight.chunk(3), m.qkv.bias.chunk(3)
+    return _mha(x, x, m.n_head, wq, bq, wk, bk, wv, bv, m.proj.weight, m.proj.bias, mask)
+
+
+def _mha_cross(m, x, ctx):  # the twin's CrossAttention m, by torch's multi-head attention
+    (wk, wv), (bk, bv) = m.kv.weight.chunk(2), m.kv.bias.chunk(2)
+    return _mha(x, ctx, m.n_head, m.q.weight, m.q.bias, wk, bk, wv, bv, m.proj.weight, m.proj.bias)
+
+
+def _causal_mask(T):  # torch's own causal mask (-inf above the diagonal), as nn.Transformer builds it
+    return nn.Transformer.generate_square_subsequent_mask(T).to(torch.float64)
+
+
+def _try_diffusers():
+    try:
+        import diffusers
+        from diffusers import DDIMScheduler, DDPMScheduler
+        from diffusers.models.embeddings import get_2d_sincos_pos_embed, get_timestep_embedding
+    except Exception as e:  # not installed, or a version that needs a newer torch
+        why = 'diffusers not installed' if isinstance(e, ModuleNotFoundError) else f'diffusers not importable ({e})'
+        return None, why
+    return dict(version=diffusers.__version__, DDIMScheduler=DDIMScheduler, DDPMScheduler=DDPMScheduler,
+                get_2d_sincos_pos_embed=get_2d_sincos_pos_embed, get_timestep_embedding=get_timestep_embedding), ''
+
+
+def _supported(fn, **kwargs):  # the keyword arguments fn accepts (diffusers' signatures change across versions)
+    import inspect
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def anchor_attention(run, g):
+    C, nh, B, T = 12, 3, 2, 5
+    x = 2 * torch.randn(B, T, C, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        for causal in (False, True):
+            m = SelfAttention(C, nh, causal).double()
+            name = 'attention.causal' if causal else 'attention.self'
+            run.close(name, m(x), _mha_self(m, x, _causal_mask(T) if causal else None), 1e-12,
+                      'F.multi_head_attention_forward' + (' + Transformer.generate_square_subsequent_mask' if causal else ''))
+        m = CrossAttention(C, 8, nh).double()
+        ctx = 2 * torch.randn(B, 4, 8, generator=g, dtype=torch.float64)
+        run.close('attention.cross', m(x, ctx), _mha_cross(m, x, ctx), 1e-12,
+                  'F.multi_head_attention_forward, separate q / k / v weights')
+        # causality by its definition: output row i changes with token i and not with any token j > i
+        m = SelfAttention(C, nh, causal=True).double()
+        y, leak, least = m(x), 0.0, float('inf')
+        for j in range(T):
+            x2 = x.clone()
+            x2[:, j] += torch.randn(B, C, generator=g, dtype=torch.float64)
+            d = (m(x2) - y).abs()
+            leak = max(leak, d[:, :j].max().item() if j else 0.0)
+            least = min(least, d[:, j].max().item())
+        scale = y.abs().max().item()
+        run.result('attention.causal-defn', leak / scale <= 1e-14 and least / scale > 1e-3,
+                   f'rows before the changed token move by {leak / scale:.1e} (must be 0), '
+                   f'its own row by at least {least / scale:.1e} (must be > 1e-3)')
+        sdpa = getattr(F, 'scaled_dot_product_attention', None)
+        if sdpa is None:
+            run.skip('attention.sdpa', f'skipped: F.scaled_dot_product_attention needs torch >= 2.0 (this is {torch.__version__})')
+        else:
+            q, k, v = (2 * torch.randn(B, T, C, generator=g, dtype=torch.float64) for _ in range(3))
+            heads = lambda u: u.reshape(B, T, nh, C // nh).transpose(1, 2)  # noqa: E731
+            for causal in (False, True):
+                want = sdpa(heads(q), heads(k), heads(v), is_causal=causal).transpose(1, 2).reshape(B, T, C)
+                run.close('attention.sdpa' + ('-causal' if causal else ''), attention(q, k, v, nh, causal), want, 1e-12,
+                          'F.scaled_dot_product_attention' + (' (is_causal)' if causal else ''))
+
+
+def anchor_gelu(run, g):
+    x = torch.cat([torch.linspace(-6, 6, 121, dtype=torch.float64), 3 * torch.randn(200, generator=g, dtype=torch.float64)])
+    run.close('gelu.forward', gelu(x), F.gelu(x, approximate='tanh'), 1e-14, "F.gelu(approximate='tanh')")
+    w = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    grads = []
+    for f in (gelu, lambda u: F.gelu(u, approximate='tanh')):
+        u = x.clone().requires_grad_()
+        (f(u) * w).sum().backward()
+        grads.append(u.grad)
+    run.close('gelu.backward', grads[0], grads[1], 1e-14, "autograd of F.gelu(approximate='tanh')")
+    ok = torch.autograd.gradcheck(gelu, (x[::7].clone().requires_grad_(),), eps=1e-6, atol=1e-8, rtol=1e-6,
+                                  raise_exception=False)
+    run.result('gelu.gradcheck', ok, 'torch.autograd.gradcheck: the backward is the derivative of the forward '
+               '(finite differences)')
+    mlp = MLP(6).double()
+    h = torch.randn(3, 4, 6, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        want = F.linear(F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias), approximate='tanh'), mlp.proj.weight, mlp.proj.bias)
+        run.close('gelu.mlp', mlp(h), want, 1e-14, "Linear, F.gelu(approximate='tanh'), Linear")
+
+
+def anchor_timestep(run, g, dif):
+    t = torch.tensor([0, 1, 2, 10, 100, 500, 999])
+    for d_freq in (8, 64):
+        f = timestep_features(t, timestep_frequencies(d_freq), torch.float64)
+        half = d_freq // 2
+        run.close(f'timestep.t0.d{d_freq}', f[0], torch.cat([torch.ones(half), torch.zeros(half)]), 0.0,
+                  '[cos 0, ..., sin 0, ...] = [1, ..., 1, 0, ..., 0]')
+        # φ_k = 10000^(−k/half): with half = 4 the frequencies are 1, 1/10, 1/100, 1/1000 (column k·half/4)
+        cols = [k * half // 4 for k in range(4)]
+        omega = torch.tensor([1.0, 0.1, 0.01, 0.001], dtype=torch.float64)
+        want = torch.cat([torch.cos(t[:, None] * omega), torch.sin(t[:, None] * omega)], dim=1)
+        run.close(f'timestep.freqs.d{d_freq}', f[:, cols + [half + c for c in cols]], want, 1e-12,
+                  f'cos / sin of t·(1, 0.1, 0.01, 0.001) at columns {cols} and their sines')
+    if dif is None:
+        return run.skip('timestep.diffusers', f'skipped: {run.no_diffusers}')
+    for d_freq in (8, 64):
+        want = dif['get_timestep_embedding'](t, d_freq, flip_sin_to_cos=True, downscale_freq_shift=0)
+        run.close(f'timestep.diffusers.d{d_freq}', timestep_features(t, timestep_frequencies(d_freq), torch.float64),
+                  want, 1e-4, f"diffusers {dif['version']} get_timestep_embedding(flip_sin_to_cos=True, "
+                  'downscale_freq_shift=0), float32')
+
+
+def anchor_sincos(run, g, dif):
+    G, C = 3, 16  # k = 4: ω = 1, 1/10, 1/100, 1/1000
+    table = sincos_2d(G, C)
+    omega = torch.tensor([1.0, 0.1, 0.01, 0.001], dtype=torch.float64)
+    rows = []
+    for r in range(G):
+        for q in range(G):  # row r·G + q: column q first, then row r
+            rows.append(torch.cat([torch.sin(q * omega), torch.cos(q * omega), torch.sin(r * omega), torch.cos(r * omega)]))
+    run.close('sincos2d.values', table, torch.stack(rows), 1e-12,
+              'rows [sin qω, cos qω, sin rω, cos rω], ω = 1, 0.1, 0.01, 0.001, row n = r·G + q')
+    # translation invariance: p(r, q)·p(r', q') = Σ cos((q − q')ω) + Σ cos((r − r')ω) depends on the offset only
+    G, C = 5, 24
+    table = sincos_2d(G, C)
+    dots, spread = table @ table.t(), 0.0
+    pos = [(n // G, n % G) for n in range(G * G)]
+    groups = {}
+    for a in range(G * G):
+        for b in range(G * G):
+            groups.setdefault((pos[a][0] - pos[b][0], pos[a][1] - pos[b][1]), []).append(dots[a, b].item())
+    spread = max(max(v) - min(v) for v in groups.values())
+    run.result('sincos2d.relative', spread <= 1e-12 and len(groups) == (2 * G - 1) ** 2,
+               f'dot products of rows depend only on the offset (spread {spread:.1e}, must be < 1e-12)')
+    if dif is None:
+        return run.skip('sincos2d.diffusers', f'skipped: {run.no_diffusers}')
+    for G, C in ((3, 16), (4, 20)):
+        fn = dif['get_2d_sincos_pos_embed']
+        want = fn(C, G, **_supported(fn, base_size=G, interpolation_scale=1.0, output_type='pt'))
+        run.close(f'sincos2d.diffusers.{G}x{C}', sincos_2d(G, C), torch.as_tensor(want), 1e-12,
+                  f"diffusers {dif['version']} get_2d_sincos_pos_embed (the MAE / DiT table)")
+
+
+def _scaled_linear_betas(T):  # √β linear from √0.00085 to √0.012, written out (not torch.linspace)
+    a, b = 0.00085 ** 0.5, 0.012 ** 0.5
+    return torch.tensor([(a + (b - a) * i / (T - 1)) ** 2 for i in range(T)], dtype=torch.float64)
+
+
+def anchor_schedule(run, g, dif):
+    T = 1000
+    abar = alphas_cumprod(T)
+    run.close('schedule.betas', 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]]),
+              _scaled_linear_betas(T), 1e-9, 'ᾱ_t/ᾱ_{t−1} = 1 − β_t, √β linear from √0.00085 to √0.012')
+    # the forward process step by step: x_t = √(1 − β_t)·x_{t−1} + √β_t·ε_t, so x_t = a_t·x₀ + s_t·ε with
+    # a_t = a_{t−1}·√(1 − β_t) and s_t² = (1 − β_t)·s_{t−1}² + β_t
+    betas, coef, var, a_t, s2 = _scaled_linear_betas(T), [], [], 1.0, 0.0
+    for b in betas.tolist():
+        a_t, s2 = a_t * math.sqrt(1 - b), (1 - b) * s2 + b
+        coef.append(a_t), var.append(s2)
+    t = torch.tensor([0, 1, 17, 250, 500, 998, 999])
+    x0 = torch.rand(len(t), 2, 2, 3, generator=g, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    ab = abar[t].view(-1, 1, 1, 1)
+    coef, var = torch.tensor(coef, dtype=torch.float64), torch.tensor(var, dtype=torch.float64)
+    want = coef[t].view(-1, 1, 1, 1) * x0 + var[t].sqrt().view(-1, 1, 1, 1) * eps
+    x_t, target = diffusion_inputs(ab, x0, eps, 0)
+    run.close('diffusion.x_t', x_t, want, 1e-10, 'the forward process run step by step')
+    run.close('diffusion.eps-target', target, eps, 0.0, 'ε')
+    # v = dx_t/dφ with x_t = cos φ·x₀ + sin φ·ε, φ = atan(√(1−ᾱ)/√ᾱ) (Salimans & Ho, 2022)
+    phi = torch.atan2((1 - ab).sqrt(), ab.sqrt()).expand_as(x0).clone().requires_grad_()
+    v_want, = torch.autograd.grad((torch.cos(phi) * x0 + torch.sin(phi) * eps).sum(), phi)
+    x_t, v = diffusion_inputs(ab, x0, eps, 1)
+    run.close('diffusion.v-target', v, v_want, 1e-12, 'v = dx_t/dφ, x_t = cos φ·x₀ + sin φ·ε (autograd)')
+    if dif is None:
+        return run.skip('diffusion.diffusers', f'skipped: {run.no_diffusers}')
+    sched = dif['DDPMScheduler'](num_train_timesteps=T, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear')
+    ref = sched.alphas_cumprod.double()
+    run.close('diffusion.diffusers-abar', (abar - ref) / ref, torch.zeros(T), 1e-5,
+              f"diffusers {dif['version']} DDPMScheduler('scaled_linear').alphas_cumprod (float32; elementwise)")
+    run.close('diffusion.diffusers-x_t', diffusion_inputs(ab, x0, eps, 1)[0], sched.add_noise(x0, eps, t), 1e-5,
+              'DDPMScheduler.add_noise')
+    run.close('diffusion.diffusers-v', v, sched.get_velocity(x0, eps, t), 1e-5, 'DDPMScheduler.get_velocity')
+
+
+class _DDIMModel:
+    """What ddim() reads of a VLV: cfg (n_timesteps, prediction), abar, and dit(x, t, c)."""
+
+    def __init__(self, prediction, dit, T=1000):
+        self.cfg, self.abar, self.dit = Config(prediction=prediction, n_timesteps=T), alphas_cumprod(T), dit
+
+
+def anchor_ddim(run, g, dif):
+    T, B = 1000, 2
+    x0 = (torch.rand(B, 4, 4, 3, generator=g, dtype=torch.float64) * 2 - 1) * 0.9  # inside the clip
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    for prediction, kind in ((0, 'eps'), (1, 'v')):
+        # an exact model: it returns the target (diffusion_inputs) of x₀ and the ε that x_t implies; DDIM (η = 0)
+        # must then move along x₀'s line, from the forward-process point at t to the one at the next sampled step
+        model = _DDIMModel(prediction, None, T)
+
+        def exact(x, tt, c, model=model, prediction=prediction):
+            ab = model.abar[tt].view(-1, 1, 1, 1)
+            return diffusion_inputs(ab, x0, (x - ab.sqrt() * x0) / (1 - ab).sqrt(), prediction)[1]
+        model.dit = exact
+        worst = 0.0
+        for S, run_steps in ((10, 3), (10, 10), (7, 5), (1000, 2)):
+            delta = T // S
+            ts = [(S - 1 - i) * delta for i in range(run_steps + 1)]  # the sampled steps, then where it ends
+            ab0, ab1 = model.abar[ts[0]].item(), (model.abar[ts[-1]].item() if ts[-1] >= 0 else 1.0)
+            x = math.sqrt(ab0) * x0 + math.sqrt(1 - ab0) * eps
+            want = math.sqrt(ab1) * x0 + math.sqrt(1 - ab1) * eps
+            got = ddim(model, x, None, None, S, run_steps, 2.0)
+            worst = max(worst, ((got - want).abs().max() / want.abs().max()).item())
+        run.result(f'ddim.exact-{kind}', worst <= 1e-10,
+                   f'rel err {worst:.1e} (tol 1e-10) vs the forward-process point at the next sampled step '
+                   '(an exact model; S = 10, 7, 1000)')
+    if dif is None:
+        return run.skip('ddim.diffusers', f'skipped: {run.no_diffusers}')
+    cls = dif['DDIMScheduler']
+    W = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    for prediction, kind, label in ((0, 'epsilon', 'eps'), (1, 'v_prediction', 'v')):
+        def smooth(x, tt, c):  # a fixed model with some structure; c is a number here
+            return torch.tanh(x @ W + c + tt.view(-1, 1, 1, 1) / T)
+        model = _DDIMModel(prediction, smooth, T)
+        S, run_steps, w = 10, 4, 2.0
+        sched = cls(**_supported(cls.__init__, num_train_timesteps=T, beta_start=0.00085, beta_end=0.012,
+                                 beta_schedule='scaled_linear', clip_sample=True, clip_sample_range=1.0,
+                                 set_alpha_to_one=True, steps_offset=0, prediction_type=kind,
+                                 timestep_spacing='leading', thresholding=False))
+        sched.set_timesteps(S)
+        x = torch.randn(B, 4, 4, 3, generator=g, dtype=torch.float64)
+        want = x.clone()
+        for t in sched.timesteps[:run_steps]:
+            tt = torch.full((B,), int(t), dtype=torch.long)
+            out_e = smooth(want, tt, -0.3)
+            out = out_e + w * (smooth(want, tt, 0.2) - out_e)
+            want = sched.step(out, t, want, eta=0.0).prev_sample
+        got = ddim(model, x, 0.2, -0.3, S, run_steps, w)
+        steps = [int(t) for t in sched.timesteps[:run_steps]]
+        if steps != [(S - 1 - i) * (T // S) for i in range(run_steps)]:
+            run.result(f'ddim.diffusers-{label}', False, f'diffusers samples the steps {steps}')
+        else:
+            run.close(f'ddim.diffusers-{label}', got, want, 1e-5,
+                      f"diffusers {dif['version']} DDIMScheduler.step (eta 0, clip_sample), float32 schedule")
+
+
+def anchor_adamw(run, g):
+    lr, betas, eps, wd = 1e-2, (0.9, 0.95), 1e-8, 0.1
+
+    def params():
+        gg = torch.Generator().manual_seed(7)
+        return [(n, torch.randn(*shape, generator=gg, dtype=torch.float64).requires_grad_())
+                for n, shape in (('w', (5, 4)), ('b', (5,)), ('e', (3, 4)), ('ln', (4,)))]
+    grads = [[torch.randn(p.shape, generator=g, dtype=torch.float64) for _, p in params()] for _ in range(4)]
+    mine, ref = params(), params()
+    opt = adamw(mine, lr, betas, eps, wd)
+    ref_opt = torch.optim.AdamW([{'params': [p for _, p in ref if p.dim() >= 2], 'weight_decay': wd},
+                                 {'params': [p for _, p in ref if p.dim() < 2], 'weight_decay': 0.0}],
+                                lr=lr, betas=betas, eps=eps)
+    for step in grads:
+        for (_, p), (_, q), gr in zip(mine, ref, step):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        opt.step(), ref_opt.step()
+    run.close('adamw.torch', torch.cat([p.detach().flatten() for _, p in mine]),
+              torch.cat([p.detach().flatten() for _, p in ref]), 0.0,
+              'torch.optim.AdamW, decay on matrices and embeddings only (4 steps)')
+    # decoupled decay (Loshchilov & Hutter): with zero gradients Adam's update is 0 and a matrix only
+    # shrinks, p·(1 − lr·wd) per step; vectors do not move
+    mine = params()
+    start = [p.detach().clone() for _, p in mine]
+    opt = adamw(mine, lr, betas, eps, wd)
+    for _ in range(3):
+        for _, p in mine:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+    want = [s * (1 - lr * wd) ** 3 if s.dim() >= 2 else s for s in start]
+    run.close('adamw.decoupled', torch.cat([p.detach().flatten() for _, p in mine]),
+              torch.cat([w.flatten() for w in want]), 1e-14, 'p·(1 − lr·wd)³ after 3 steps of zero gradient')
+    # the first step in closed form: m̂ = g, v̂ = g², so p ← p·(1 − lr·wd) − lr·g/(|g| + eps)
+    mine = params()
+    start = [p.detach().clone() for _, p in mine]
+    opt = adamw(mine, lr, betas, eps, wd)
+    for (_, p), gr in zip(mine, grads[0]):
+        p.grad = gr.clone()
+    opt.step()
+    want = [s * (1 - lr * wd if s.dim() >= 2 else 1.0) - lr * gr / (gr.abs() + eps) for s, gr in zip(start, grads[0])]
+    run.close('adamw.first-step', torch.cat([p.detach().flatten() for _, p in mine]),
+              torch.cat([w.flatten() for w in want]), 1e-14, 'p·(1 − lr·wd) − lr·g/(|g| + eps)')
+
+
+def _modulate_ref(x, shift, scale):  # DiT: modulate(x, shift, scale) = x·(1 + scale) + shift, on LN₀(x)
+    return F.layer_norm(x, x.shape[-1:], eps=1e-5) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def anchor_adaln(run, g):
+    C, Cc, nh, B, T, S = 8, 6, 2, 2, 4, 3
+    x = torch.randn(B, T, C, generator=g, dtype=torch.float64)
+    s = torch.randn(B, C, generator=g, dtype=torch.float64)
+    ctx = torch.randn(B, S, Cc, generator=g, dtype=torch.float64)
+    shift, scale = torch.randn(2, B, C, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        run.close('adaln.modulate', modulate(x, shift, scale), _modulate_ref(x, shift, scale), 1e-14,
+                  'DiT modulate: LN₀(x)·(1 + scale) + shift')
+        # DiT's adaLN-Zero block: (shift, scale, gate) for attention, then for the MLP, in that chunk order;
+        # this model adds an ungated cross-attention between them (doc/model.md)
+        blk = DiTBlock(C, Cc, nh).double()
+        shift1, scale1, gate1, shift2, scale2, gate2 = blk.ada(s).chunk(6, dim=1)
+        want = x + gate1.unsqueeze(1) * _mha_self(blk.attn, _modulate_ref(x, shift1, scale1))
+        want = want + _mha_cross(blk.cross, blk.ln_c(want), ctx)
+        h = _modulate_ref(want, shift2, scale2)
+        mlp = F.linear(F.gelu(F.linear(h, blk.mlp.fc.weight, blk.mlp.fc.bias), approximate='tanh'),
+                       blk.mlp.proj.weight, blk.mlp.proj.bias)
+        want = want + gate2.unsqueeze(1) * mlp
+        run.close('adaln.block', blk(x, s, ctx), want, 1e-12,
+                  'the DiT reference block: chunks shift, scale, gate (attention), shift, scale, gate (MLP)')
+        dit = DiT(Config(d_d=C, d_t=Cc, nh_d=nh, L_d=1)).double()
+        shift, scale = dit.final_ada(s).chunk(2, dim=1)
+        run.close('adaln.final', dit.final_layer(x, s), dit.final(_modulate_ref(x, shift, scale)), 1e-14,
+                  'the DiT reference final layer: chunks shift, scale')
+
+
+def anchors(a):
+    torch.manual_seed(a.seed)
+    g = torch.Generator().manual_seed(a.seed)
+    dif, why = _try_diffusers()
+    print(f'torch {torch.__version__}; ' + (f"diffusers {dif['version']}" if dif else f'{why}: its anchors are skipped'))
+    run = AnchorRun()
+    run.no_diffusers = why  # why the diffusers anchors are skipped
+    parts = [('attention', lambda: anchor_attention(run, g)), ('gelu', lambda: anchor_gelu(run, g)),
+             ('timestep', lambda: anchor_timestep(run, g, dif)), ('sincos2d', lambda: anchor_sincos(run, g, dif)),
+             ('diffusion', lambda: anchor_schedule(run, g, dif)), ('ddim', lambda: anchor_ddim(run, g, dif)),
+             ('adamw', lambda: anchor_adamw(run, g)), ('adaln', lambda: anchor_adaln(run, g))]
+    for name, part in parts:
+        try:
+            part()
+        except Exception as e:  # a broken twin may raise: that part fails, the others still run
+            run.result(f'{name}.*', False, f'raised {type(e).__name__}: {e}')
+    if run.skipped:
+        print(f'{run.skipped} skipped (not counted)')
+    print(f'anchors: {run.passed} passed, {run.failed} failed')
+    return run.failed == 0
+
+
 def main():
     parser = argparse.ArgumentParser(description='PyTorch twin of vlv.c (doc/model.md, doc/formats.md)')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -968,6 +1379,9 @@ def main():
         t.add_argument(f'--{name}', type=stage_values, default=default,
                        help='one value for every stage, or one per stage (0,0b,1,2)')
     t.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    n = sub.add_parser('anchors', help="check the twin's formulas against definitions it did not write (PyTorch "
+                       'built-ins, closed forms, the DiT reference; diffusers when importable)')
+    n.add_argument('--seed', type=int, default=1)
     r = sub.add_parser('roundtrip', help='read a checkpoint and write it back')
     r.add_argument('inp', metavar='IN')
     r.add_argument('out', metavar='OUT')
@@ -976,6 +1390,8 @@ def main():
         if a.command in ('dump', 'train'):
             a.prediction = {'eps': 0, 'v': 1}[a.prediction]
             dump(a) if a.command == 'dump' else train(a)
+        elif a.command == 'anchors':
+            sys.exit(0 if anchors(a) else 1)
         else:
             roundtrip(a)
     except (FormatError, OSError) as e:

@@ -124,6 +124,51 @@ static inline int image_signature_ok(const uint8_t* sig, size_t n) {
     return is_png || is_jpeg;
 }
 
+// Two JPEG defects of the stb_image that Debian ships (libstb-dev 0.0~git20220908): a Huffman
+// table of more than 256 codes overflows its arrays (stbi__build_huffman), and a scan that
+// uses a table no DHT segment defined decodes with uninitialized memory (its STBI_ASSERT may
+// then abort the program). Walks the segments as stb_image reads them, zeros past the end
+// included: 0 if either occurs, 1 otherwise (the rest is stb_image's to judge).
+static int jpeg_byte(FILE* fp) { int c = getc(fp); return c == EOF ? 0 : c; }
+static int jpeg_tables_ok(FILE* fp) {
+    int defined[2][4] = { { 0 } }; // [DC, AC][table id]
+    rewind(fp);
+    for (int c = getc(fp); c != EOF; c = getc(fp)) {
+        if (c != 0xFF) { continue; }                  // entropy-coded data of a scan
+        do { c = getc(fp); } while (c == 0xFF);       // fill bytes
+        if (c == EOF || c == 0xD9) { return 1; }      // end of image
+        if (c == 0x00 || c == 0x01 || (c >= 0xD0 && c <= 0xD8)) { continue; } // stuffed 0, TEM, RSTn, SOI: no length
+        int high = jpeg_byte(fp);
+        long left = (high << 8 | jpeg_byte(fp)) - 2;  // the segment's length after these 2 bytes
+        if (c == 0xC4) {                              // DHT: (class << 4 | id, 16 counts, the symbols) ...
+            while (left > 0) {
+                int q = jpeg_byte(fp), n = 0;
+                for (int i = 0; i < 16; i++) { n += jpeg_byte(fp); }
+                if (n > 256) { return 0; }
+                if (q >> 4 <= 1 && (q & 15) <= 3) { defined[q >> 4][q & 15] = 1; }
+                left -= 17 + n;
+                if (fseek(fp, n, SEEK_CUR) != 0) { return 1; }
+            }
+            continue;
+        }
+        if (c == 0xDA) {                              // SOS: count, (component, DC << 4 | AC) ..., Ss, Se, Ah << 4 | Al
+            int count = jpeg_byte(fp), tables[4] = { 0 };
+            if (count < 1 || count > 4) { return 1; }
+            for (int i = 0; i < count; i++) { jpeg_byte(fp); tables[i] = jpeg_byte(fp); }
+            int ss = jpeg_byte(fp), se = jpeg_byte(fp), a = jpeg_byte(fp);
+            for (int i = 0; i < count; i++) {
+                int dc = tables[i] >> 4, ac = tables[i] & 15;
+                if (dc > 3 || ac > 3) { return 1; }
+                if (ss == 0 && a >> 4 == 0 && !defined[0][dc]) { return 0; } // a first DC scan (or baseline)
+                if (se > 0 && !defined[1][ac]) { return 0; }
+            }
+            left -= 1 + 2 * count + 3;
+        }
+        if (left > 0 && fseek(fp, left, SEEK_CUR) != 0) { return 1; }
+    }
+    return 1;
+}
+
 // Loads a PNG (8- or 16-bit, 16 reduced to 8) or JPEG file, grey, grey+alpha, RGB or RGBA
 // (alpha dropped), into out [S, S, 3]. Returns 1, or 0 with err saying which file and why: a
 // bad image among many is the caller's to report and skip, so this never exits on a bad file.
@@ -145,6 +190,10 @@ static inline int image_load(const char* path, int S, float* out, char* err, siz
     if (!image_signature_ok(sig, got)) {
         fclose(fp);
         return image_error(err, err_size, "could not read image '%s': not a PNG or JPEG file", path);
+    }
+    if (sig[0] == 0xFF && !jpeg_tables_ok(fp)) {
+        fclose(fp);
+        return image_error(err, err_size, "could not decode image '%s': a corrupt JPEG (a Huffman table too large or missing)", path);
     }
     rewind(fp);
     int w, h, file_channels;

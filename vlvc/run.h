@@ -24,6 +24,11 @@ typedef struct {
     float *images, *noise, *ctx, *ctx_empty, *recon; // [B,H,W,3] and [B,N_q,d_t]
     int *text_tokens, *caption_tokens, *timesteps, *generated;
     Scene* truth;                 // [B]
+    uint64_t* items;              // [B] the item behind each example of the batch (source_item_id)
+    uint64_t* test_items;         // the items the evaluation uses, sorted: no training batch may hold one
+    int n_test_items;
+    int batch_dropped;            // captions the last stage-0 batch emptied (caption dropout)
+    long captions_seen, captions_dropped; // over this invocation's stage-0 steps: the dropout rate observed
     char (*captions)[CAPTION_MAX];// [B]
     FILE* log;
     FILE* metrics;                // metrics.jsonl: a record per progress window and health check
@@ -75,6 +80,17 @@ static void run_path(const Run* r, char* out, size_t cap, const char* name) {
     if (snprintf(out, cap, "%s/%s", r->s.out_dir, name) >= (int)cap) fail("the path %s/%s is too long", r->s.out_dir, name);
 }
 
+static const char* stage_title[ALL_DONE] = {
+    "stage 0: text-to-image (text encoder + DiT learn to draw captions)",
+    "stage 0b: language model (the caption GPT learns caption text)",
+    "stage 1: VLV (vision encoder + adapter learn z through the frozen decoder, images only)",
+    "stage 2: caption distillation (prefix MLP + GPT learn to caption TextEnc(z), K pairs)",
+    "baseline: the same captioner without stage 1 (vision encoder, adapter, prefix MLP and GPT\n"
+    "  trained end to end on the same K pairs, from the stage-0b weights)",
+};
+static const char* stage_name[ALL_DONE + 1] = { "stage0", "stage0b", "stage1", "stage2", "baseline", "evaluation" };
+static const char* stage_checkpoint[ALL_DONE] = { "stage0.bin", "stage0b.bin", "stage1.bin", "model.bin", "baseline.bin" };
+
 // a deterministic stream per (seed, stage, step): the same batch whenever a step is (re)run
 static uint64_t stream_seed(uint64_t seed, int stage, uint64_t step) {
     uint64_t z = seed * 0x9E3779B97F4A7C15ull + (uint64_t)stage * 0xBF58476D1CE4E5B9ull + step * 0x94D049BB133111EBull + 1;
@@ -89,6 +105,7 @@ static void make_examples(Run* r, int split, uint64_t first, uint64_t modulo, ui
     for (int b = 0; b < r->B; b++) {
         uint64_t index = modulo ? random_u32(rng) % modulo : first + b;
         source_example(&r->src, split, index, r->images + (size_t)b * r->img / r->B, r->captions[b], CAPTION_MAX, &r->truth[b]);
+        r->items[b] = source_item_id(&r->src, split, index);
         if (!vocab_encode(&r->vocab, r->captions[b], r->text_tokens + (size_t)b * c->n_q, c->n_q)) {
             fail("the caption '%s' does not fit in n_q = %d tokens: raise --n_q", r->captions[b], c->n_q);
         }
@@ -109,7 +126,13 @@ static Batch run_batch(const Run* r) {
     return b;
 }
 
-// the training batch of one step of a stage
+static int compare_u64(const void* a, const void* b) {
+    uint64_t x = *(const uint64_t*)a, y = *(const uint64_t*)b;
+    return (x > y) - (x < y);
+}
+
+// the training batch of one step of a stage; it holds no item of the test set (else the splits
+// overlap, and the scores would measure memory)
 static Batch stage_batch(Run* r, Objective o, int step) {
     uint64_t rng = stream_seed(r->s.seed, o, (uint64_t)step);
     uint64_t first = (uint64_t)step * r->B;
@@ -119,7 +142,16 @@ static Batch stage_batch(Run* r, Objective o, int step) {
         case STAGE1: make_examples(r, SPLIT_UNPAIRED, first, 0, &rng); break;
         default: make_examples(r, SPLIT_CAPTIONED, 0, (uint64_t)r->s.K, &rng); // the K pairs, over and over
     }
-    if (o == STAGE0) { caption_dropout(r->text_tokens, r->B, model_config(r->model)->n_q, r->s.caption_dropout, &rng); }
+    for (int b = 0; b < r->B; b++) {
+        if (bsearch(&r->items[b], r->test_items, (size_t)r->n_test_items, sizeof(uint64_t), compare_u64)) {
+            fail("%s step %d drew item %llu, which the evaluation uses: the training and test splits overlap",
+                 stage_name[o], step, (unsigned long long)r->items[b]);
+        }
+    }
+    r->batch_dropped = 0;
+    if (o == STAGE0) {
+        r->batch_dropped = caption_dropout(r->text_tokens, r->B, model_config(r->model)->n_q, r->s.caption_dropout, &rng);
+    }
     make_noise(r, &rng);
     return run_batch(r);
 }
@@ -133,16 +165,6 @@ static float stage_lr(const Run* r, int stage, int step) {
     return peak * (0.1f + 0.9f * 0.5f * (1.0f + cosf(3.14159265f * progress)));
 }
 
-static const char* stage_title[ALL_DONE] = {
-    "stage 0: text-to-image (text encoder + DiT learn to draw captions)",
-    "stage 0b: language model (the caption GPT learns caption text)",
-    "stage 1: VLV (vision encoder + adapter learn z through the frozen decoder, images only)",
-    "stage 2: caption distillation (prefix MLP + GPT learn to caption TextEnc(z), K pairs)",
-    "baseline: the same captioner without stage 1 (vision encoder, adapter, prefix MLP and GPT\n"
-    "  trained end to end on the same K pairs, from the stage-0b weights)",
-};
-static const char* stage_name[ALL_DONE + 1] = { "stage0", "stage0b", "stage1", "stage2", "baseline", "evaluation" };
-static const char* stage_checkpoint[ALL_DONE] = { "stage0.bin", "stage0b.bin", "stage1.bin", "model.bin", "baseline.bin" };
 
 static void run_alloc(Run* r) {
     const Config* c = model_config(r->model);
@@ -160,13 +182,21 @@ static void run_alloc(Run* r) {
     r->generated = (int*)mallocCheck((size_t)r->B * c->cap_len * sizeof(int));
     r->timesteps = (int*)mallocCheck(r->B * sizeof(int));
     r->truth = (Scene*)mallocCheck(r->B * sizeof(Scene));
+    r->items = (uint64_t*)mallocCheck(r->B * sizeof(uint64_t));
     r->captions = (char(*)[CAPTION_MAX])mallocCheck((size_t)r->B * CAPTION_MAX);
+    // the evaluation reads the test split in batches from item 0: eval_n rounded up to batches
+    // (at least one, the health checks' fixed batch)
+    int n = r->s.eval_n > r->B ? r->s.eval_n : r->B;
+    r->n_test_items = (n + r->B - 1) / r->B * r->B;
+    r->test_items = (uint64_t*)mallocCheck((size_t)r->n_test_items * sizeof(uint64_t));
+    for (int i = 0; i < r->n_test_items; i++) { r->test_items[i] = source_item_id(&r->src, SPLIT_TEST, (uint64_t)i); }
+    qsort(r->test_items, (size_t)r->n_test_items, sizeof(uint64_t), compare_u64);
 }
 
 static void run_free_buffers(Run* r) {
     free(r->images); free(r->noise); free(r->recon); free(r->ctx); free(r->ctx_empty);
     free(r->text_tokens); free(r->caption_tokens); free(r->generated); free(r->timesteps);
-    free(r->truth); free(r->captions);
+    free(r->truth); free(r->items); free(r->test_items); free(r->captions);
 }
 
 static void run_free(Run* r) {

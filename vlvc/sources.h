@@ -130,6 +130,15 @@ static void source_example(const DataSource* src, int split, uint64_t index, flo
     }
 }
 
+// a number naming the item behind example `index` of a split: two examples show the same item
+// exactly when their numbers are equal (the shapes world: its split and index, the seed the
+// item is drawn from; Fashion-MNIST: the file and the item; a folder: the image)
+static uint64_t source_item_id(const DataSource* src, int split, uint64_t index) {
+    if (src->kind == SOURCE_SHAPES) { return shapes_seed(split, index); }
+    uint64_t item = (uint64_t)src->pool[split][index % (uint64_t)src->pool_size[split]];
+    return src->kind == SOURCE_FASHION_MNIST && split == SPLIT_TEST ? 1ull << 32 | item : item;
+}
+
 // the vocabulary of the source's captions (the shapes grammar's words for the shapes world)
 static void source_vocab(const DataSource* src, Vocab* v) {
     if (src->kind == SOURCE_SHAPES) { shapes_vocab(v); return; }

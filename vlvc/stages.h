@@ -141,6 +141,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     for (int step = r->next_step; step < total; step++) {
         opt.lr = stage_lr(r, stage, step);
         Batch batch = stage_batch(r, o, step);
+        if (o == STAGE0) { r->captions_seen += r->B; r->captions_dropped += r->batch_dropped; }
         float loss = vlv_train_step(r->model, o, &batch, groups, &opt);
         if (!is_finite_float(loss)) {
             fail("%s step %d: the loss is %f. Stopped; the last good checkpoint in %s is kept.\n"
@@ -196,11 +197,20 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
             fflush(stdout);
             note(r, "stage0  health at step %d (EMA weights): loss with caption %.5f, empty caption %.5f, conditioning gap %.1f%%%s (%s)\n",
                  step + 1, with, without, 100.0f * (without - with) / without, oracle, grid);
+            // the dropout the batches really had, so that a pipeline that never empties a
+            // caption (the decoder would learn no unconditional prediction) shows
+            char dropped[160];
+            snprintf(dropped, sizeof dropped, "caption dropout: %ld of %ld captions emptied in this invocation's steps (%.1f%%; --dropout %g)",
+                     r->captions_dropped, r->captions_seen, r->captions_seen ? 100.0 * r->captions_dropped / r->captions_seen : 0.0,
+                     s->caption_dropout);
+            if (step + 1 == total) { say(r, "stage0  %s\n", dropped); } else { note(r, "stage0  %s\n", dropped); }
             metrics_record(r, "{\"kind\":\"health\",\"stage\":\"stage0\",\"step\":%d,\"loss_caption\":%.6g,\"loss_empty\":%.6g,"
-                              "\"gap\":%.6g,\"t2i_exact\":%.4f,\"t2i_shape\":%.4f,\"t2i_colour\":%.4f,\"t2i_size\":%.4f,\"t2i_place\":%.4f}",
+                              "\"gap\":%.6g,\"t2i_exact\":%.4f,\"t2i_shape\":%.4f,\"t2i_colour\":%.4f,\"t2i_size\":%.4f,\"t2i_place\":%.4f,"
+                              "\"captions\":%ld,\"captions_dropped\":%ld}",
                            step + 1, with, without, (without - with) / without, score_exact(&t2i),
                            t2i.objects ? (double)t2i.attr[0] / t2i.objects : 0.0, t2i.objects ? (double)t2i.attr[1] / t2i.objects : 0.0,
-                           t2i.objects ? (double)t2i.attr[2] / t2i.objects : 0.0, t2i.objects ? (double)t2i.attr[3] / t2i.objects : 0.0);
+                           t2i.objects ? (double)t2i.attr[2] / t2i.objects : 0.0, t2i.objects ? (double)t2i.attr[3] / t2i.objects : 0.0,
+                           r->captions_seen, r->captions_dropped);
             t_window = wall_seconds();
             flops_window = vlv_flops(&attention_flops);
         }

@@ -1,25 +1,44 @@
 #!/usr/bin/env bash
-# Mutation test of test_vlv: break train_vlv.c on purpose, one way at a time (a flipped sign,
-# a dropped term, a wrong factor, a frozen part that trains, ...), rebuild test_vlv and
-# check that it FAILS against the PyTorch reference. A mutant that passes means the tests
-# cannot see that bug. Usage: dev/test/mutants.sh data/test/small   (the reference's path stem)
+# Mutation test of the checks: make one mistake on purpose at a time (a flipped sign, a dropped
+# term, a wrong factor, a frozen part that trains, ...) and check that the tests see it. Two kinds:
+#   C only:      the mistake is in train_vlv.c (or a leaf header); test_vlv is rebuilt and must FAIL
+#                against the PyTorch references.
+#   C and twin:  the same mistake in train_vlv.c and in the twin dev/vlv.py. References written by
+#                that twin would agree with that C code, so test_vlv cannot see it; the mutated twin's
+#                `anchors` (its formulas against definitions it did not write) must fail instead. The C
+#                text must still apply and compile (-fsyntax-only), but test_vlv is not rebuilt.
+# A mutant that passes means the tests cannot see that mistake.
+# Usage: dev/test/mutants.sh REFERENCE_STEM [STEM...]   (e.g. data/test/small). A C-only mutant is
+# run against each reference in turn until one fails; with a single stem, the other references
+# beside it (X.ckpt with X.state: the v-prediction config) follow it.
 set -euo pipefail
-ref=${1:?usage: dev/test/mutants.sh REFERENCE_STEM (e.g. data/test/small)}
+ref=${1:?usage: dev/test/mutants.sh REFERENCE_STEM [STEM...] (e.g. data/test/small)}
 CC=${CC:-gcc}
 CFLAGS=${CFLAGS:--O2}
 LDLIBS=${LDLIBS:--lm}
-PYTHON_BIN=${PYTHON_BIN:-python3}
+PYTHON_BIN=${PYTHON_BIN:-python3}          # for the text replacement (any python 3)
+TWIN_PYTHON=${TWIN_PYTHON:-${PYTHON:-/usr/bin/python3}}  # runs the twin: a python with torch, as the Makefile's PYTHON
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/dev"
 cp -r "$root/vlvc" "$root/test_vlv.c" "$work/"
 cp -r "$root/dev/test" "$work/dev/"
-cp "$ref.ckpt" "$ref.state" "$work/"
-ckpt="$work/$(basename "$ref").ckpt"
-state="$work/$(basename "$ref").state"
+refs=("$@")
+if [ $# -eq 1 ]; then
+  for s in "$(dirname "$ref")"/*.state; do
+    [ -f "${s%.state}.ckpt" ] && [ "${s%.state}" != "$ref" ] && refs+=("${s%.state}")
+  done
+fi
+stems=()
+for r in "${refs[@]}"; do
+  cp "$r.ckpt" "$r.state" "$work/"
+  stems+=("$work/$(basename "$r")")
+done
 
-# name @@ text in train_vlv.c or the leaf headers it includes (vlvc/vlv.h, clip_z.h, tokenizer.h, beams.h) @@ its replacement (each text must occur exactly once; \n is a newline)
+# name @@ text @@ its replacement [@@ text @@ replacement ...]: each text must occur exactly once in
+# train_vlv.c, the leaf headers it includes (vlvc/vlv.h, clip_z.h, tokenizer.h, beams.h) and
+# dev/vlv.py together; \n is a newline. A mutant that changes dev/vlv.py is a C-and-twin mutant.
 mutants=(
   "layernorm backward: sign of the n*mean(g*n) term@@dx[c] += s * (g - g_mean - (x[c] - m) * s * gn_mean);@@dx[c] += s * (g - g_mean + (x[c] - m) * s * gn_mean);"
   "layernorm backward: weight gradient not normalized@@dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];@@dw += dy * inp[(size_t)n * C + c];"
@@ -48,38 +67,108 @@ mutants=(
   "greedy: decoding does not stop at EOS@@if (pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD)) { continue; }@@if (0) { continue; }"
 )
 
-caught=0; missed=0; broken=0
-printf '%-58s %s\n' "mutant" "result"
-for entry in "${mutants[@]}"; do
+# Mistakes that the C code and the twin could share (doc/testing.md "Anchors"): each once in the C
+# code alone, caught by test_vlv against the references, and once in both, caught by the anchors.
+# The C text is the same in both variants.
+c_scale='attention_flops_counted += 4.0 * B * Tq * Tk * C;\n    int hs = C / NH;\n    float scale = 1.0f / sqrtf((float)hs);@@attention_flops_counted += 4.0 * B * Tq * Tk * C;\n    int hs = C / NH;\n    float scale = 1.0f / (float)hs;@@attention_flops_counted += 8.0 * B * Tq * Tk * C;\n    int hs = C / NH;\n    float scale = 1.0f / sqrtf((float)hs);@@attention_flops_counted += 8.0 * B * Tq * Tk * C;\n    int hs = C / NH;\n    float scale = 1.0f / (float)hs;'
+t_scale='att = q @ k.transpose(-2, -1) / math.sqrt(hs)@@att = q @ k.transpose(-2, -1) / hs'
+c_mask='float* a = s + (size_t)i * Tk;\n                int jend = causal ? i + 1 : Tk;@@float* a = s + (size_t)i * Tk;\n                int jend = causal ? (i + 2 < Tk ? i + 2 : Tk) : Tk;@@float* da = dsh + (size_t)i * Tk;\n                int jend = causal ? i + 1 : Tk;@@float* da = dsh + (size_t)i * Tk;\n                int jend = causal ? (i + 2 < Tk ? i + 2 : Tk) : Tk;'
+t_mask='dtype=torch.bool, device=q.device).triu(1)@@dtype=torch.bool, device=q.device).triu(2)'
+c_freq='double arg = t[b] * exp(-log(10000.0) * i / half);@@double arg = t[b] * exp(-log(10000.0) * i / (half - 1));'
+t_freq='torch.arange(half, dtype=torch.float64) / half)@@torch.arange(half, dtype=torch.float64) / (half - 1))'
+c_l2='float g = grad[j] * clip;\n            w[j] -= decay * w[j];@@float g = grad[j] * clip + decay / lr * w[j];'
+t_l2='return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)@@return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)'
+c_ddim='ab_prev = t_prev >= 0 ? m->alphas_cumprod[t_prev] : 1.0f;@@ab_prev = t - 1 >= 0 ? m->alphas_cumprod[t - 1] : 1.0f; (void)t_prev;'
+t_ddim='ab_next = model.abar[t_next].item() if t_next >= 0 else 1.0@@ab_next = model.abar[t - 1].item() if t - 1 >= 0 else 1.0'
+c_gelu='float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);@@float grad = 0.5f * (1.0f + erff(x * 0.70710678f)) + x * expf(-0.5f * x * x) * 0.39894228f; (void)th;'
+t_gelu="def gelu(x):  # tanh approximation\n    return F.gelu(x, approximate='tanh')@@def gelu(x):  # tanh approximation\n    class Gelu(torch.autograd.Function):\n        @staticmethod\n        def forward(ctx, u):\n            ctx.save_for_backward(u)\n            return F.gelu(u, approximate='tanh')\n\n        @staticmethod\n        def backward(ctx, g):\n            u, = ctx.saved_tensors\n            return g * (0.5 * (1 + torch.erf(u / math.sqrt(2))) + u * torch.exp(-u * u / 2) / math.sqrt(2 * math.pi))\n    return Gelu.apply(x)"
+c_v='sa * noise[i] - sb * x0[i] : noise[i];@@sb * noise[i] - sa * x0[i] : noise[i];'
+t_v='else ab.sqrt() * noise - (1 - ab).sqrt() * x0@@else (1 - ab).sqrt() * noise - ab.sqrt() * x0'
+c_adaln='modulate_forward(a->mod1, a->ln1.out, mod, mod + C, M, B, T, C);@@modulate_forward(a->mod1, a->ln1.out, mod + C, mod, M, B, T, C);@@modulate_backward(d->ln1.out, dmod, dmod + C, d->mod1, a->ln1.out, mod + C, M, B, T, C);@@modulate_backward(d->ln1.out, dmod + C, dmod, d->mod1, a->ln1.out, mod, M, B, T, C);'
+t_adaln='shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(s).chunk(6, dim=-1)@@scale1, shift1, gate1, shift2, scale2, gate2 = self.ada(s).chunk(6, dim=-1)'
+shared=(
+  "attention: scores scaled by 1/hs, not 1/sqrt(hs)@@$c_scale@@$t_scale"
+  "attention: causal mask shifted by one (sees i+1)@@$c_mask@@$t_mask"
+  "timestep features: frequency exponent over half-1@@$c_freq@@$t_freq"
+  "AdamW: coupled L2 instead of decoupled decay@@$c_l2@@$t_l2"
+  "DDIM: abar[t-1] instead of the next sampled step's@@$c_ddim@@$t_ddim"
+  "gelu backward: the erf GELU's derivative@@$c_gelu@@$t_gelu"
+  "v target: coefficients swapped@@$c_v@@$t_v"
+  "adaLN: shift and scale swapped (attention branch)@@$c_adaln@@$t_adaln"
+)
+for entry in "${shared[@]}"; do
   name=${entry%%@@*}; rest=${entry#*@@}
-  find=${rest%%@@*}; repl=${rest#*@@}
-  # the text is looked for in train_vlv.c and the leaf headers above
-  if ! FIND="$find" REPL="$repl" "$PYTHON_BIN" - "$root" "$work" <<'PY'
+  mutants+=("$name@@${rest%@@*@@*}" "$name [C and twin]@@$rest")
+done
+
+caught=0; missed=0; broken=0; n_twin=0
+printf '%-66s %s\n' "mutant" "result"
+for entry in "${mutants[@]}"; do
+  name=${entry%%@@*}
+  # apply every (text, replacement) pair to a fresh copy; prints "c" or "twin" (dev/vlv.py changed)
+  if ! kind=$(ENTRY="${entry#*@@}" "$PYTHON_BIN" - "$root" "$work" 2>"$work/apply.log" <<'PY'
 import os, sys
 root, work = sys.argv[1], sys.argv[2]
-find, repl = (os.environ[k].replace('\\n', '\n') for k in ('FIND', 'REPL'))
-files = ["train_vlv.c", "vlvc/vlv.h", "vlvc/clip_z.h", "vlvc/tokenizer.h", "vlvc/beams.h"]
-texts = {f: open(os.path.join(root, f)).read() for f in files}
-if sum(t.count(find) for t in texts.values()) != 1:
-    sys.exit(1)
+parts = os.environ['ENTRY'].replace('\\n', '\n').split('@@')
+if len(parts) % 2:
+    sys.exit('not pairs of text @@ replacement')
+c_files = ["train_vlv.c", "vlvc/vlv.h", "vlvc/clip_z.h", "vlvc/tokenizer.h", "vlvc/beams.h"]
+texts = {f: open(os.path.join(root, f)).read() for f in c_files + ["dev/vlv.py"]}
+changed = set()
+for find, repl in zip(parts[::2], parts[1::2]):
+    where = [f for f, t in texts.items() if find in t]
+    if sum(texts[f].count(find) for f in where) != 1:
+        sys.exit(f'the text is not exactly once in train_vlv.c, its leaf headers and dev/vlv.py: {find[:60]!r}')
+    texts[where[0]] = texts[where[0]].replace(find, repl)
+    changed.add(where[0])
+if changed == {"dev/vlv.py"}:
+    sys.exit('a twin mutant must also change the C code (the shared mistake)')
 for f, t in texts.items():
-    open(os.path.join(work, f), 'w').write(t.replace(find, repl))
+    os.makedirs(os.path.dirname(os.path.join(work, f)), exist_ok=True)
+    open(os.path.join(work, f), 'w').write(t)
+print('twin' if "dev/vlv.py" in changed else 'c')
 PY
-  then
-    printf '%-58s %s\n' "$name" "NOT APPLIED (the text is not exactly once in train_vlv.c and its leaf headers)"; broken=$((broken + 1)); continue
+  ); then
+    printf '%-66s %s\n' "$name" "NOT APPLIED: $(tail -n 1 "$work/apply.log")"; broken=$((broken + 1)); continue
+  fi
+  if [ "$kind" = twin ]; then
+    n_twin=$((n_twin + 1))
+    if ! $CC $CFLAGS -fsyntax-only "$work/test_vlv.c" 2>"$work/cc.log"; then
+      printf '%-66s %s\n' "$name" "DOES NOT COMPILE"; cat "$work/cc.log"; broken=$((broken + 1)); continue
+    fi
+    "$TWIN_PYTHON" "$work/dev/vlv.py" anchors > "$work/anchors.log" 2>&1 || true
+    summary=$(grep -E '^anchors: [0-9]+ passed, [0-9]+ failed$' "$work/anchors.log" || true)
+    if [ -z "$summary" ]; then
+      printf '%-66s %s\n' "$name" "BROKEN: the mutated twin's anchors did not run"; tail -n 5 "$work/anchors.log"; broken=$((broken + 1))
+    elif [ "$(echo "$summary" | awk '{print $4}')" -eq 0 ]; then
+      printf '%-66s %s\n' "$name" "MISSED: the anchors still pass"; missed=$((missed + 1))
+    else
+      fails=$(echo "$summary" | awk '{print $4}')
+      first=$(grep -m1 '^FAIL' "$work/anchors.log" | awk '{print $2}')
+      printf '%-66s %s\n' "$name" "caught by the anchors: $fails fail, first $first"; caught=$((caught + 1))
+    fi
+    continue
   fi
   if ! $CC $CFLAGS -o "$work/test_vlv" "$work/test_vlv.c" $LDLIBS 2>"$work/cc.log"; then
-    printf '%-58s %s\n' "$name" "DOES NOT COMPILE"; cat "$work/cc.log"; broken=$((broken + 1)); continue
+    printf '%-66s %s\n' "$name" "DOES NOT COMPILE"; cat "$work/cc.log"; broken=$((broken + 1)); continue
   fi
-  if "$work/test_vlv" "$ckpt" "$state" > "$work/run.log" 2>&1; then
-    printf '%-58s %s\n' "$name" "MISSED: the checks still pass"; missed=$((missed + 1))
-  else
-    fails=$(grep -c '^FAIL' "$work/run.log" || true)
-    first=$(grep -m1 '^FAIL' "$work/run.log" | awk '{print $2}' || true)
-    [ -n "$first" ] || first="(exited: $(tail -n 1 "$work/run.log"))"
-    printf '%-58s %s\n' "$name" "caught: $fails checks fail, first $first"; caught=$((caught + 1))
-  fi
+  result="MISSED: the checks still pass"
+  for stem in "${stems[@]}"; do
+    if ! "$work/test_vlv" "$stem.ckpt" "$stem.state" > "$work/run.log" 2>&1; then
+      fails=$(grep -c '^FAIL' "$work/run.log" || true)
+      first=$(grep -m1 '^FAIL' "$work/run.log" | awk '{print $2}' || true)
+      [ -n "$first" ] || first="(exited: $(tail -n 1 "$work/run.log"))"
+      on=""; [ "$stem" = "${stems[0]}" ] || on=" (on $(basename "$stem"))"
+      result="caught: $fails checks fail, first $first$on"
+      break
+    fi
+  done
+  case $result in
+    caught*) caught=$((caught + 1)) ;;
+    *) missed=$((missed + 1)) ;;
+  esac
+  printf '%-66s %s\n' "$name" "$result"
 done
-echo "$caught of ${#mutants[@]} mutants caught, $missed missed, $broken not applied"
+echo "$caught of ${#mutants[@]} mutants caught ($n_twin of them C and twin, by the anchors), $missed missed, $broken not applied"
 echo "mutants: $caught passed, $((missed + broken)) failed"
 [ "$missed" -eq 0 ] && [ "$broken" -eq 0 ]

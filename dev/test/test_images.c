@@ -209,7 +209,7 @@ static void check_image_load_errors(void) {
     char err[512];
     // each bad file must be refused with its name and the reason, before anything is decoded
     // where the header already tells (the 18000² PNG is 41 bytes: a decompression bomb)
-    enum { CASES = 11 };
+    enum { CASES = 13 };
     struct { const char* what; const char* reason; } cases[CASES] = {
         {"image error: missing file", "No such file"},  {"image error: a directory", "not a regular file"},
         {"image error: empty file", "not a PNG or JPEG"}, {"image error: text named .png", "not a PNG or JPEG"},
@@ -218,7 +218,9 @@ static void check_image_load_errors(void) {
         {"image error: a PNG header claiming 18000 x 18000", "18000 x 18000 pixels"},
         {"image error: a PNG header claiming 4 x 0", "could not"},
         {"image error: a PNG header claiming 20000 x 1", "20000 x 1 pixels"},
-        {"image error: a FIFO named .png (no hang)", "not a regular file"}};
+        {"image error: a FIFO named .png (no hang)", "not a regular file"},
+        {"image error: a JPEG Huffman table of 777 codes (stb overflows it)", "corrupt JPEG"},
+        {"image error: a JPEG scan on an undefined Huffman table", "corrupt JPEG"}};
     // a PNG signature and an IHDR chunk of w x h, 8-bit RGB (what stbi_info reads), then nothing
     uint8_t header[33] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R' };
     header[24] = 8; header[25] = 2;
@@ -255,6 +257,9 @@ static void check_image_load_errors(void) {
             if (mkfifo(bad, 0600) != 0) fail("mkfifo %s: %s", bad, strerror(errno));
             alarm(10); // a hang ends the test with SIGALRM instead of never
         }
+        // the fuzzer's reproducers of two defects of Debian's stb_image (dev/fuzz/README.md)
+        if (t == 11) snprintf(bad, sizeof bad, "dev/fuzz/crashes/stb_jpeg_dht_777_codes.jpg");
+        if (t == 12) snprintf(bad, sizeof bad, "dev/fuzz/crashes/stb_jpeg_undefined_huffman_table.jpg");
         err[0] = '\0';
         int loaded = image_load(bad, 8, out, err, sizeof err);
         alarm(0);

@@ -72,6 +72,32 @@ check "the run folder holds a loss curve per stage, metrics.jsonl, the pretraine
   [ "$(grep -c '^{"kind":"health","stage":"stage0","step":[0-9]*,"loss_caption":' "$dir/a/metrics.jsonl")" = 2 ] &&
   "${PYTHON:-/usr/bin/python3}" -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$dir/a/metrics.jsonl"
 check "metrics.jsonl: a JSON record per progress window (4 in stage 1) and per health check" $?
+# caption dropout as the stage-0 batches had it: within 4 standard deviations of --dropout's
+# binomial count (a pipeline that never empties a caption, or empties them all, fails)
+dropout_ok() { # LOG P
+  sed -n 's/^stage0  caption dropout: \([0-9]*\) of \([0-9]*\) captions .*/\1 \2/p' "$1" | tail -n 1 |
+    awk -v p="$2" 'NF == 2 && $2 > 0 { m = $2 * p; d = $1 - m; exit !($1 > 0 && d * d <= 16 * m * (1 - p)) } END { if (NR == 0) exit 1 }'
+}
+dropout_ok "$dir/a.log" 0.1
+check "stage 0 reports the caption dropout its batches had: $(grep -o 'caption dropout: [0-9]* of [0-9]*' "$dir/a.log")" $?
+# the same checks fail on a pipeline that never drops a caption or trains stage 2 on test
+# scenes (mutants of vlvc/run.h, built at -O1 in a copy of the tree)
+pipeline_mutant() { # NAME TEXT REPLACEMENT: builds $dir/m_NAME/train_vlv with the mutant, runs the tiny run
+  local m="$dir/m_$1"
+  mkdir -p "$m" && cp -r train_vlv.c vlvc "$m/" || return 1
+  TEXT="$2" REPL="$3" "${PYTHON:-/usr/bin/python3}" -c 'import os, sys; p = sys.argv[1]; s = open(p).read(); t = os.environ["TEXT"]
+assert s.count(t) == 1, "mutant text not found once"; open(p, "w").write(s.replace(t, os.environ["REPL"]))' "$m/vlvc/run.h" || return 1
+  ${CC:-cc} -O1 -std=gnu11 -fopenmp -o "$m/train_vlv" "$m/train_vlv.c" -lstb -lz -lm || return 1
+  "$m/train_vlv" "${tiny[@]}" --threads 1 --out "$m/run" > "$m/run.log" 2>&1
+}
+pipeline_mutant no_dropout "r->batch_dropped = caption_dropout(r->text_tokens, r->B, model_config(r->model)->n_q, r->s.caption_dropout, &rng);" \
+  "r->batch_dropped = 0;"
+! dropout_ok "$dir/m_no_dropout/run.log" 0.1 && grep -q "caption dropout: 0 of 240" "$dir/m_no_dropout/run.log"
+check "a pipeline that never drops a caption fails the dropout check" $?
+pipeline_mutant test_pairs "default: make_examples(r, SPLIT_CAPTIONED," "default: make_examples(r, SPLIT_TEST,"
+[ $? = 1 ] && grep -q "stage2 step 0 drew item .*, which the evaluation uses: the training and test splits overlap" "$dir/m_test_pairs/run.log"
+check "a pipeline that draws the K pairs from the test split stops: the splits overlap" $?
+
 # the provenance of the pretrained parts names what made them, and its SHA-256 is the file's
 prov="$dir/a/pretrained.txt"
 [ "$(head -n 1 "$prov")" = "vlv.c pretrained parts, provenance version 1" ] &&
