@@ -2033,12 +2033,6 @@ void beam_caption(Model* m, int* best, const float* ctx, int beams) {
 // ----------------------------------------------------------------------------
 #ifndef VLV_NO_MAIN // test_vlv.cu includes this file for its functions
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 // ./train_vlvcu --model-check [-b batch] [-n steps]: the GPU's speed check without data or
 // pipeline: build a model of the full preset's widths from scratch, train each objective a few steps
 // on one fixed random batch, printing the loss (which must fall), ms/step and images/s; then
@@ -2092,10 +2086,10 @@ static int model_check(int argc, char** argv) {
         double total_ms = 0.0;
         for (int step = 0; step < steps; step++) {
             cudaCheck(cudaDeviceSynchronize());
-            double t0 = now_seconds();
+            double t0 = wall_seconds();
             float loss = vlv_train_step(&m, (Objective)o, &batch, groups, &opt);
             cudaCheck(cudaDeviceSynchronize());
-            double ms = (now_seconds() - t0) * 1e3;
+            double ms = (wall_seconds() - t0) * 1e3;
             if (!is_finite_float(loss)) fail("%s step %d: the loss is not finite", objective_name[o], step);
             if (step == 0) { first = loss; }
             else { total_ms += ms; }

@@ -9,8 +9,7 @@ loop reaches is what the matmul kernels could reach at best.
 #ifndef VLVC_FMA_PEAK_H
 #define VLVC_FMA_PEAK_H
 
-#include <stdio.h>
-#include <time.h>
+#include "utils.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -28,12 +27,6 @@ typedef float peak_vec __attribute__((vector_size(PEAK_LANES * sizeof(float))));
 // enough to stay in registers (16 vector registers without AVX-512)
 #define PEAK_CHAINS 10
 #define PEAK_ITERS 200000
-
-static double peak_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // one thread's chains: x = x * m + a, PEAK_ITERS times each (a fixed point near 1: no
 // overflow, no denormals); the sum is returned so that the compiler keeps the work
@@ -59,11 +52,11 @@ static double fma_peak_gflops(int threads, int repeats, char* how, size_t cap) {
     double best = 0.0;
     volatile float sink = 0.0f;
     for (int r = 0; r < repeats; r++) {
-        double t0 = peak_seconds();
+        double t0 = wall_seconds();
         float total = 0.0f;
         #pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static, 1)
         for (int t = 0; t < threads; t++) { total += peak_chains(1.0f + t); }
-        double dt = peak_seconds() - t0;
+        double dt = wall_seconds() - t0;
         sink += total;
         double flops = 2.0 * PEAK_LANES * PEAK_CHAINS * (double)PEAK_ITERS * threads;
         if (dt > 0.0 && flops / dt > best) { best = flops / dt; }

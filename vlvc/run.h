@@ -69,12 +69,6 @@ static void note(Run* r, const char* fmt, ...) {
     fflush(r->log);
 }
 
-static double wall_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 // a file of the run folder
 static void run_path(const Run* r, char* out, size_t cap, const char* name) {
     if (snprintf(out, cap, "%s/%s", r->s.out_dir, name) >= (int)cap) fail("the path %s/%s is too long", r->s.out_dir, name);

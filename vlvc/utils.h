@@ -13,6 +13,7 @@ the caller could forget to check.
 #include <stdarg.h>
 #include <errno.h>
 #include <unistd.h>
+#include <time.h>
 
 // Files being written atomically (atomic_open .. atomic_commit, below): fail() removes their
 // temporary files, so that an error such as a full disk leaves no partial file behind.
@@ -32,6 +33,13 @@ static inline void fail(const char* fmt, ...) {
         if (atomic_files[i].fp) { fclose(atomic_files[i].fp); remove(atomic_files[i].tmp); atomic_files[i].fp = NULL; }
     }
     exit(EXIT_FAILURE);
+}
+
+// seconds on a monotonic clock, for timing
+static inline double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static inline FILE* fopen_check(const char* path, const char* mode, const char* file, int line) {

@@ -38,11 +38,6 @@ Build and run (from the repository root):
 #define VLV_NO_MAIN
 #include "../../train_vlv.c"
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 static void set_threads(int t) {
 #ifdef _OPENMP
     omp_set_num_threads(t);
@@ -625,10 +620,10 @@ static void run_bench(const int* threads, int nthreads, int reps) {
                 for (int r = -2; r < reps; r++) {
                     for (int ver = 1; ver <= NV; ver++) {
                         fwd_v[ver](out, att, q, q_stride, k, v, kv_stride, B, s->Tq, s->Tk, C, s->NH, s->causal);
-                        double t0 = now_seconds();
+                        double t0 = wall_seconds();
                         if (pass == 0) { fwd_v[ver](out, att, q, q_stride, k, v, kv_stride, B, s->Tq, s->Tk, C, s->NH, s->causal); }
                         else { bwd_v[ver](dqb, dk, dv, datt, dout, att, q, q_stride, k, v, kv_stride, B, s->Tq, s->Tk, C, s->NH, s->causal); }
-                        if (r >= 0) { ts[(size_t)ver * reps + r] = now_seconds() - t0; }
+                        if (r >= 0) { ts[(size_t)ver * reps + r] = wall_seconds() - t0; }
                     }
                 }
                 printf("%-27s %-8s", s->name, pass ? "backward" : "forward");

@@ -43,7 +43,6 @@ void gelu_backward1(float* dinp, const float* inp, const float* dout, size_t N) 
     }
 }
 
-static double now_seconds(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static int cmp_double(const void* a, const void* b) { double x = *(const double*)a, y = *(const double*)b; return (x > y) - (x < y); }
 
 int main(void) {
@@ -87,11 +86,11 @@ int main(void) {
         for (int v = 0; v < 2; v++) {
             double tf[64], tb[64];
             for (int r = -2; r < reps; r++) {
-                double t0 = now_seconds();
+                double t0 = wall_seconds();
                 fw[v](out, in, N);
-                double t1 = now_seconds();
+                double t1 = wall_seconds();
                 bw[v](din, in, dout, N);
-                double t2 = now_seconds();
+                double t2 = wall_seconds();
                 if (r >= 0) { tf[r] = t1 - t0; tb[r] = t2 - t1; }
             }
             qsort(tf, reps, sizeof(double), cmp_double);

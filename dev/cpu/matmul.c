@@ -41,11 +41,6 @@ of the machine used meanwhile: on a shared machine 2-thread timings are meaningl
 // ----------------------------------------------------------------------------
 // utilities
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 static void set_threads(int t) {
 #ifdef _OPENMP
     omp_set_num_threads(t);
@@ -446,12 +441,12 @@ static double measure_ghz(void) {
     long iters = 1000000; unsigned long x = 0;
     double best = 0.0;
     for (int rep = 0; rep < 200; rep++) {
-        double t0 = now_seconds();
+        double t0 = wall_seconds();
         for (long i = 0; i < iters; i++) {
             __asm__ volatile("add $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\t"
                              "add $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\tadd $1,%0" : "+r"(x));
         }
-        double ghz = iters * 8.0 / (now_seconds() - t0) / 1e9;
+        double ghz = iters * 8.0 / (wall_seconds() - t0) / 1e9;
         if (ghz > best) { best = ghz; }
     }
     return best;
@@ -466,9 +461,9 @@ static double measure_tile_gflops(void) { // one thread, train_vlv.c's tile on L
     memset(c, 0, sizeof c);
     double best = 1e30;
     for (int rep = 0; rep < 100; rep++) { // the fastest of 100 short trials, as for the clock
-        double t0 = now_seconds();
+        double t0 = wall_seconds();
         for (int i = 0; i < 1000; i++) { matmul_tile(c, MM_NR, a, MM_KC, 1, bp, MM_KC, MM_MR, MM_NR, 0, NULL); }
-        double t = now_seconds() - t0;
+        double t = wall_seconds() - t0;
         if (t < best) { best = t; }
     }
     if (c[0] == 12345.0f) { printf(" "); }
@@ -516,9 +511,9 @@ static void time_versions(int product, const Shape* s, int reps, double* med, do
     double* ts = (double*)malloc((size_t)reps * (NUM_VERSIONS + 1) * sizeof(double));
     for (int r = -2; r < reps; r++) { // 2 warm-up rounds
         for (int v = 1; v <= NUM_VERSIONS; v++) {
-            double t0 = now_seconds();
+            double t0 = wall_seconds();
             run_product(product, v, s, inp, w, b, out, dout, dinp, dw, db);
-            if (r >= 0) { ts[(size_t)v * reps + r] = now_seconds() - t0; }
+            if (r >= 0) { ts[(size_t)v * reps + r] = wall_seconds() - t0; }
         }
     }
     for (int v = 1; v <= NUM_VERSIONS; v++) {
@@ -553,7 +548,7 @@ static void run_bench(const int* threads, int nthreads, int reps, double ghz) {
            "      measured: train_vlv.c's %dx%d tile on L1-resident data, 1 thread: %.1f GFLOP/s\n", ghz, 32.0 * ghz, MM_MR, MM_NR, fma1);
     double tot[8][3][NUM_VERSIONS + 1]; // per thread count, product, version: summed time of one step's calls
     memset(tot, 0, sizeof tot);
-    double busy0 = machine_busy_seconds(), own0 = process_cpu_seconds(), wall0 = now_seconds();
+    double busy0 = machine_busy_seconds(), own0 = process_cpu_seconds(), wall0 = wall_seconds();
     for (int ti = 0; ti < nthreads; ti++) {
         int t = threads[ti];
         set_threads(t);
@@ -599,7 +594,7 @@ static void run_bench(const int* threads, int nthreads, int reps, double ghz) {
         }
         printf("\n");
     }
-    double busy = machine_busy_seconds() - busy0, own = process_cpu_seconds() - own0, wall = now_seconds() - wall0;
+    double busy = machine_busy_seconds() - busy0, own = process_cpu_seconds() - own0, wall = wall_seconds() - wall0;
     if (busy0 >= 0.0) {
         printf("\nother load on the machine during the bench: %.1f CPU-seconds in %.1f s of wall time (%.0f%% of one core)%s\n",
                busy - own, wall, 100.0 * (busy - own) / wall,
