@@ -163,7 +163,7 @@ check-anchors:
 CPU_LABS = $(patsubst dev/cpu/%.c,build/cpu/%,$(wildcard dev/cpu/*.c))
 build/cpu/%: dev/cpu/%.c train_vlv.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Werror -o $@ $< -lm
+	$(CC) $(CFLAGS) -Werror -o $@ $< -lz -lm
 cpu-labs: $(CPU_LABS)
 
 # every header in vlvc/ is a leaf: it compiles on its own (a file that includes only it,
@@ -202,11 +202,11 @@ ifneq ($(NVCC),)
 train_vlvcu: train_vlv.cu $(HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< -lstb -lz
 test_vlvcu: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -o $@ $<
+	$(NVCC) $(NVCCFLAGS) -o $@ $< -lz
 train_vlvcu_cublas: train_vlv.cu $(HEADERS)
 	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lstb -lz -lcublas
 test_vlvcu_cublas: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
-	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
+	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lz -lcublas
 $(CUDA_LABS): dev/cuda/%: dev/cuda/%.cu dev/cuda/common.h
 	$(NVCC) $(NVCCFLAGS) -DUSE_CUBLAS -o $@ $< -lcublas
 cuda-labs: $(CUDA_LABS)
@@ -229,7 +229,7 @@ $(EMU_DIR)/%.cu: %.cu $(EMU_DEPS)
 	@mkdir -p $(dir $@)
 	$(PYTHON) dev/cuda/emu/translate.py $< $@
 test_vlvcu_emu: $(EMU_DIR)/test_vlv.cu $(EMU_DIR)/train_vlv.cu $(HEADERS) $(TEST_HEADERS)
-	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
+	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $< -lz
 $(EMU_DIR)/dev/cuda/%: $(EMU_DIR)/dev/cuda/%.cu dev/cuda/common.h
 	$(CXX) $(EMU_CXXFLAGS) -x c++ -o $@ $<
 test-cuemu: test_vlvcu_emu $(REFERENCES) $(addprefix $(EMU_DIR)/,$(CUDA_LABS))

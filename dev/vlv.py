@@ -25,14 +25,16 @@ import math
 import struct
 import sys
 import time
+import zlib
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CKPT_MAGIC, STATE_MAGIC, VERSION = 20261126, 20261127, 1
-HEADER_INTS = 64
+CKPT_MAGIC, STATE_MAGIC = 20261126, 20261127
+CKPT_VERSION, STATE_VERSION = 2, 1  # the checkpoint ends in a CRC32 trailer, the debug state does not
+HEADER_INTS, CRC_BYTES = 64, 4
 PAD, BOS, EOS, UNK, FIRST_WORD = 0, 1, 2, 3, 4
 STAGES = ('stage0', 'stage0b', 'stage1', 'stage2')
 assert sys.byteorder == 'little', 'the file formats are little-endian; this writer assumes a little-endian host'
@@ -79,6 +81,12 @@ class FormatError(Exception):
     pass
 
 
+# the largest value of each config field (config_problem in vlvc/config.h)
+CONFIG_MOST = dict(img_size=4096, patch=4096, n_q=4096, vocab=1 << 20, cap_len=4096, d_v=8192, L_v=256, nh_v=256,
+                   L_a=256, nh_a=256, d_t=8192, L_t=256, nh_t=256, d_d=8192, L_d=256, nh_d=256, d_freq=8192,
+                   d_g=8192, L_g=256, nh_g=256, prediction=1, n_timesteps=10000)
+
+
 def check_config(cfg, where):
     """The sanity checks every reader applies; raises FormatError naming `where`."""
     problems = []
@@ -87,8 +95,8 @@ def check_config(cfg, where):
         if f.name == 'prediction':
             if value not in (0, 1):
                 problems.append(f'prediction = {value} (must be 0 or 1)')
-        elif value <= 0:
-            problems.append(f'{f.name} = {value} (must be positive)')
+        elif not 0 < value <= CONFIG_MOST[f.name]:
+            problems.append(f'{f.name} = {value} (must be in [1, {CONFIG_MOST[f.name]}])')
     if not problems:
         for width, heads in (('d_v', 'nh_v'), ('d_v', 'nh_a'), ('d_t', 'nh_t'), ('d_d', 'nh_d'), ('d_g', 'nh_g')):
             if getattr(cfg, width) % getattr(cfg, heads):
@@ -607,39 +615,57 @@ def greedy_caption(model, c, T_c):
 # ----------------------------------------------------------------------------------------------
 # Files (doc/formats.md)
 
-def header_bytes(cfg, magic, n_params):
-    ints = [magic, VERSION] + [getattr(cfg, f.name) for f in fields(cfg)] + [n_params]
+def header_bytes(cfg, magic, version, n_params):
+    ints = [magic, version] + [getattr(cfg, f.name) for f in fields(cfg)] + [n_params]
     return struct.pack(f'<{HEADER_INTS}i', *(ints + [0] * (HEADER_INTS - len(ints))))
 
 
+def check_crc(data, path):
+    """The CRC32 trailer (doc/formats.md): the last 4 bytes hold zlib's CRC32 of all before them."""
+    stored, computed = struct.unpack('<I', data[-CRC_BYTES:])[0], zlib.crc32(memoryview(data)[:-CRC_BYTES])
+    if stored != computed:
+        raise FormatError(f"'{path}' is corrupt: its CRC32 is {stored:08x} but its contents give {computed:08x}; "
+                          'the file was changed or damaged after it was written')
+
+
 def write_checkpoint(path, model):
+    chunks = itertools.chain([header_bytes(model.cfg, CKPT_MAGIC, CKPT_VERSION, num_params(model.cfg))],
+                             (p.detach().to(torch.float32).contiguous().numpy().tobytes() for _, p in model.named_parameters()))
+    crc = 0
     with open(path, 'wb') as f:
-        f.write(header_bytes(model.cfg, CKPT_MAGIC, num_params(model.cfg)))
-        for _, p in model.named_parameters():
-            f.write(p.detach().to(torch.float32).contiguous().numpy().tobytes())
+        for chunk in chunks:
+            f.write(chunk)
+            crc = zlib.crc32(chunk, crc)
+        f.write(struct.pack('<I', crc))
 
 
 def read_checkpoint(path):
-    """-> (Config, flat float32 tensor of all parameters); raises FormatError naming the file."""
+    """-> (Config, flat float32 tensor of all parameters); raises FormatError naming the file.
+    The checks in vlvc/config.h's order: magic, version, the size the parameter count implies,
+    the CRC32, the header's fields."""
     with open(path, 'rb') as f:
         data = f.read()
-    n_header = 4 * HEADER_INTS
-    if len(data) < n_header:
-        raise FormatError(f'{path}: truncated: {len(data)} bytes, shorter than the {n_header}-byte header')
+    n_header, n_fields = 4 * HEADER_INTS, len(fields(Config))
+    if len(data) < n_header + CRC_BYTES:
+        raise FormatError(f'{path}: truncated: {len(data)} bytes, shorter than a header and a CRC32 ({n_header + CRC_BYTES})')
     header = struct.unpack(f'<{HEADER_INTS}i', data[:n_header])
     if header[0] != CKPT_MAGIC:
         raise FormatError(f'{path}: bad magic {header[0]}, expected {CKPT_MAGIC} (not a vlv checkpoint)')
-    if header[1] != VERSION:
-        raise FormatError(f'{path}: unknown version {header[1]} (this reader knows version {VERSION})')
-    cfg = Config(*header[2:2 + len(fields(Config))])
+    if header[1] != CKPT_VERSION:
+        raise FormatError(f'{path}: unknown version {header[1]} (this reader knows version {CKPT_VERSION})')
+    n = header[2 + n_fields]
+    if n >= 0 and len(data) != n_header + 4 * n + CRC_BYTES:
+        what = 'truncated' if len(data) < n_header + 4 * n + CRC_BYTES else 'trailing bytes'
+        raise FormatError(f'{path}: {what}: {len(data)} bytes, expected {n_header + 4 * n + CRC_BYTES} for its {n} parameters')
+    check_crc(data, path)
+    reserved = [i for i in range(3 + n_fields, HEADER_INTS) if header[i] != 0]
+    if reserved:
+        raise FormatError(f'{path}: reserved header slot {reserved[0]} is {header[reserved[0]]}, not 0')
+    cfg = Config(*header[2:2 + n_fields])
     check_config(cfg, path)
-    n, want = header[2 + len(fields(Config))], num_params(cfg)
-    if n != want:
-        raise FormatError(f'{path}: num_params is {n} but the config implies {want}')
-    if len(data) != n_header + 4 * n:
-        what = 'truncated' if len(data) < n_header + 4 * n else 'trailing bytes'
-        raise FormatError(f'{path}: {what}: {len(data)} bytes, expected {n_header + 4 * n}')
-    return cfg, torch.frombuffer(bytearray(data), dtype=torch.float32, offset=n_header)
+    if n != num_params(cfg):
+        raise FormatError(f'{path}: num_params is {n} but the config implies {num_params(cfg)}')
+    return cfg, torch.frombuffer(bytearray(data), dtype=torch.float32, offset=n_header, count=n)
 
 
 def load_weights(model, flat, path):
@@ -666,7 +692,7 @@ def load_model(path):
 def write_state(path, cfg, records):
     """Debug state: header, then records (name, dtype, dims, data) in the given order, then `end`."""
     with open(path, 'wb') as f:
-        f.write(header_bytes(cfg, STATE_MAGIC, 0))
+        f.write(header_bytes(cfg, STATE_MAGIC, STATE_VERSION, 0))
         for name, value in list(records.items()) + [('end', torch.tensor(0, dtype=torch.int32))]:
             is_int = not value.is_floating_point()
             data = value.detach().to(torch.int32 if is_int else torch.float32).contiguous()

@@ -1,17 +1,20 @@
 /*
-The model's configuration and the 256-byte header every vlv.c file starts with
-(doc/formats.md): 64 int32 = magic, version, the config fields, zeros.
+The model's configuration, the 256-byte header every vlv.c file starts with (doc/formats.md):
+64 int32 = magic, version, the config fields, num_params, zeros; and the CRC32 trailer that
+ends checkpoints, pretrained parts and training states.
 */
 #ifndef VLVC_CONFIG_H
 #define VLVC_CONFIG_H
 
+#include <zlib.h>
 #include "utils.h"
 
 #define CHECKPOINT_MAGIC 20261126
-#define CHECKPOINT_VERSION 1
+#define CHECKPOINT_VERSION 2
 #define DEBUG_STATE_MAGIC 20261127
 #define DEBUG_STATE_VERSION 1
 #define HEADER_INTS 64
+#define CRC_BYTES 4
 
 // special tokens of the word-level vocabulary (doc/model.md "Tokens")
 enum { TOKEN_PAD = 0, TOKEN_BOS = 1, TOKEN_EOS = 2, TOKEN_UNK = 3, TOKEN_FIRST_WORD = 4 };
@@ -64,9 +67,11 @@ static inline int config_patch_dim(const Config* c) { return c->patch * c->patch
 // adds the batch).
 static inline const char* config_problem(const Config* c) {
     static char msg[200];
+    // n_timesteps at most 10,000: the schedule's last alphas_cumprod is about 10^(-2.33 T / 1000),
+    // which leaves float32's range (1e-38) past T = 16,000, and DDIM divides by its square root
     //                          img  patch n_q  vocab    cap  d_v L_v nh_v L_a nh_a d_t L_t nh_t d_d L_d nh_d d_freq d_g L_g nh_g pred T
     static const int most[CONFIG_FIELDS] = { 4096, 4096, 4096, 1 << 20, 4096, 8192, 256, 256, 256, 256, 8192, 256, 256, 8192, 256,
-                                             256, 8192, 8192, 256, 256, 1, 1 << 20 };
+                                             256, 8192, 8192, 256, 256, 1, 10000 };
     for (int i = 0; i < CONFIG_FIELDS; i++) {
         int v = *config_field((Config*)c, i);
         int least = i == 20 ? 0 : 1; // prediction may be 0 (eps)
@@ -117,29 +122,113 @@ static inline const char* config_batch_problem(const Config* c, int B) {
     return NULL;
 }
 
-static inline void header_write(FILE* fp, const char* path, int magic, int version, const Config* c, int num_params) {
+// A file format as its readers and writers know it: the magic number and version of its header,
+// its name, what to do with a file of it that is refused and, for the formats that end in a
+// CRC32 trailer, what lies between the header and the trailer: `fixed` bytes, then `per_param`
+// bytes per parameter (the debug state, of records up to an "end" record, has no trailer)
+typedef struct { int magic, version; const char* what, *remedy; long fixed; int per_param; } FileFormat;
+static const FileFormat CHECKPOINT_FORMAT = { CHECKPOINT_MAGIC, CHECKPOINT_VERSION, "checkpoint",
+                                              "restore it from a copy, or train it again", 0, sizeof(float) };
+static const FileFormat DEBUG_STATE_FORMAT = { DEBUG_STATE_MAGIC, DEBUG_STATE_VERSION, "debug state",
+                                               "write it again with dev/vlv.py dump (make check does)", 0, 0 };
+
+static inline void header_write(FILE* fp, const char* path, const FileFormat* f, const Config* c, int num_params) {
     int header[HEADER_INTS] = {0};
-    header[0] = magic;
-    header[1] = version;
+    header[0] = f->magic;
+    header[1] = f->version;
     for (int i = 0; i < CONFIG_FIELDS; i++) header[2 + i] = *config_field((Config*)c, i);
     header[2 + CONFIG_FIELDS] = num_params;
     fwriteCheck(header, sizeof(int), HEADER_INTS, fp, path);
 }
 
-// reads and validates a header; returns num_params (slot 24)
-static inline int header_read(FILE* fp, const char* path, int magic, int version, const char* what, Config* c) {
-    int header[HEADER_INTS];
+// reads a header and checks its magic number and version
+static inline void header_start(FILE* fp, const char* path, const FileFormat* f, int* header) {
     freadCheck(header, sizeof(int), HEADER_INTS, fp, path);
-    if (header[0] != magic) {
-        fail("'%s' is not a vlv.c %s: magic number %d, expected %d", path, what, header[0], magic);
+    if (header[0] != f->magic) {
+        fail("'%s' is not a vlv.c %s: magic number %d, expected %d", path, f->what, header[0], f->magic);
     }
-    if (header[1] != version) {
-        fail("'%s' is a %s of version %d; this program reads version %d", path, what, header[1], version);
+    if (header[1] != f->version) {
+        fail("'%s' is a %s of version %d; this program reads version %d\n  %s", path, f->what, header[1], f->version, f->remedy);
     }
+}
+
+// the config of a header, every field in range and the slots after num_params zero; returns
+// num_params (slot 24)
+static inline int header_config(const int* header, const char* path, const FileFormat* f, Config* c) {
     for (int i = 0; i < CONFIG_FIELDS; i++) *config_field(c, i) = header[2 + i];
     const char* problem = config_problem(c);
-    if (problem) fail("'%s' has a bad config in its header: %s", path, problem);
-    return header[2 + CONFIG_FIELDS];
+    if (problem) fail("'%s' has a bad config in its header: %s\n  %s", path, problem, f->remedy);
+    int num_params = header[2 + CONFIG_FIELDS];
+    if (num_params < 0) fail("'%s' has a bad header: num_params = %d is negative\n  %s", path, num_params, f->remedy);
+    for (int i = 3 + CONFIG_FIELDS; i < HEADER_INTS; i++) {
+        if (header[i] != 0) fail("'%s' has a bad header: reserved slot %d is %d, not 0\n  %s", path, i, header[i], f->remedy);
+    }
+    return num_params;
+}
+
+// reads and checks the header of a file without a CRC32 trailer (the debug state); returns num_params
+static inline int header_read(FILE* fp, const char* path, const FileFormat* f, Config* c) {
+    int header[HEADER_INTS];
+    header_start(fp, path, f, header);
+    return header_config(header, path, f, c);
+}
+
+// zlib's CRC32 of the first n bytes of an open file; the stream is left after them
+static inline uint32_t file_crc32(FILE* fp, const char* path, long n) {
+    if (fseek(fp, 0, SEEK_SET) != 0) { fail("cannot seek in '%s': %s", path, strerror(errno)); }
+    unsigned char buf[1 << 16];
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (long done = 0; done < n; ) {
+        size_t chunk = n - done < (long)sizeof buf ? (size_t)(n - done) : sizeof buf;
+        freadCheck(buf, 1, chunk, fp, path);
+        crc = crc32(crc, buf, (uInt)chunk);
+        done += (long)chunk;
+    }
+    return (uint32_t)crc;
+}
+
+// The CRC32 trailer: checkpoints, pretrained parts and training states end in 4 bytes that hold,
+// little-endian, zlib's CRC32 of every byte before them, header included, so that a change the
+// field checks cannot see (a head count, a weight) is refused too. The writer appends it to a
+// file of atomic_open (which opens it for reading too) from the bytes the file holds.
+static inline void crc_append(FILE* fp, const char* path) {
+    if (fflush(fp) != 0) { fail("writing '%s' failed: %s\n  is the disk full?", path, strerror(errno)); }
+    long size = ftell(fp);
+    if (size < 0) { fail("cannot tell the size of '%s': %s", path, strerror(errno)); }
+    uint32_t crc = file_crc32(fp, path, size);
+    if (fseek(fp, 0, SEEK_END) != 0) { fail("cannot seek in '%s': %s", path, strerror(errno)); } // reading, then writing
+    unsigned char le[CRC_BYTES] = { (unsigned char)crc, (unsigned char)(crc >> 8), (unsigned char)(crc >> 16), (unsigned char)(crc >> 24) };
+    fwriteCheck(le, 1, CRC_BYTES, fp, path);
+}
+
+// Reads and checks the header of a file with a CRC32 trailer. The size that num_params implies
+// is checked before the CRC32, so that a cut or lengthened file is reported as such, and the
+// CRC32 before the config, so that any other damage is reported as damage rather than as an odd
+// config. Returns num_params; the stream is left after the header.
+static inline int header_read_crc(FILE* fp, const char* path, const FileFormat* f, Config* c) {
+    long size = file_size(fp, path);
+    if (size < HEADER_INTS * 4L + CRC_BYTES) {
+        fail("'%s' is truncated: %ld bytes, shorter than a header and a CRC32 (%d bytes)\n  %s", path, size,
+             HEADER_INTS * 4 + CRC_BYTES, f->remedy);
+    }
+    int header[HEADER_INTS];
+    header_start(fp, path, f, header);
+    int num_params = header[2 + CONFIG_FIELDS];
+    long long want = HEADER_INTS * 4LL + f->fixed + (long long)f->per_param * num_params + CRC_BYTES;
+    if (num_params >= 0 && size != want) {
+        fail("'%s' has %ld bytes, but a %s of %d parameters (its header's count) has %lld: the file is %s\n  %s", path, size,
+             f->what, num_params, want, size < want ? "truncated" : "longer (trailing data)", f->remedy);
+    }
+    uint32_t computed = file_crc32(fp, path, size - CRC_BYTES);
+    unsigned char le[CRC_BYTES];
+    freadCheck(le, 1, CRC_BYTES, fp, path);
+    uint32_t stored = le[0] | (uint32_t)le[1] << 8 | (uint32_t)le[2] << 16 | (uint32_t)le[3] << 24;
+    if (stored != computed) {
+        fail("'%s' is corrupt: its CRC32 is %08x but its contents give %08x; the file was changed or damaged after it was written\n  %s",
+             path, (unsigned)stored, (unsigned)computed, f->remedy);
+    }
+    if (fseek(fp, HEADER_INTS * 4L, SEEK_SET) != 0) { fail("cannot seek in '%s': %s", path, strerror(errno)); }
+    return header_config(header, path, f, c);
 }
 
 static inline void config_print(const Config* c, FILE* out) {

@@ -360,7 +360,7 @@ static inline void acts_views_free(ActViews* v) {
 }
 
 // ----------------------------------------------------------------------------
-// checkpoints: header + all parameters in layout order (doc/formats.md)
+// checkpoints: header, all parameters in layout order, the CRC32 trailer (doc/formats.md)
 
 // number of parameters a config implies, and (optionally) the tensor table
 static inline size_t count_params(const Config* c, TensorInfo** table, int* count) {
@@ -377,27 +377,19 @@ static inline size_t count_params(const Config* c, TensorInfo** table, int* coun
 
 static inline void checkpoint_write(const char* path, const Config* c, const float* params, size_t num_params) {
     FILE* fp = atomic_open(path); // a crash never leaves a half-written checkpoint
-    header_write(fp, path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, c, (int)num_params);
+    header_write(fp, path, &CHECKPOINT_FORMAT, c, (int)num_params);
     fwriteCheck(params, sizeof(float), num_params, fp, path);
+    crc_append(fp, path);
     atomic_commit(fp, path);
 }
 
 // reads the config of a checkpoint and returns its open file, positioned at the parameters
 static inline FILE* checkpoint_open(const char* path, Config* c, size_t* num_params) {
     FILE* fp = fopenCheck(path, "rb");
-    long size = file_size(fp, path);
-    if (size < HEADER_INTS * (long)sizeof(int)) {
-        fail("'%s' is truncated: %ld bytes, shorter than the %d-byte header", path, size, HEADER_INTS * 4);
-    }
-    int stored = header_read(fp, path, CHECKPOINT_MAGIC, CHECKPOINT_VERSION, "checkpoint", c);
+    int stored = header_read_crc(fp, path, &CHECKPOINT_FORMAT, c);
     size_t expected = count_params(c, NULL, NULL);
     if ((size_t)stored != expected) {
         fail("'%s' says it holds %d parameters but its config implies %zu", path, stored, expected);
-    }
-    long want = HEADER_INTS * (long)sizeof(int) + (long)(expected * sizeof(float));
-    if (size != want) {
-        fail("'%s' has %ld bytes, expected %ld for its config (%s)", path, size, want,
-             size < want ? "truncated" : "trailing data");
     }
     *num_params = expected;
     return fp;

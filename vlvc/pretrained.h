@@ -17,7 +17,9 @@ version; the run refuses a pretrained.bin whose SHA-256 is not the one recorded 
 #include "evaluate.h" // the T2I score recorded in the provenance
 
 #define PRETRAINED_MAGIC 20261203
-#define PRETRAINED_VERSION 1
+#define PRETRAINED_VERSION 2
+static const FileFormat PRETRAINED_FORMAT = { PRETRAINED_MAGIC, PRETRAINED_VERSION, "pretrained parts file",
+                                              "restore it, or pretrain from scratch with --preset full", 0, sizeof(float) };
 #define PROVENANCE_FIRST_LINE "vlv.c pretrained parts, provenance version 1"
 #define PRETRAINED_GROUPS (1 << GROUP_TEXTENC | 1 << GROUP_DIT | 1 << GROUP_GPT)
 
@@ -90,8 +92,9 @@ static void pretrained_write(Run* r) {
     run_path(r, bin, sizeof bin, "pretrained.bin");
     provenance_path(bin, txt, sizeof txt);
     FILE* fp = atomic_open(bin);
-    header_write(fp, bin, PRETRAINED_MAGIC, PRETRAINED_VERSION, c, (int)n);
+    header_write(fp, bin, &PRETRAINED_FORMAT, c, (int)n);
     fwriteCheck(parts, sizeof(float), n, fp, bin);
+    crc_append(fp, bin);
     atomic_commit(fp, bin);
     free(parts);
     if (!sha256_file(bin, hex)) fail("could not read back '%s' to hash it", bin);
@@ -169,9 +172,7 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     }
     Config c;
     fp = fopenCheck(bin, "rb");
-    long size = file_size(fp, bin);
-    if (size < HEADER_INTS * 4L) fail("'%s' is truncated: %ld bytes, shorter than the header", bin, size);
-    int stored = header_read(fp, bin, PRETRAINED_MAGIC, PRETRAINED_VERSION, "pretrained parts file", &c);
+    int stored = header_read_crc(fp, bin, &PRETRAINED_FORMAT, &c);
     if (memcmp(&c, model_config(r->model), sizeof c) != 0) {
         for (int i = 0; i < CONFIG_FIELDS; i++) {
             int have = *config_field(&c, i), want = *config_field((Config*)model_config(r->model), i);
@@ -183,9 +184,7 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     float* all = (float*)mallocCheck(n_all * sizeof(float));
     model_buffer_read(r->model, 0, all);
     float* parts = parts_gather(&c, all, &n);
-    if ((size_t)stored != n || size != HEADER_INTS * 4L + (long)(n * sizeof(float))) {
-        fail("'%s' has %ld bytes for %d parameters; its config's parts have %zu", bin, size, stored, n);
-    }
+    if ((size_t)stored != n) fail("'%s' says it holds %d parameters but its config's parts have %zu", bin, stored, n);
     freadCheck(parts, sizeof(float), n, fp, bin);
     fclose(fp);
     for (size_t i = 0; i < n; i++) { if (!is_finite_float(parts[i])) fail("'%s' holds a NaN or infinity", bin); }

@@ -9,7 +9,7 @@ Both are written to a temporary file and renamed: an interruption never loses th
 #include "run.h"
 
 #define TRAIN_STATE_MAGIC 20261129
-#define TRAIN_STATE_VERSION 3
+#define TRAIN_STATE_VERSION 4
 
 static const char* train_state_buffers[] = { "weights", "AdamW first moments", "AdamW second moments", "EMA weights" };
 
@@ -50,6 +50,13 @@ static void run_settings(const Settings* s, RunSetting* out) {
     }
     if (n != RUN_SETTINGS) fail("run_settings: %d settings, RUN_SETTINGS says %d", n, RUN_SETTINGS);
 }
+
+// the training state: between its header and its four buffers of num_params floats lie where the
+// run stands (4 int32), its settings (int64), the SHA-256 of its pretrained parts (64 bytes), the
+// seconds per stage (float64) and the invocations (2 int32)
+static const FileFormat TRAIN_STATE_FORMAT = { TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, "training state", "start over with --fresh 1",
+                                               4 * 4 + 8 * RUN_SETTINGS + 64 + 8 * ALL_DONE + 2 * 4, 4 * sizeof(float) };
+
 static void setting_text(const RunSetting* v, char* out, size_t cap) {
     if (v->is_float) { uint32_t u = (uint32_t)v->value; float x; memcpy(&x, &u, sizeof x); snprintf(out, cap, "%g", x); }
     else { snprintf(out, cap, "%lld", (long long)v->value); }
@@ -85,7 +92,7 @@ static void train_state_save(Run* r) {
         check_finite(r, buf + k * n, n, train_state_buffers[k]);
     }
     FILE* fp = atomic_open(path);
-    header_write(fp, path, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, model_config(r->model), (int)n);
+    header_write(fp, path, &TRAIN_STATE_FORMAT, model_config(r->model), (int)n);
     int where[4] = { r->next_stage, r->next_step, model_adam_step(r->model), r->B };
     fwriteCheck(where, sizeof(int), 4, fp, path);
     RunSetting settings[RUN_SETTINGS];
@@ -101,23 +108,23 @@ static void train_state_save(Run* r) {
     fwriteCheck(invocations, sizeof(int), 2, fp, path);
     fwriteCheck(buf, sizeof(float), 4 * n, fp, path);
     free(buf);
+    crc_append(fp, path);
     atomic_commit(fp, path);
 }
 
-// loads the training state if the run folder has one; returns 0 when there is none
+// Loads the training state if the run folder has one; returns 0 when there is none. Past its
+// CRC32 a file can still hold what no run writes (a file crafted, or written by a broken
+// program): every field is checked against what the writer can store.
 static int train_state_load(Run* r) {
     char path[1100];
     run_path(r, path, sizeof path, "train_state.bin");
     FILE* fp = fopen(path, "rb");
     if (!fp) { return 0; }
-    long size = file_size(fp, path);
     Config c;
-    int n = header_read(fp, path, TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION, "training state", &c);
+    int n = header_read_crc(fp, path, &TRAIN_STATE_FORMAT, &c);
     if (memcmp(&c, model_config(r->model), sizeof c) != 0 || (size_t)n != model_num_params(r->model)) {
         fail("'%s' holds a run of another model config; resume with the same flags, or start over with --fresh 1", path);
     }
-    long want = HEADER_INTS * 4 + 4 * 4 + 8 * RUN_SETTINGS + 64 + 8 * ALL_DONE + 2 * 4 + 4L * 4 * (long)model_num_params(r->model);
-    if (size != want) fail("'%s' has %ld bytes, expected %ld (truncated or corrupt); start over with --fresh 1", path, size, want);
     int where[4];
     freadCheck(where, sizeof(int), 4, fp, path);
     RunSetting given[RUN_SETTINGS];
@@ -137,6 +144,9 @@ static int train_state_load(Run* r) {
     }
     char sha[65] = { 0 };
     freadCheck(sha, 1, 64, fp, path);
+    int zeros = 0, hex = 0; // SHA-256 as sha256_file writes it (lowercase hex), or zeros: none
+    for (int i = 0; i < 64; i++) { zeros += sha[i] == 0; hex += (sha[i] >= '0' && sha[i] <= '9') || (sha[i] >= 'a' && sha[i] <= 'f'); }
+    if (zeros != 64 && hex != 64) fail("'%s' is corrupt: its pretrained parts' SHA-256 is neither 64 hex digits nor zeros; start over with --fresh 1", path);
     if (strcmp(sha, r->pretrained_sha) != 0) {
         fail("'%s' holds a run that started from %s%s; this command gives %s%s.\n"
              "  rerun with the run's --pretrained to resume it, or start over with --fresh 1", path,
@@ -150,28 +160,47 @@ static int train_state_load(Run* r) {
     for (int k = 0; k < ALL_DONE; k++) {
         if (!(seconds[k] >= 0.0 && seconds[k] < 1e9)) fail("'%s' is corrupt: %s took %g s; start over with --fresh 1", path, stage_name[k], seconds[k]);
     }
-    if (invocations[0] < 1) fail("'%s' is corrupt: %d invocations; start over with --fresh 1", path, invocations[0]);
+    // at most 1e8 invocations: this one adds 1 to the count, an int
+    if (invocations[0] < 1 || invocations[0] >= 100000000) fail("'%s' is corrupt: %d invocations; start over with --fresh 1", path, invocations[0]);
+    if (invocations[1] != 0) fail("'%s' is corrupt: the int32 after its invocation count is %d, not 0; start over with --fresh 1", path, invocations[1]);
+    // Where the run stands. A stage is saved at its steps 1..total-1, AdamW having taken as many
+    // steps, or, finished, as the next stage's step 0 with the finished stage's AdamW count (0 when
+    // none was trained: a run from pretrained parts is saved at stage 1's step 0 untrained).
+    int stage = where[0], step = where[1], adam = where[2];
+    if (stage < 0 || stage > ALL_DONE) fail("'%s' is corrupt: its next stage is %d, not 0 to %d; start over with --fresh 1", path, stage, ALL_DONE);
+    int total = stage < ALL_DONE ? stage_steps(&r->s, stage) : 0, before = stage > 0 ? stage_steps(&r->s, stage - 1) : 0;
+    if (step < 0 || (step > 0 && step >= total)) {
+        fail("'%s' is corrupt: its next step, %s step %d, is outside the stage's %d steps; start over with --fresh 1", path, stage_name[stage], step, total);
+    }
+    if (step > 0 ? adam != step : adam != 0 && adam != before) {
+        char expected[64];
+        if (step > 0) { snprintf(expected, sizeof expected, "%d, the step", step); }
+        else if (stage > 0) { snprintf(expected, sizeof expected, "0, or %d: the steps of %s", before, stage_name[stage - 1]); }
+        else { snprintf(expected, sizeof expected, "0"); }
+        fail("'%s' is corrupt: its AdamW step count is %d at %s step %d (expected %s); start over with --fresh 1", path, adam,
+             stage_name[stage], step, expected);
+    }
+    if (where[3] != r->B) fail("'%s' is corrupt: its batch size is %d, its --batch %d; start over with --fresh 1", path, where[3], r->B);
     memcpy(r->stage_seconds, seconds, sizeof seconds);
     r->invocations = invocations[0] + 1;
-    if (where[0] < 0 || where[0] > ALL_DONE || where[1] < 0 || where[2] < 0 || where[3] != r->B) {
-        fail("'%s' is corrupt or from another batch size (stage %d, step %d, batch %d); start over with --fresh 1", path, where[0], where[1], where[3]);
-    }
-    // a stage is saved at its steps 1..total-1 (AdamW has taken as many steps) or, finished, as
-    // the next stage's step 0 (AdamW's count is the finished stage's; at most 1e8, the flags' limit)
-    int total = where[0] < ALL_DONE ? stage_steps(&r->s, where[0]) : 0;
-    int step_ok = where[1] == 0 || (where[0] < ALL_DONE && where[1] < total && where[2] == where[1]);
-    if (!step_ok || where[2] > 100000000) {
-        fail("'%s' is corrupt or from other settings: %s step %d of %d with %d AdamW steps; start over with --fresh 1",
-             path, stage_name[where[0]], where[1], total, where[2]);
-    }
-    r->next_stage = where[0];
-    r->next_step = where[1];
-    model_set_adam_step(r->model, where[2]);
+    r->next_stage = stage;
+    r->next_step = step;
+    model_set_adam_step(r->model, adam);
+    // the buffers: finite; AdamW's moments zero before its first step, its second moments (means
+    // of squared gradients) never negative
     float* buf = (float*)mallocCheck(model_num_params(r->model) * sizeof(float));
     for (int k = 0; k < 4; k++) {
         freadCheck(buf, sizeof(float), model_num_params(r->model), fp, path);
         for (size_t i = 0; i < model_num_params(r->model); i++) {
             if (!is_finite_float(buf[i])) fail("'%s' holds a NaN or infinity in its %s", path, train_state_buffers[k]);
+            if ((k == 1 || k == 2) && adam == 0 && buf[i] != 0.0f) {
+                fail("'%s' is corrupt: its %s are not zero (entry %zu is %g) before AdamW's first step; start over with --fresh 1",
+                     path, train_state_buffers[k], i, buf[i]);
+            }
+            if (k == 2 && buf[i] < 0.0f) {
+                fail("'%s' is corrupt: its %s hold a negative number (entry %zu is %g); start over with --fresh 1", path,
+                     train_state_buffers[k], i, buf[i]);
+            }
         }
         model_buffer_write(r->model, k, buf);
     }

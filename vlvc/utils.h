@@ -85,15 +85,16 @@ static inline void fclose_check(FILE* fp, const char* path, const char* file, in
 
 // Atomic writes: the data goes to PATH.tmp, which atomic_commit flushes to the disk (fsync)
 // and renames to PATH. A reader, a crash or a power loss sees the old file or the new one,
-// never half of one; an error on the way (fail) removes PATH.tmp.
+// never half of one; an error on the way (fail) removes PATH.tmp. The file is open for reading
+// too, so that a writer can read back what it wrote (crc_append in vlvc/config.h).
 static inline FILE* atomic_open(const char* path) {
     int slot = 0;
     while (slot < ATOMIC_MAX_OPEN && atomic_files[slot].fp) { slot++; }
     if (slot == ATOMIC_MAX_OPEN) fail("atomic_open('%s'): more than %d files written at once", path, ATOMIC_MAX_OPEN);
     AtomicFile* a = &atomic_files[slot];
     if (snprintf(a->tmp, sizeof a->tmp, "%s.tmp", path) >= (int)sizeof a->tmp) fail("the path '%s' is too long", path);
-    FILE* fp = fopen(a->tmp, "wb");
-    if (fp == NULL) fail("could not open '%s' (mode wb): %s\n  does the folder exist, and may this user write there?", a->tmp, strerror(errno));
+    FILE* fp = fopen(a->tmp, "w+b");
+    if (fp == NULL) fail("could not open '%s' (mode w+b): %s\n  does the folder exist, and may this user write there?", a->tmp, strerror(errno));
     a->fp = fp;
     return fp;
 }

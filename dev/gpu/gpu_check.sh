@@ -78,7 +78,8 @@ record "environment" ok "${GPU:-no nvidia-smi}; $(nvcc --version 2>/dev/null | g
 #    warnings shown but not fatal, so that the checks still run. Either way: -arch=sm_90.
 LABS=$(ls dev/cuda/*.cu 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.cu$//')
 NVCC_FLAGS="-O3 -std=c++20 -arch=sm_90 -lineinfo -Xcompiler -Wall,-Wextra"
-# train_vlvcu holds the shared pipeline (vlvc/pipeline.h), which needs stb_image and zlib. The GPU
+# train_vlvcu holds the shared pipeline (vlvc/pipeline.h), which needs stb_image and zlib; test_vlvcu
+# needs zlib (the CRC32 of the checkpoints, vlvc/config.h). The GPU
 # machine has no libstb-dev and no registry to install it from, so the caller brings Debian's
 # headers and static libraries in .devdeps/{include,lib} (an ignored folder that
 # dev/gpu/gpu_deps.sh fills, sent along with the device tool's `carry`).
@@ -92,9 +93,9 @@ fi
 build_direct() {
     local pids=() rc=0
     nvcc $NVCC_FLAGS -o train_vlvcu train_vlv.cu -lstb -lz & pids+=($!)
-    nvcc $NVCC_FLAGS -o test_vlvcu test_vlv.cu & pids+=($!)
+    nvcc $NVCC_FLAGS -o test_vlvcu test_vlv.cu -lz & pids+=($!)
     nvcc $NVCC_FLAGS -DUSE_CUBLAS -o train_vlvcu_cublas train_vlv.cu -lstb -lz -lcublas & pids+=($!)
-    nvcc $NVCC_FLAGS -DUSE_CUBLAS -o test_vlvcu_cublas test_vlv.cu -lcublas & pids+=($!)
+    nvcc $NVCC_FLAGS -DUSE_CUBLAS -o test_vlvcu_cublas test_vlv.cu -lz -lcublas & pids+=($!)
     for lab in $LABS; do nvcc $NVCC_FLAGS -DUSE_CUBLAS -o dev/cuda/$lab dev/cuda/$lab.cu -lcublas & pids+=($!); done
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     return $rc

@@ -25,7 +25,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vlv  # noqa: E402
 
-TRAIN_STATE_MAGIC = 20261129  # doc/formats.md, "Training state" (vlv.STATE_MAGIC is the debug state's)
+TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION = 20261129, 4  # doc/formats.md, "Training state" (vlv.STATE_MAGIC is the debug state's)
+# between the header and the buffers: where the run stands (4 int32), 30 settings (int64), the
+# SHA-256 of the pretrained parts (64 bytes), 5 stage times (float64), the invocations (2 int32)
+TRAIN_STATE_FIXED = 4 * 4 + 8 * 30 + 64 + 8 * 5 + 2 * 4
 DECODER = ('textenc', 'dit')
 
 
@@ -34,19 +37,21 @@ def initial_weights(path, cfg, n):
     with open(path, 'rb') as f:
         data = f.read()
     n_header = 4 * vlv.HEADER_INTS
-    if len(data) < n_header + 16:
+    if len(data) < n_header:
         raise vlv.FormatError(f'{path}: truncated: {len(data)} bytes')
     header = struct.unpack(f'<{vlv.HEADER_INTS}i', data[:n_header])
     if header[0] != TRAIN_STATE_MAGIC:
         raise vlv.FormatError(f'{path}: bad magic {header[0]}, expected {TRAIN_STATE_MAGIC} (not a train_state.bin)')
-    if header[1] != vlv.VERSION:
-        raise vlv.FormatError(f'{path}: unknown version {header[1]}')
+    if header[1] != TRAIN_STATE_VERSION:
+        raise vlv.FormatError(f'{path}: unknown version {header[1]} (this reader knows version {TRAIN_STATE_VERSION})')
     state_cfg = vlv.Config(*header[2:2 + len(fields(vlv.Config))])
     if state_cfg != cfg:
         raise vlv.FormatError(f'{path}: another model config than the trained checkpoint\'s (same preset and flags?)')
-    if len(data) != n_header + 16 + 4 * 4 * n:
-        raise vlv.FormatError(f'{path}: {len(data)} bytes, expected {n_header + 16 + 16 * n} for {n} parameters')
-    return torch.frombuffer(bytearray(data), dtype=torch.float32, offset=n_header + 16, count=n)
+    want = n_header + TRAIN_STATE_FIXED + 4 * 4 * n + vlv.CRC_BYTES
+    if len(data) != want:
+        raise vlv.FormatError(f'{path}: {len(data)} bytes, expected {want} for {n} parameters')
+    vlv.check_crc(data, path)
+    return torch.frombuffer(bytearray(data), dtype=torch.float32, offset=n_header + TRAIN_STATE_FIXED, count=n)
 
 
 def main():

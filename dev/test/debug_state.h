@@ -28,7 +28,7 @@ static inline void debug_state_load(DebugState* ds, const char* path) {
     FILE* fp = fopenCheck(path, "rb");
     long size = file_size(fp, path);
     ds->path = path;
-    header_read(fp, path, DEBUG_STATE_MAGIC, DEBUG_STATE_VERSION, "debug state", &ds->config);
+    header_read(fp, path, &DEBUG_STATE_FORMAT, &ds->config);
     ds->records = NULL;
     ds->count = 0;
     int capacity = 0, ended = 0;

@@ -103,18 +103,36 @@ static inline void run_compare(const char* a_path, const char* b_path) {
 // bad input: every reader must reject a broken file with a message and exit status 1,
 // never crash. Each case runs in a child process, since the readers exit on failure.
 
-static inline void copy_bytes(const char* src, const char* dst, long keep, long patch_at, int patch_value) {
+// A broken copy of src: its first `keep` bytes (keep = -1 - extra: all of them and `extra` zero
+// bytes), the int32 at byte `at` set to `value` (at < 0: none), and with fix_crc its last 4 bytes
+// the CRC32 of the bytes before them, so that the change gets past the CRC check to the checks
+// behind it.
+static inline void copy_bytes(const char* src, const char* dst, long keep, long at, int value, int fix_crc) {
     FILE* in = fopenCheck(src, "rb");
     long size = file_size(in, src);
-    char* buf = (char*)mallocCheck(size + 16);
+    unsigned char* buf = (unsigned char*)mallocCheck(size + 16);
     freadCheck(buf, 1, size, in, src);
     fclose(in);
     if (keep < 0) { keep = size + (-keep - 1); memset(buf + size, 0, 16); } // keep = -1 - extra: append zeros
-    if (patch_at >= 0) { memcpy(buf + patch_at, &patch_value, sizeof(int)); }
+    if (at >= 0) { memcpy(buf + at, &value, sizeof(int)); }
+    if (fix_crc) {
+        uint32_t crc = (uint32_t)crc32(0L, buf, (uInt)(keep - CRC_BYTES));
+        for (int i = 0; i < CRC_BYTES; i++) { buf[keep - CRC_BYTES + i] = (unsigned char)(crc >> 8 * i); }
+    }
     FILE* out = fopenCheck(dst, "wb");
     fwriteCheck(buf, 1, keep, out, dst);
     fcloseCheck(out, dst);
     free(buf);
+}
+
+// the int32 at byte `at` of a file
+static inline int int_at(const char* path, long at) {
+    FILE* fp = fopenCheck(path, "rb");
+    if (fseek(fp, at, SEEK_SET) != 0) fail("cannot seek in '%s'", path);
+    int value;
+    freadCheck(&value, sizeof value, 1, fp, path);
+    fclose(fp);
+    return value;
 }
 
 // the readers a bad file is tried on: each must exit with status 1 and a message naming it
@@ -127,33 +145,60 @@ static inline void expect_rejected(const char* what, const char* path, int is_ch
 static inline void run_reader_checks(const char* ckpt, const char* state, const char* suffix) {
     char tmp[4096]; // next to the checkpoint, so that parallel runs (CPU and CUDA tests) do not collide
     snprintf(tmp, sizeof tmp, "%s.%s", ckpt, suffix);
+    enum { KEEP_CRC, FIX_CRC };
+    const long HEADER = HEADER_INTS * 4, SLOT = 4; // header slot i is at byte SLOT * i
     expect_rejected("checkpoint: missing file", "/nonexistent/vlv.bin", 1, "could not open");
-    copy_bytes(ckpt, tmp, 100, -1, 0);
+    copy_bytes(ckpt, tmp, 100, -1, 0, KEEP_CRC);
     expect_rejected("checkpoint: shorter than its header", tmp, 1, "truncated");
     FILE* fp = fopenCheck(ckpt, "rb");
     long size = file_size(fp, ckpt);
     fclose(fp);
-    copy_bytes(ckpt, tmp, size - 4, -1, 0);
+    copy_bytes(ckpt, tmp, size - 4, -1, 0, KEEP_CRC);
     expect_rejected("checkpoint: truncated by 4 bytes", tmp, 1, "truncated");
-    copy_bytes(ckpt, tmp, -1 - 8, -1, 0);
+    copy_bytes(ckpt, tmp, -1 - 8, -1, 0, KEEP_CRC);
     expect_rejected("checkpoint: trailing bytes", tmp, 1, "trailing data");
-    copy_bytes(ckpt, tmp, size, 0, 12345);
+    copy_bytes(ckpt, tmp, size, 0, 12345, KEEP_CRC);
     expect_rejected("checkpoint: wrong magic", tmp, 1, "magic");
-    copy_bytes(ckpt, tmp, size, 4, 99);
-    expect_rejected("checkpoint: unknown version", tmp, 1, "version");
-    copy_bytes(ckpt, tmp, size, 4 * 3, 5); // patch = 5 does not divide img_size
+    char reads[64];
+    snprintf(reads, sizeof reads, "version 99; this program reads version %d", CHECKPOINT_VERSION);
+    copy_bytes(ckpt, tmp, size, SLOT * 1, 99, KEEP_CRC);
+    expect_rejected("checkpoint: unknown version", tmp, 1, reads);
+    // one byte changed where no field check can see it: the CRC32 must
+    copy_bytes(ckpt, tmp, size, SLOT * 22, int_at(ckpt, SLOT * 22) ^ 1, KEEP_CRC); // prediction eps <-> v
+    expect_rejected("checkpoint: a header byte changed", tmp, 1, "is corrupt: its CRC32 is");
+    copy_bytes(ckpt, tmp, size, HEADER + 4, int_at(ckpt, HEADER + 4) ^ 0x100, KEEP_CRC); // the second weight
+    expect_rejected("checkpoint: a weight's byte changed", tmp, 1, "is corrupt: its CRC32 is");
+    copy_bytes(ckpt, tmp, size, size - CRC_BYTES, int_at(ckpt, size - CRC_BYTES) ^ 1, KEEP_CRC);
+    expect_rejected("checkpoint: its CRC32 changed", tmp, 1, "is corrupt: its CRC32 is");
+    // with the CRC32 made right again: the field checks behind it
+    copy_bytes(ckpt, tmp, size, SLOT * 3, 5, FIX_CRC); // patch = 5 does not divide img_size
     expect_rejected("checkpoint: inconsistent config", tmp, 1, "bad config");
-    copy_bytes(ckpt, tmp, size, 4 * 24, 7); // num_params
-    expect_rejected("checkpoint: wrong parameter count", tmp, 1, "parameters");
-    copy_bytes(ckpt, tmp, size, 256 + 8, 0x7fc00000); // a NaN weight
+    copy_bytes(ckpt, tmp, size, SLOT * 22, 2, FIX_CRC);
+    expect_rejected("checkpoint: prediction 2", tmp, 1, "prediction = 2 is out of range");
+    copy_bytes(ckpt, tmp, size, SLOT * 23, 100000, FIX_CRC);
+    expect_rejected("checkpoint: 100,000 diffusion steps", tmp, 1, "n_timesteps = 100000 is out of range");
+    copy_bytes(ckpt, tmp, size, SLOT * 9, 0, FIX_CRC);
+    expect_rejected("checkpoint: no vision heads", tmp, 1, "nh_v = 0 is out of range");
+    copy_bytes(ckpt, tmp, size, SLOT * 40, 1, FIX_CRC);
+    expect_rejected("checkpoint: a reserved header slot not 0", tmp, 1, "reserved slot 40 is 1");
+    copy_bytes(ckpt, tmp, size, SLOT * 24, -1, FIX_CRC);
+    expect_rejected("checkpoint: a negative parameter count", tmp, 1, "num_params = -1 is negative");
+    copy_bytes(ckpt, tmp, size, SLOT * 24, 7, FIX_CRC);
+    expect_rejected("checkpoint: wrong parameter count", tmp, 1, "7 parameters");
+    int n = int_at(ckpt, SLOT * 24); // one parameter fewer, in a file of that size
+    copy_bytes(ckpt, tmp, size - 4, SLOT * 24, n - 1, FIX_CRC);
+    expect_rejected("checkpoint: a count unlike its config's", tmp, 1, "but its config implies");
+    copy_bytes(ckpt, tmp, size, HEADER + 8, 0x7fc00000, FIX_CRC); // a NaN weight
     expect_rejected("checkpoint: NaN weight", tmp, 1, "NaN");
     fp = fopenCheck(state, "rb");
     size = file_size(fp, state);
     fclose(fp);
-    copy_bytes(state, tmp, size / 2, -1, 0);
+    copy_bytes(state, tmp, size / 2, -1, 0, KEEP_CRC);
     expect_rejected("debug state: truncated", tmp, 0, "truncated");
-    copy_bytes(state, tmp, size, 0, CHECKPOINT_MAGIC);
+    copy_bytes(state, tmp, size, 0, CHECKPOINT_MAGIC, KEEP_CRC);
     expect_rejected("debug state: wrong magic", tmp, 0, "magic");
+    copy_bytes(state, tmp, size, SLOT * 63, 1, KEEP_CRC); // the debug state has no CRC32
+    expect_rejected("debug state: a reserved header slot not 0", tmp, 0, "reserved slot 63 is 1");
     remove(tmp);
 }
 

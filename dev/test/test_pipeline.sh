@@ -15,9 +15,28 @@ check() { # name, condition (exit status of the previous test command is in $?)
 }
 result() { grep '^RESULT' "$1" | sed 's/ minutes=.*//'; }
 # two training states hold the same run at the same point: equal but for the wall time each stage
-# took (doc/formats.md: 8-byte seconds per stage at bytes 576..615)
+# took (doc/formats.md: 8-byte seconds per stage at bytes 576..615), and so their CRC32 (the last 4 bytes)
 same_state() {
-  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[576:616] = b[576:616] = bytes(40); sys.exit(a != b)' "$1" "$2"
+  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[576:616] = b[576:616] = bytes(40); sys.exit(a[:-4] != b[:-4])' "$1" "$2"
+}
+# a copy of SRC at DST with edits OFFSET:FORMAT:VALUE (VALUE packed at byte OFFSET with struct's
+# FORMAT, little-endian; FORMAT x: the byte XORed with VALUE), then its CRC32 trailer made right
+# again (crc: the edit meets the checks behind the CRC32) or left as it was (keep)
+edited() { # SRC DST crc|keep EDIT...
+  "${PYTHON:-/usr/bin/python3}" - "$@" <<'PY'
+import struct, sys, zlib
+src, dst, crc, *edits = sys.argv[1:]
+data = bytearray(open(src, 'rb').read())
+for edit in edits:
+    at, fmt, value = edit.split(':')
+    if fmt == 'x':
+        data[int(at)] ^= int(value)
+    else:
+        struct.pack_into('<' + fmt, data, int(at), float(value) if fmt in 'fd' else int(value))
+if crc == 'crc':
+    data[-4:] = struct.pack('<I', zlib.crc32(bytes(data[:-4])))
+open(dst, 'wb').write(data)
+PY
 }
 tiny=(--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16
       --d_v 32 --d_t 32 --d_d 32 --d_g 32 --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1
@@ -126,6 +145,22 @@ printf '\x01' | dd of="$dir/pc/pretrained.bin" bs=1 seek=4096 conv=notrunc 2> /d
 rm "$dir/pc/pretrained.txt"
 ./train_vlv "${tiny[@]}" --out "$dir/pc/run" --pretrained "$dir/pc/pretrained.bin" > "$dir/pc.log" 2>&1
 [ $? = 1 ] && grep -q "provenance '$dir/pc/pretrained.txt' cannot be read" "$dir/pc.log"; check "pretrained.bin without its provenance is refused" $?
+# pretrained.bin changed after it was written, its provenance's SHA-256 made to match: a changed
+# byte is refused by the CRC32; with the CRC32 made right again, the header's checks behind it
+pretrained_cases=(
+  "a header byte changed (nh_v 2 -> 3)|keep|36:x:1|is corrupt: its CRC32 is"
+  "a weight's byte changed|keep|300:x:1|is corrupt: its CRC32 is"
+  "version 1|keep|4:i:1|pretrained parts file of version 1; this program reads version 2"
+  "a reserved header slot set|crc|200:i:1|reserved slot 50 is 1, not 0"
+)
+for entry in "${pretrained_cases[@]}"; do
+  IFS='|' read -r name crc edits reason <<< "$entry"
+  edited "$dir/a/pretrained.bin" "$dir/pc/pretrained.bin" "$crc" $edits
+  sed "s/^sha256: .*/sha256: $(sha256sum < "$dir/pc/pretrained.bin" | cut -d' ' -f1)/" "$dir/a/pretrained.txt" > "$dir/pc/pretrained.txt"
+  ./train_vlv "${tiny[@]}" --out "$dir/pc/run" --pretrained "$dir/pc/pretrained.bin" > "$dir/pc.log" 2>&1
+  [ $? = 1 ] && grep -q "'$dir/pc/pretrained.bin' " "$dir/pc.log" && grep -qF -- "$reason" "$dir/pc.log"
+  check "pretrained.bin with $name is refused ($reason)" $?
+done
 ./train_vlv "${tiny[@]}" --d_d 48 --out "$dir/pd" --pretrained "$dir/a/pretrained.bin" > "$dir/pd.log" 2>&1
 [ $? = 1 ] && grep -q "holds a model with d_d = 32; this run's model has 48" "$dir/pd.log"; check "pretrained parts of another model config are refused" $?
 ./train_vlv "${tiny[@]}" --out "$dir/pe" --baseline 0 --pretrained "$dir/a/pretrained.bin" > /dev/null 2>&1 &&
@@ -221,11 +256,12 @@ sleep 1
 ./train_vlv "${tiny[@]}" --out "$dir/e" --stop_after 10 > /dev/null 2>&1
 cp "$dir/e/train_state.bin" "$dir/e10_state.bin" # step 10 of the tiny run, for the checks below
 "${PYTHON:-/usr/bin/python3}" - "$dir/e/train_state.bin" <<'PY'
-import struct, sys
+import struct, sys, zlib
 state = bytearray(open(sys.argv[1], 'rb').read())
 n = struct.unpack_from('<i', state, 24 * 4)[0]   # header slot 24: the parameter count
-start = len(state) - 4 * 4 * n                    # the four buffers end the file; the weights first
+start = len(state) - 4 - 4 * 4 * n                # the four buffers, then the CRC32; the weights first
 state[start:start + 4 * n] = struct.pack('<f', 1e30) * n
+state[-4:] = struct.pack('<I', zlib.crc32(bytes(state[:-4])))
 open(sys.argv[1], 'wb').write(state)
 PY
 before=$(md5sum < "$dir/e/train_state.bin")
@@ -262,24 +298,53 @@ done
 ./train_vlv --out "$dir/nonsense" --img 4096 --patch 1 > "$dir/d.log" 2>&1
 [ $? = 1 ] && grep -q "more than 16384 patches" "$dir/d.log"; check "--img 4096 --patch 1 is refused (16.8M patches)" $?
 
-# crafted files: a checkpoint whose header claims img_size 65536 with patch 1, a training state
-# with AdamW's step at INT_MAX, an image with a side of 0, a FIFO named like an image
-"${PYTHON:-/usr/bin/python3}" - "$dir/a/model.bin" "$dir/crafted.bin" "$dir/e10_state.bin" "$dir/e2_state.bin" <<'PY'
-import struct, sys
-ckpt = bytearray(open(sys.argv[1], 'rb').read())
-ckpt[8:16] = struct.pack('<ii', 65536, 1)            # header slots 2, 3: img_size, patch
-open(sys.argv[2], 'wb').write(ckpt)
-state = bytearray(open(sys.argv[3], 'rb').read())
-state[256 + 8:256 + 12] = struct.pack('<i', 2**31 - 1)  # after the header: stage, step, AdamW step
-open(sys.argv[4], 'wb').write(state)
-PY
+# crafted files: a checkpoint changed after it was written, one whose header claims img_size 65536
+# with patch 1 (its CRC32 made right), training states out of range, an image with a side of 0, a
+# FIFO named like an image
+edited "$dir/a/model.bin" "$dir/changed.bin" keep 1000:x:1
+./caption -m "$dir/changed.bin" "$dir/a/t2i.png" > "$dir/d.log" 2>&1
+[ $? = 1 ] && grep -q "changed.bin' is corrupt: its CRC32 is [0-9a-f]\{8\} but its contents give [0-9a-f]\{8\}; the file was changed" "$dir/d.log"
+check "caption refuses a checkpoint with a changed byte: its CRC32" $?
+edited "$dir/a/model.bin" "$dir/crafted.bin" crc 8:i:65536 12:i:1  # header slots 2, 3: img_size, patch
 ./train_vlv --eval_model "$dir/crafted.bin" --out "$dir/crafted_eval" > "$dir/d.log" 2>&1
 [ $? = 1 ] && grep -q "crafted.bin.*img_size = 65536 is out of range" "$dir/d.log"; check "a checkpoint claiming img_size 65536, patch 1 is refused" $?
 ./caption -m "$dir/crafted.bin" "$dir/a/t2i.png" > "$dir/d.log" 2>&1
 [ $? = 1 ] && grep -q "img_size = 65536 is out of range" "$dir/d.log"; check "caption refuses it too" $?
-cp -r "$dir/e" "$dir/e2"; cp "$dir/e2_state.bin" "$dir/e2/train_state.bin"
-./train_vlv "${tiny[@]}" --out "$dir/e2" > "$dir/d.log" 2>&1
-[ $? = 1 ] && grep -q "train_state.bin' is corrupt.*2147483647 AdamW steps" "$dir/d.log"; check "a training state with AdamW's step at INT_MAX is refused" $?
+# The training state of step 10 of stage 0 (doc/formats.md: the header; at byte 256 the stage, the
+# step, AdamW's step count and the batch; at 512 the SHA-256 of the pretrained parts; at 576 the
+# stage times; at 616 the invocations and a zero; at 624 the weights, AdamW's first and second
+# moments, the EMA), changed: a changed byte is refused by the CRC32; with the CRC32 made right
+# again, each field out of range is refused by name.
+n=$(od -An -t d4 -j 96 -N 4 "$dir/e10_state.bin" | tr -d ' ')
+second=$((624 + 8 * n)) # the first of AdamW's second moments
+state_cases=(
+  "a header byte changed (nh_v 2 -> 3)|keep|36:x:1|is corrupt: its CRC32 is"
+  "an EMA weight's byte changed|keep|$((624 + 12 * n + 1)):x:1|is corrupt: its CRC32 is"
+  "version 3|keep|4:i:3|training state of version 3; this program reads version 4"
+  "a reserved header slot set|crc|120:i:1|reserved slot 30 is 1, not 0"
+  "stage 6|crc|256:i:6|its next stage is 6"
+  "step 30 of stage 0's 30|crc|260:i:30 264:i:30|its next step, stage0 step 30, is outside the stage's 30 steps"
+  "step -1|crc|260:i:-1|its next step, stage0 step -1, is outside"
+  "AdamW's step 0 at step 10|crc|264:i:0|its AdamW step count is 0 at stage0 step 10"
+  "AdamW's step at INT_MAX|crc|264:i:2147483647|its AdamW step count is 2147483647 at stage0 step 10"
+  "AdamW's step 10 at stage 0's start|crc|260:i:0|its AdamW step count is 10 at stage0 step 0"
+  "AdamW's moments before its first step|crc|260:i:0 264:i:0|its AdamW first moments are not zero"
+  "batch 7|crc|268:i:7|its batch size is 7, its --batch 8"
+  "a SHA-256 of no hex digits|crc|512:B:120|SHA-256 is neither 64 hex digits nor zeros"
+  "a negative stage time|crc|576:d:-1|stage0 took -1 s"
+  "0 invocations|crc|616:i:0|0 invocations"
+  "the int32 after the invocations set|crc|620:i:1|the int32 after its invocation count is 1"
+  "a negative second moment|crc|$second:f:-0.5|its AdamW second moments hold a negative number (entry 0 is -0.5)"
+  "a NaN second moment|crc|$second:I:2143289344|NaN or infinity in its AdamW second moments"
+)
+cp -r "$dir/e" "$dir/e2"
+for entry in "${state_cases[@]}"; do
+  IFS='|' read -r name crc edits reason <<< "$entry"
+  edited "$dir/e10_state.bin" "$dir/e2/train_state.bin" "$crc" $edits
+  ./train_vlv "${tiny[@]}" --out "$dir/e2" > "$dir/d.log" 2>&1
+  [ $? = 1 ] && grep -q "'$dir/e2/train_state.bin' " "$dir/d.log" && grep -qF -- "$reason" "$dir/d.log"
+  check "a training state with $name is refused ($reason)" $?
+done
 printf 'P6\n4 0\n255\n' > "$dir/x.png"; mkfifo "$dir/fifo.png"
 timeout 20 ./caption -m "$dir/a/model.bin" "$dir/x.png" "$dir/fifo.png" "$dir/a/t2i.png" > "$dir/cap_bad.out" 2> "$dir/cap_bad.err"
 [ $? = 1 ] && [ "$(wc -l < "$dir/cap_bad.out")" = 1 ] && grep -q "x.png': not a PNG or JPEG" "$dir/cap_bad.err" &&
