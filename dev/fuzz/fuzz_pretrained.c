@@ -1,9 +1,10 @@
 /*
 Fuzz target: the pretrained-parts reader, pretrained_load (vlvc/pretrained.h), what
 --pretrained FILE reads: the input is pretrained.bin, loaded into the tiny run of
-dev/fuzz/fuzz_run.h. Its provenance pretrained.txt is written beside it for each input with
-the input's SHA-256 and the run's vocabulary, as a genuine one would be: with any other the
-reader stops at the hash, before the file's contents.
+dev/fuzz/fuzz_run.h, with its last 4 bytes set to its CRC32 (fuzz_with_crc). Its provenance
+pretrained.txt is written beside it for each input with the input's SHA-256 and the run's
+vocabulary, as a genuine one would be: with any other the reader stops at the hash, before the
+file's contents.
   make fuzz    or, longer:    make fuzz-pretrained FUZZ_SECONDS=600
 */
 #define VLV_NO_MAIN
@@ -41,8 +42,10 @@ static void load_parts(void* arg) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    fuzz_write(bin, data, size);
-    write_provenance(data, size);
+    uint8_t* input = fuzz_with_crc(data, size);
+    fuzz_write(bin, input, size);
+    write_provenance(input, size);
+    free(input);
     fuzz_read(load_parts, NULL);
     return 0;
 }

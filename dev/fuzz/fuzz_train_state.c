@@ -2,7 +2,7 @@
 Fuzz target: the training-state reader, train_state_load (vlvc/train_state.h), what a rerun
 of ./train_vlv resumes from: RUN/train_state.bin, read into the tiny run of dev/fuzz/fuzz_run.h
 (the seeds were written by that run, so that the fuzzer starts past the config and settings
-checks).
+checks), with the input's last 4 bytes set to its CRC32 (fuzz_with_crc).
   make fuzz    or, longer:    make fuzz-train_state FUZZ_SECONDS=600
 */
 #define VLV_NO_MAIN
@@ -25,7 +25,9 @@ static void load_state(void* arg) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    fuzz_write(path, data, size);
+    uint8_t* input = fuzz_with_crc(data, size);
+    fuzz_write(path, input, size);
+    free(input);
     fuzz_read(load_state, NULL);
     return 0;
 }

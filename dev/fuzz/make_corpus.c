@@ -68,6 +68,14 @@ static void state_seed(Run* r, const char* name, int stage, int step, int adam) 
 
 static void train_state_seeds(Run* r) {
     state_seed(r, "fresh.bin", STAGE0, 0, 0);
+    // AdamW's moments as a few steps leave them: small, the second ones positive
+    size_t n = model_num_params(r->model);
+    float* moments = (float*)mallocCheck(n * sizeof(float));
+    for (int k = 1; k <= 2; k++) {
+        for (size_t i = 0; i < n; i++) { moments[i] = k == 1 ? 0.01f * (float)(i % 7) - 0.03f : 1e-4f * (float)(i % 5 + 1); }
+        model_buffer_write(r->model, k, moments);
+    }
+    free(moments);
     state_seed(r, "mid_stage1.bin", STAGE1, 3, 3);
     r->stage_seconds[STAGE0] = 1.5;
     r->invocations = 2;
@@ -83,8 +91,9 @@ static void pretrained_seeds(Run* r) {
         const char* path = seed_path("pretrained", k == 0 ? "parts.bin" : "inf_weight.bin");
         if (k == 1) { parts[n - 1] = INFINITY; }
         FILE* fp = atomic_open(path);
-        header_write(fp, path, PRETRAINED_MAGIC, PRETRAINED_VERSION, &FUZZ_CONFIG, (int)n);
+        header_write(fp, path, &PRETRAINED_FORMAT, &FUZZ_CONFIG, (int)n);
         fwriteCheck(parts, sizeof(float), n, fp, path);
+        crc_append(fp, path);
         atomic_commit(fp, path);
     }
     free(parts);
