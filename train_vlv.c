@@ -898,6 +898,16 @@ void textenc_backward(float* dz, TextEncA* d, const TextEncP* g, const TextEncA*
     else { embed_backward(dz, NULL, g->wpe, d->x0, NULL, B, Nq, 0, C); }
 }
 
+// the timestep conditioning s = SiLU(temb(t)) [B, d_d] that feeds every adaLN: sinusoidal
+// features -> Linear -> SiLU -> Linear -> SiLU
+void dit_conditioning(DiTA* a, const int* t, const DiTP* p, const Config* c, int B) {
+    int C = c->d_d;
+    timestep_features(a->tfreq, t, B, c->d_freq);
+    matmul_forward(a->t1, a->tfreq, p->t_mlp1.w, p->t_mlp1.b, B, c->d_freq, C);
+    silu_forward(a->t1_silu, a->t1, (size_t)B * C);
+    matmul_forward(a->temb, a->t1_silu, p->t_mlp2.w, p->t_mlp2.b, B, C, C);
+    silu_forward(a->s, a->temb, (size_t)B * C);
+}
 // DiT: noisy image xt [B,H,W,3], timesteps t [B], context ctx [B,N_q,d_t] -> a->out [B,H,W,3]
 // (the prediction of eps, or of v). pos2d is the fixed sin-cos table [Np, d_d].
 void dit_forward(DiTA* a, const float* xt, const int* t, const float* ctx, const DiTP* p, const float* pos2d,
@@ -906,12 +916,7 @@ void dit_forward(DiTA* a, const float* xt, const int* t, const float* ctx, const
     patch_copy(a->patches, (float*)xt, B, c->img_size, c->patch, 1);
     matmul_forward(a->patch_out, a->patches, p->patch.w, p->patch.b, B * Np, PD, C);
     embed_forward(a->x0, a->patch_out, NULL, NULL, pos2d, B, Np, 0, C);
-    // timestep embedding: features -> Linear -> SiLU -> Linear, then s = SiLU(temb) feeds every adaLN
-    timestep_features(a->tfreq, t, B, c->d_freq);
-    matmul_forward(a->t1, a->tfreq, p->t_mlp1.w, p->t_mlp1.b, B, c->d_freq, C);
-    silu_forward(a->t1_silu, a->t1, (size_t)B * C);
-    matmul_forward(a->temb, a->t1_silu, p->t_mlp2.w, p->t_mlp2.b, B, C, C);
-    silu_forward(a->s, a->temb, (size_t)B * C);
+    dit_conditioning(a, t, p, c, B);
     const float* x = a->x0;
     for (int l = 0; l < c->L_d; l++) {
         dit_block_forward(&a->blocks[l], x, a->s, ctx, &p->blocks[l], B, Np, c->n_q, C, c->d_t, c->nh_d);
@@ -1195,6 +1200,50 @@ static void diffusion_inputs(Model* m, const float* x0, const float* noise, cons
         for (size_t i = b * per; i < (b + 1) * per; i++) {
             m->xt[i] = sa * x0[i] + sb * noise[i];
             m->target[i] = c->prediction == PREDICT_V ? sa * noise[i] - sb * x0[i] : noise[i];
+        }
+    }
+}
+
+// The vision encoder started from the frozen DiT, which learned to see these images while
+// learning to draw them (the paper starts its encoder from a pretrained vision model, not from
+// random weights): the DiT's patch embedding and fixed 2D positions, and for l < L_v the DiT's
+// block l at t = 0 without its cross-attention. At a fixed t the adaLN modulation is a constant
+// per channel, so LN0(x)(1 + scale) + shift is a LayerNorm of gain 1 + scale and bias shift,
+// and the gated residual x + gate * proj(h) is x + proj'(h), proj's rows and bias scaled by
+// the gate. Needs d_v = d_d, nh_v = nh_d and L_v <= L_d (settings_check). The DiT's
+// activations are the scratch (batch row 0).
+void vlv_vit_from_dit(Model* m) {
+    const Config* c = &m->config;
+    int C = c->d_d, Np = config_num_patches(c), PD = config_patch_dim(c);
+    ViTP* v = &m->p.vit;
+    const DiTP* d = &m->p.dit;
+    DiTA* a = &m->a.dit;
+    memcpy(v->patch.w, d->patch.w, (size_t)C * PD * sizeof(float));
+    memcpy(v->patch.b, d->patch.b, C * sizeof(float));
+    memcpy(v->pos, m->pos2d, (size_t)Np * C * sizeof(float));
+    m->timesteps[0] = 0; // s = SiLU(temb(0)) [1, C], as dit_forward computes it
+    dit_conditioning(a, m->timesteps, d, c, 1);
+    for (int l = 0; l < c->L_v; l++) {
+        const DiTBlockP* db = &d->blocks[l];
+        BlockP* vb = &v->blocks[l];
+        float* mod = a->blocks[l].mod; // shift1, scale1, gate1, shift2, scale2, gate2 [6C]
+        matmul_forward(mod, a->s, db->ada.w, db->ada.b, 1, C, 6 * C);
+        for (int i = 0; i < C; i++) {
+            vb->ln1.w[i] = 1.0f + mod[C + i];
+            vb->ln1.b[i] = mod[i];
+            vb->ln2.w[i] = 1.0f + mod[4 * C + i];
+            vb->ln2.b[i] = mod[3 * C + i];
+        }
+        memcpy(vb->attn.qkv.w, db->attn.qkv.w, (size_t)3 * C * C * sizeof(float));
+        memcpy(vb->attn.qkv.b, db->attn.qkv.b, (size_t)3 * C * sizeof(float));
+        memcpy(vb->mlp.fc.w, db->mlp.fc.w, (size_t)4 * C * C * sizeof(float));
+        memcpy(vb->mlp.fc.b, db->mlp.fc.b, (size_t)4 * C * sizeof(float));
+        for (int o = 0; o < C; o++) {
+            float gate1 = mod[2 * C + o], gate2 = mod[5 * C + o];
+            for (int i = 0; i < C; i++) { vb->attn.proj.w[(size_t)o * C + i] = gate1 * db->attn.proj.w[(size_t)o * C + i]; }
+            for (int i = 0; i < 4 * C; i++) { vb->mlp.proj.w[(size_t)o * 4 * C + i] = gate2 * db->mlp.proj.w[(size_t)o * 4 * C + i]; }
+            vb->attn.proj.b[o] = gate1 * db->attn.proj.b[o];
+            vb->mlp.proj.b[o] = gate2 * db->mlp.proj.b[o];
         }
     }
 }

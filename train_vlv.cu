@@ -1301,6 +1301,16 @@ void textenc_backward(float* dz, TextEncA* d, const TextEncP* g, const TextEncA*
     else { embed_backward(dz, NULL, g->wpe, d->x0, NULL, B, Nq, 0, C, c->vocab); }
 }
 
+// the timestep conditioning s = SiLU(temb(t)) [B, d_d] that feeds every adaLN: sinusoidal
+// features -> Linear -> SiLU -> Linear -> SiLU
+void dit_conditioning(DiTA* a, const int* t, const DiTP* p, const Config* c, int B) {
+    int C = c->d_d;
+    timestep_features(a->tfreq, t, B, c->d_freq);
+    matmul_forward(a->t1, a->tfreq, p->t_mlp1.w, p->t_mlp1.b, B, c->d_freq, C);
+    silu_forward(a->t1_silu, a->t1, (size_t)B * C);
+    matmul_forward(a->temb, a->t1_silu, p->t_mlp2.w, p->t_mlp2.b, B, C, C);
+    silu_forward(a->s, a->temb, (size_t)B * C);
+}
 // DiT: noisy image xt [B,H,W,3], timesteps t [B], context ctx [B,N_q,d_t] -> a->out [B,H,W,3]
 // (the prediction of eps, or of v). pos2d is the fixed sin-cos table [Np, d_d].
 void dit_forward(DiTA* a, const float* xt, const int* t, const float* ctx, const DiTP* p, const float* pos2d,
@@ -1309,12 +1319,7 @@ void dit_forward(DiTA* a, const float* xt, const int* t, const float* ctx, const
     patch_copy(a->patches, (float*)xt, B, c->img_size, c->patch, 1);
     matmul_forward(a->patch_out, a->patches, p->patch.w, p->patch.b, B * Np, PD, C);
     embed_forward(a->x0, a->patch_out, NULL, NULL, pos2d, B, Np, 0, C);
-    // timestep embedding: features -> Linear -> SiLU -> Linear, then s = SiLU(temb) feeds every adaLN
-    timestep_features(a->tfreq, t, B, c->d_freq);
-    matmul_forward(a->t1, a->tfreq, p->t_mlp1.w, p->t_mlp1.b, B, c->d_freq, C);
-    silu_forward(a->t1_silu, a->t1, (size_t)B * C);
-    matmul_forward(a->temb, a->t1_silu, p->t_mlp2.w, p->t_mlp2.b, B, C, C);
-    silu_forward(a->s, a->temb, (size_t)B * C);
+    dit_conditioning(a, t, p, c, B);
     const float* x = a->x0;
     for (int l = 0; l < c->L_d; l++) {
         dit_block_forward(&a->blocks[l], x, a->s, ctx, &p->blocks[l], B, Np, c->n_q, C, c->d_t, c->nh_d);
@@ -1659,6 +1664,50 @@ static void diffusion_inputs(Model* m, const float* x0, const float* noise, cons
     diffusion_inputs_kernel<<<grid_for(n), BLOCK>>>(m->xt, m->target, x0, noise, t, m->alphas_cumprod, per, n,
                                                    c->prediction == PREDICT_V);
     cudaCheckLaunch();
+}
+
+// vlv_vit_from_dit's two folds of a constant adaLN modulation: a LayerNorm of gain 1 + scale and
+// bias shift, and a projection's rows scaled by the gate, out[r, :] = gate[r] in[r, :] (R rows of K)
+__global__ void adaln_to_layernorm_kernel(float* w, float* b, const float* shift, const float* scale, int C) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < C) { w[i] = 1.0f + scale[i]; b[i] = shift[i]; }
+}
+__global__ void scale_rows_kernel(float* out, const float* in, const float* gate, int R, int K) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < (size_t)R * K) { out[i] = gate[i / K] * in[i]; }
+}
+
+// The vision encoder started from the frozen DiT: train_vlv.c's vlv_vit_from_dit explains it;
+// the same steps on the device.
+void vlv_vit_from_dit(Model* m) {
+    const Config* c = &m->config;
+    int C = c->d_d, Np = config_num_patches(c), PD = config_patch_dim(c);
+    ViTP* v = &m->p.vit;
+    const DiTP* d = &m->p.dit;
+    DiTA* a = &m->a.dit;
+    device_copy(v->patch.w, d->patch.w, (size_t)C * PD * sizeof(float));
+    device_copy(v->patch.b, d->patch.b, C * sizeof(float));
+    device_copy(v->pos, m->pos2d, (size_t)Np * C * sizeof(float));
+    m->int_host[0] = 0; // s = SiLU(temb(0)) [1, C], as dit_forward computes it
+    to_device(m->timesteps, m->int_host, sizeof(int));
+    dit_conditioning(a, m->timesteps, d, c, 1);
+    for (int l = 0; l < c->L_v; l++) {
+        const DiTBlockP* db = &d->blocks[l];
+        BlockP* vb = &v->blocks[l];
+        float* mod = a->blocks[l].mod; // shift1, scale1, gate1, shift2, scale2, gate2 [6C]
+        matmul_forward(mod, a->s, db->ada.w, db->ada.b, 1, C, 6 * C);
+        adaln_to_layernorm_kernel<<<grid_for(C), BLOCK>>>(vb->ln1.w, vb->ln1.b, mod, mod + C, C);
+        adaln_to_layernorm_kernel<<<grid_for(C), BLOCK>>>(vb->ln2.w, vb->ln2.b, mod + 3 * C, mod + 4 * C, C);
+        device_copy(vb->attn.qkv.w, db->attn.qkv.w, (size_t)3 * C * C * sizeof(float));
+        device_copy(vb->attn.qkv.b, db->attn.qkv.b, (size_t)3 * C * sizeof(float));
+        device_copy(vb->mlp.fc.w, db->mlp.fc.w, (size_t)4 * C * C * sizeof(float));
+        device_copy(vb->mlp.fc.b, db->mlp.fc.b, (size_t)4 * C * sizeof(float));
+        scale_rows_kernel<<<grid_for((size_t)C * C), BLOCK>>>(vb->attn.proj.w, db->attn.proj.w, mod + 2 * C, C, C);
+        scale_rows_kernel<<<grid_for(C), BLOCK>>>(vb->attn.proj.b, db->attn.proj.b, mod + 2 * C, C, 1);
+        scale_rows_kernel<<<grid_for((size_t)C * 4 * C), BLOCK>>>(vb->mlp.proj.w, db->mlp.proj.w, mod + 5 * C, C, 4 * C);
+        scale_rows_kernel<<<grid_for(C), BLOCK>>>(vb->mlp.proj.b, db->mlp.proj.b, mod + 5 * C, C, 1);
+        cudaCheckLaunch();
+    }
 }
 
 // runs an objective's forward pass; returns the loss (also kept in m->loss). The batch is

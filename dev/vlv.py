@@ -533,6 +533,42 @@ class VLV(InOrder):
         return loss, acts
 
 
+def vit_from_dit_problem(cfg):
+    """Why the vision encoder cannot start from the DiT, or None (vlvc/config.h)."""
+    if cfg.d_v != cfg.d_d:
+        return 'it needs d_v = d_d'
+    if cfg.nh_v != cfg.nh_d:
+        return 'it needs nh_v = nh_d'
+    if cfg.L_v > cfg.L_d:
+        return 'it needs L_v <= L_d'
+    return None
+
+
+@torch.no_grad()
+def vit_from_dit(model):
+    """The vision encoder started from the frozen DiT (train_vlv.c vlv_vit_from_dit): the DiT's patch
+    embedding and 2D positions, and its first L_v blocks at t = 0 without the cross-attention, the
+    constant adaLN modulation folded into the LayerNorms (gain 1 + scale, bias shift) and the
+    output projections (rows scaled by the gates)."""
+    vit, dit = model.vit, model.dit
+    vit.patch.load_state_dict(dit.patch.state_dict())
+    vit.pos.copy_(dit.pos2d.to(vit.pos.dtype))
+    t0 = torch.zeros(1, dtype=torch.long, device=vit.pos.device)
+    s = F.silu(dit.t_mlp2(F.silu(dit.t_mlp1(timestep_features(t0, dit.phi, vit.pos.dtype)))))
+    for vb, db in zip(vit.blocks, dit.blocks):
+        shift1, scale1, gate1, shift2, scale2, gate2 = db.ada(s)[0].chunk(6)
+        vb.ln1.weight.copy_(1 + scale1)
+        vb.ln1.bias.copy_(shift1)
+        vb.ln2.weight.copy_(1 + scale2)
+        vb.ln2.bias.copy_(shift2)
+        vb.attn.qkv.load_state_dict(db.attn.qkv.state_dict())
+        vb.mlp.fc.load_state_dict(db.mlp.fc.state_dict())
+        vb.attn.proj.weight.copy_(gate1[:, None] * db.attn.proj.weight)
+        vb.attn.proj.bias.copy_(gate1 * db.attn.proj.bias)
+        vb.mlp.proj.weight.copy_(gate2[:, None] * db.mlp.proj.weight)
+        vb.mlp.proj.bias.copy_(gate2 * db.mlp.proj.bias)
+
+
 def trainable(name, stage, encoder_unfrozen=False):
     """doc/model.md "Objectives": which tensors an objective trains (the rest are frozen)."""
     part = name.split('.')[0]
@@ -823,6 +859,10 @@ def dump(a):
     rec['greedy.params'] = torch.cat([p.detach().flatten() for _, p in fitted.named_parameters()])
     rec['greedy.tokens'], rec['greedy.margins'] = greedy_caption(fitted, acts['act.c_z'], cfg.cap_len)
     margin = rec['greedy.margins'].min().item()
+    if vit_from_dit_problem(cfg) is None:  # the vision encoder from the DiT, from the checkpoint's weights
+        started = copy.deepcopy(model)
+        vit_from_dit(started)
+        rec.update({f'vit_from_dit.vit.{name}': p.detach() for name, p in started.vit.named_parameters()})
     write_state(a.out_state, cfg, rec)
 
     print(f'wrote {a.out_ckpt} ({num_params(cfg)} parameters) and {a.out_state} ({len(rec) + 1} records) '
@@ -912,6 +952,9 @@ def train(a):
     cfg = Config(**{f.name: getattr(a, f.name) for f in fields(Config)})
     cfg.vocab = len(vocab)
     check_config(cfg, 'command line')
+    if a.vit_from_dit and vit_from_dit_problem(cfg):
+        raise FormatError(f'command line: --vit_from_dit 1 starts the vision encoder from the DiT, and '
+                          f'{vit_from_dit_problem(cfg)}: change the sizes or give --vit_from_dit 0')
     if not (all(b < 1.0 for b in a.beta2.values()) and (a.clip_z == 0 or a.clip_z >= 1)):
         raise FormatError('command line: need 0 <= beta2 < 1, and clip_z 0 (off) or at least 1')
     data = {s: load_shapes(f'{a.data}/shapes_{s}.bin') for s in ('t2i', 'unpaired', 'captioned')}
@@ -922,6 +965,8 @@ def train(a):
     lrs = {'stage0': a.lr0, 'stage0b': a.lr0b, 'stage1': a.lr1, 'stage2': a.lr2}
     source = {'stage0': 't2i', 'stage0b': 't2i', 'stage1': 'unpaired', 'stage2': 'captioned'}
     for stage in STAGES:
+        if stage == 'stage1' and a.vit_from_dit:
+            vit_from_dit(model)
         params = set_trainable(model, stage)
         opt = adamw(params, lrs[stage], (0.9, a.beta2[stage]), 1e-8, a.weight_decay)
         images, captions = data[source[stage]]
@@ -1396,7 +1441,7 @@ def main():
         else:
             t.add_argument(f'--{f.name}', type=int, default=defaults[f.name])
     for name, default in (('steps0', 5000), ('steps0b', 500), ('steps1', 2000), ('steps2', 1000), ('batch', 32),
-                          ('log_every', 100), ('seed', 1337)):
+                          ('log_every', 100), ('seed', 1337), ('vit_from_dit', 1)):
         t.add_argument(f'--{name}', type=int, default=default)
     for name, default in (('lr0', 1e-3), ('lr0b', 1e-3), ('lr1', 3e-4), ('lr2', 1e-3), ('weight_decay', 0.0),
                           ('clip_z', 0.0), ('ema', 0.995), ('dropout', 0.1)):

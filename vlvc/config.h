@@ -98,6 +98,15 @@ static inline const char* config_problem(const Config* c) {
 
 // NULL when a batch of B fits: the largest activation (a block's MLP, attention's score matrix,
 // the logits, the images) must have fewer than 2^31 floats, computed in 64 bits
+// why the vision encoder cannot start from the DiT (vlv_vit_from_dit), or NULL: it takes the
+// DiT's patch embedding and its first L_v blocks as they are
+static inline const char* vit_from_dit_problem(const Config* c) {
+    if (c->d_v != c->d_d) return "it needs d_v = d_d";
+    if (c->nh_v != c->nh_d) return "it needs nh_v = nh_d";
+    if (c->L_v > c->L_d) return "it needs L_v <= L_d";
+    return NULL;
+}
+
 static inline const char* config_batch_problem(const Config* c, int B) {
     static char msg[200];
     if (B < 1) return "the batch must be at least 1";

@@ -17,7 +17,7 @@ static const char* train_state_buffers[] = { "weights", "AdamW first moments", "
 // values would go on training the stored run under new rules and end as neither, so it is
 // refused with the setting's stored and given values. Floats are compared bit for bit; the
 // data source by a hash (FNV-1a) of its spec.
-#define RUN_SETTINGS 30
+#define RUN_SETTINGS 31
 typedef struct { const char* name; int is_float; int64_t value; } RunSetting;
 static int64_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
 static void run_settings(const Settings* s, RunSetting* out) {
@@ -34,6 +34,7 @@ static void run_settings(const Settings* s, RunSetting* out) {
     out[n++] = (RunSetting){ "--K", 0, s->K };
     out[n++] = (RunSetting){ "--objects", 0, s->max_objects };
     out[n++] = (RunSetting){ "--unfreeze", 0, s->unfreeze_encoder };
+    out[n++] = (RunSetting){ "--vit_from_dit", 0, s->vit_from_dit };
     out[n++] = (RunSetting){ "--warmup", 1, float_bits(s->warmup) };
     out[n++] = (RunSetting){ "--wd", 1, float_bits(s->weight_decay) };
     out[n++] = (RunSetting){ "--clip_z", 1, float_bits(s->clip_z) };

@@ -55,6 +55,7 @@ void model_buffer_write(Model* m, int which, const float* in);
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt);
 float vlv_forward(Model* m, Objective o, const Batch* batch); // the loss only
 void vlv_reset_optimizer(Model* m);                          // moments and step to 0
+void vlv_vit_from_dit(Model* m);                            // the vision encoder from the frozen DiT at t = 0
 int model_adam_step(const Model* m);                         // AdamW's step count (bias correction)
 void model_set_adam_step(Model* m, int step);
 float model_grad_norm(const Model* m); // the last step's gradient norm, before clipping

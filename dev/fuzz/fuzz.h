@@ -37,7 +37,10 @@ gzFile __real_gzopen(const char* path, const char* mode);
 int __real_gzclose(gzFile gz);
 
 static jmp_buf fuzz_refusal;
-static int fuzz_reading; // 1 while a reader runs: its exit, streams and heap blocks are ours
+// 1 while a reader runs, its exit, streams and heap blocks ours; per thread, since libFuzzer's
+// own threads (the -rss_limit_mb monitor) allocate and free meanwhile, and the block list
+// must hold the reader's blocks only
+static _Thread_local int fuzz_reading;
 
 // the streams a running reader has open
 #define FUZZ_MAX_STREAMS 16

@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import vlv  # noqa: E402
 
 TRAIN_STATE_MAGIC, TRAIN_STATE_VERSION = 20261129, 4  # doc/formats.md, "Training state" (vlv.STATE_MAGIC is the debug state's)
-# between the header and the buffers: where the run stands (4 int32), 30 settings (int64), the
+# between the header and the buffers: where the run stands (4 int32), 31 settings (int64), the
 # SHA-256 of the pretrained parts (64 bytes), 5 stage times (float64), the invocations (2 int32)
-TRAIN_STATE_FIXED = 4 * 4 + 8 * 30 + 64 + 8 * 5 + 2 * 4
+TRAIN_STATE_FIXED = 4 * 4 + 8 * 31 + 64 + 8 * 5 + 2 * 4
 DECODER = ('textenc', 'dit')
 
 

@@ -23,6 +23,7 @@ comparisons against records of the PyTorch twin's debug state (host arrays).
                          // positions, adaLN) sum many rows: worst measured 9.8e-7
 #define TOL_STEPS 2e-6f  // losses over 5 AdamW steps: worst measured 9.6e-8
 #define TOL_DDIM 3e-6f   // 3 guided DDIM steps (guidance amplifies the DiT's error; x0 is clipped): worst 7.5e-7
+#define TOL_VIT_FROM_DIT 1e-6f // the ViT from the DiT: copies and the adaLN at t = 0 (3 one-row matmuls): worst measured 9.3e-8
 #define TOL_FIT 1e-2f    // 60 AdamW steps at lr 3e-3: Adam amplifies the float32/float64 difference
                          // step by step, and how much depends on the order of the float sums: worst
                          // measured 5.8e-4 on AMD Zen 3 (-Ofast, doc/testing.md), 9.5e-4 on Intel Xeon AVX-512 (-Ofast)

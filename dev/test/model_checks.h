@@ -155,6 +155,40 @@ static void check_captions(const DebugState* ds, Model* m, const float* ctx) {
 
 // every check of the model against the debug state; with save_trained, also writes the
 // weights after stage 2's AdamW steps there (the C -> PyTorch -> C round trip reads them)
+// the vision encoder started from the DiT (vlv_vit_from_dit) from the checkpoint's weights: every
+// ViT tensor against vit_from_dit.<name>, and nothing else changed by a bit. A config it does not
+// fit gets no records from the twin.
+static void check_vit_from_dit(const DebugState* ds, Model* m, const float* initial) {
+    printf("--- the vision encoder from the DiT\n");
+    const char* problem = vit_from_dit_problem(&m->config);
+    int records = 0;
+    for (int i = 0; i < ds->count; i++) { records += strncmp(ds->records[i].name, "vit_from_dit.", 13) == 0; }
+    if (problem) {
+        report("vit_from_dit: none for this config", records == 0, "%s; %d records in the file", problem, records);
+        return;
+    }
+    to_device(m->params, initial, m->num_params * sizeof(float));
+    vlv_vit_from_dit(m);
+    float* params = model_floats_to_host(m->params, m->num_params);
+    int compared = 0;
+    size_t moved_outside = 0;
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (t->group != GROUP_VIT) {
+            moved_outside += bits_differ(params + t->offset, initial + t->offset, t->numel);
+            continue;
+        }
+        char name[256];
+        snprintf(name, sizeof name, "vit_from_dit.%s", t->name);
+        compare_record(ds, name, params + t->offset, t->numel, TOL_VIT_FROM_DIT);
+        compared++;
+    }
+    report("vit_from_dit: every ViT tensor, nothing else", compared == records && moved_outside == 0,
+           "%d ViT tensors compared, %d records; %zu weights outside the ViT changed", compared, records, moved_outside);
+    free(params);
+    to_device(m->params, initial, m->num_params * sizeof(float));
+}
+
 static void run_model_checks(const char* ckpt, const char* state_path, const char* save_trained) {
     DebugState ds;
     debug_state_load(&ds, state_path);
@@ -281,12 +315,13 @@ static void run_model_checks(const char* ckpt, const char* state_path, const cha
     compare_record(&ds, "greedy.losses", fit_losses, fit_steps, TOL_FIT);
     to_device(m.params, debug_state_floats(&ds, "greedy.params", m.num_params), m.num_params * sizeof(float));
     check_captions(&ds, &m, ctx_cond);
+    check_vit_from_dit(&ds, &m, initial);
     free(fit_losses); free(x); free(ctx_cond); free(ctx_empty); free(initial);
 
     check_caption_dropout((int)Nq);
     check_clip_rows();
 
-    const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ddim.", "greedy.", "end" };
+    const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ddim.", "greedy.", "vit_from_dit.", "end" };
     check_all_records_used(&ds, checked, sizeof checked / sizeof checked[0]);
     model_free(&m);
     debug_state_free(&ds);

@@ -59,6 +59,15 @@ for f in log.txt vocab.txt stage0.bin stage0b.bin stage1.bin model.bin baseline.
   [ -s "$dir/a/$f" ] || { echo "     missing: $f"; missing=1; }
 done
 check "the run folder holds the log, vocabulary, checkpoints, PNG grids and captions" $missing
+# stage 1 and the baseline start the vision encoder from the DiT (--vit_from_dit 1, the default);
+# the stage-1 checkpoint's ViT patch embedding is then the DiT's before training moved it
+[ "$(grep -c "the vision encoder starts from the frozen DiT" "$dir/a.log")" = 2 ]
+check "stage 1 and the baseline say that the vision encoder starts from the DiT" $?
+./train_vlv "${tiny[@]}" --d_v 16 --out "$dir/vd" > "$dir/vd.log" 2>&1
+[ $? = 1 ] && grep -q "vit_from_dit 1 starts the vision encoder from the DiT, and it needs d_v = d_d" "$dir/vd.log" && [ ! -e "$dir/vd/train_state.bin" ]
+check "--vit_from_dit 1 with d_v != d_d is refused before training" $?
+./train_vlv "${tiny[@]}" --d_v 16 --vit_from_dit 0 --steps0 2 --steps0b 2 --steps1 2 --steps2 2 --baseline 0 --eval_n 8 --out "$dir/vd0" > "$dir/vd0.log" 2>&1
+[ $? = 0 ] && ! grep -q "starts from the frozen DiT" "$dir/vd0.log"; check "--vit_from_dit 0 trains such a config from random weights" $?
 # the cross-entropy stages must fall even in 20 steps; the diffusion losses of such a short run
 # are too noisy to promise that (the default run's log shows them falling), so only finite
 for s in stage0 stage0b stage1 stage2 baseline; do
@@ -239,7 +248,7 @@ sleep 1
 [ $? = 1 ] && grep -q "another program is using the run folder $dir/lk" "$dir/lock.log"; check "a second program on a run folder in use is refused" $?
 
 # another model in the same folder is refused, with a way out
-./train_vlv "${tiny[@]}" --d_d 48 --out "$dir/a" > "$dir/c.log" 2>&1
+./train_vlv "${tiny[@]}" --d_t 48 --out "$dir/a" > "$dir/c.log" 2>&1
 [ $? = 1 ] && grep -q -- "--fresh" "$dir/c.log"; check "a different model config in the same run folder is refused" $?
 
 # bad flags
@@ -311,15 +320,15 @@ edited "$dir/a/model.bin" "$dir/crafted.bin" crc 8:i:65536 12:i:1  # header slot
 ./caption -m "$dir/crafted.bin" "$dir/a/t2i.png" > "$dir/d.log" 2>&1
 [ $? = 1 ] && grep -q "img_size = 65536 is out of range" "$dir/d.log"; check "caption refuses it too" $?
 # The training state of step 10 of stage 0 (doc/formats.md: the header; at byte 256 the stage, the
-# step, AdamW's step count and the batch; at 512 the SHA-256 of the pretrained parts; at 576 the
-# stage times; at 616 the invocations and a zero; at 624 the weights, AdamW's first and second
+# step, AdamW's step count and the batch; at 520 the SHA-256 of the pretrained parts; at 584 the
+# stage times; at 624 the invocations and a zero; at 632 the weights, AdamW's first and second
 # moments, the EMA), changed: a changed byte is refused by the CRC32; with the CRC32 made right
 # again, each field out of range is refused by name.
 n=$(od -An -t d4 -j 96 -N 4 "$dir/e10_state.bin" | tr -d ' ')
-second=$((624 + 8 * n)) # the first of AdamW's second moments
+second=$((632 + 8 * n)) # the first of AdamW's second moments
 state_cases=(
   "a header byte changed (nh_v 2 -> 3)|keep|36:x:1|is corrupt: its CRC32 is"
-  "an EMA weight's byte changed|keep|$((624 + 12 * n + 1)):x:1|is corrupt: its CRC32 is"
+  "an EMA weight's byte changed|keep|$((632 + 12 * n + 1)):x:1|is corrupt: its CRC32 is"
   "version 3|keep|4:i:3|training state of version 3; this program reads version 4"
   "a reserved header slot set|crc|120:i:1|reserved slot 30 is 1, not 0"
   "stage 6|crc|256:i:6|its next stage is 6"
@@ -330,10 +339,10 @@ state_cases=(
   "AdamW's step 10 at stage 0's start|crc|260:i:0|its AdamW step count is 10 at stage0 step 0"
   "AdamW's moments before its first step|crc|260:i:0 264:i:0|its AdamW first moments are not zero"
   "batch 7|crc|268:i:7|its batch size is 7, its --batch 8"
-  "a SHA-256 of no hex digits|crc|512:B:120|SHA-256 is neither 64 hex digits nor zeros"
-  "a negative stage time|crc|576:d:-1|stage0 took -1 s"
-  "0 invocations|crc|616:i:0|0 invocations"
-  "the int32 after the invocations set|crc|620:i:1|the int32 after its invocation count is 1"
+  "a SHA-256 of no hex digits|crc|520:B:120|SHA-256 is neither 64 hex digits nor zeros"
+  "a negative stage time|crc|584:d:-1|stage0 took -1 s"
+  "0 invocations|crc|624:i:0|0 invocations"
+  "the int32 after the invocations set|crc|628:i:1|the int32 after its invocation count is 1"
   "a negative second moment|crc|$second:f:-0.5|its AdamW second moments hold a negative number (entry 0 is -0.5)"
   "a NaN second moment|crc|$second:I:2143289344|NaN or infinity in its AdamW second moments"
 )
