@@ -1204,14 +1204,21 @@ static void diffusion_inputs(Model* m, const float* x0, const float* noise, cons
     }
 }
 
+// out[r, :] = gate[r] in[r, :] for R rows of K (vlv_vit_from_dit: a projection's rows by an adaLN gate)
+static void scale_rows(float* out, const float* in, const float* gate, int R, int K) {
+    for (int r = 0; r < R; r++) {
+        for (int k = 0; k < K; k++) { out[(size_t)r * K + k] = gate[r] * in[(size_t)r * K + k]; }
+    }
+}
+
 // The vision encoder started from the frozen DiT, which learned to see these images while
 // learning to draw them (the paper starts its encoder from a pretrained vision model, not from
 // random weights): the DiT's patch embedding and fixed 2D positions, and for l < L_v the DiT's
 // block l at t = 0 without its cross-attention. At a fixed t the adaLN modulation is a constant
 // per channel, so LN0(x)(1 + scale) + shift is a LayerNorm of gain 1 + scale and bias shift,
 // and the gated residual x + gate * proj(h) is x + proj'(h), proj's rows and bias scaled by
-// the gate. Needs d_v = d_d, nh_v = nh_d and L_v <= L_d (settings_check). The DiT's
-// activations are the scratch (batch row 0).
+// the gate. Needs d_v = d_d, nh_v = nh_d and L_v <= L_d (vit_from_dit_problem, which
+// settings_parse checks). The DiT's activations are the scratch (batch row 0).
 void vlv_vit_from_dit(Model* m) {
     const Config* c = &m->config;
     int C = c->d_d, Np = config_num_patches(c), PD = config_patch_dim(c);
@@ -1238,13 +1245,10 @@ void vlv_vit_from_dit(Model* m) {
         memcpy(vb->attn.qkv.b, db->attn.qkv.b, (size_t)3 * C * sizeof(float));
         memcpy(vb->mlp.fc.w, db->mlp.fc.w, (size_t)4 * C * C * sizeof(float));
         memcpy(vb->mlp.fc.b, db->mlp.fc.b, (size_t)4 * C * sizeof(float));
-        for (int o = 0; o < C; o++) {
-            float gate1 = mod[2 * C + o], gate2 = mod[5 * C + o];
-            for (int i = 0; i < C; i++) { vb->attn.proj.w[(size_t)o * C + i] = gate1 * db->attn.proj.w[(size_t)o * C + i]; }
-            for (int i = 0; i < 4 * C; i++) { vb->mlp.proj.w[(size_t)o * 4 * C + i] = gate2 * db->mlp.proj.w[(size_t)o * 4 * C + i]; }
-            vb->attn.proj.b[o] = gate1 * db->attn.proj.b[o];
-            vb->mlp.proj.b[o] = gate2 * db->mlp.proj.b[o];
-        }
+        scale_rows(vb->attn.proj.w, db->attn.proj.w, mod + 2 * C, C, C);
+        scale_rows(vb->attn.proj.b, db->attn.proj.b, mod + 2 * C, C, 1);
+        scale_rows(vb->mlp.proj.w, db->mlp.proj.w, mod + 5 * C, C, 4 * C);
+        scale_rows(vb->mlp.proj.b, db->mlp.proj.b, mod + 5 * C, C, 1);
     }
 }
 

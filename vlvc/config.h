@@ -96,8 +96,6 @@ static inline const char* config_problem(const Config* c) {
     return NULL;
 }
 
-// NULL when a batch of B fits: the largest activation (a block's MLP, attention's score matrix,
-// the logits, the images) must have fewer than 2^31 floats, computed in 64 bits
 // why the vision encoder cannot start from the DiT (vlv_vit_from_dit), or NULL: it takes the
 // DiT's patch embedding and its first L_v blocks as they are
 static inline const char* vit_from_dit_problem(const Config* c) {
@@ -107,6 +105,8 @@ static inline const char* vit_from_dit_problem(const Config* c) {
     return NULL;
 }
 
+// NULL when a batch of B fits: the largest activation (a block's MLP, attention's score matrix,
+// the logits, the images) must have fewer than 2^31 floats, computed in 64 bits
 static inline const char* config_batch_problem(const Config* c, int B) {
     static char msg[200];
     if (B < 1) return "the batch must be at least 1";

@@ -358,7 +358,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
     if (!problem) { problem = config_batch_problem(&flags_only, s->batch); }
     if (problem) fail("bad model config: %s", problem);
     problem = vit_from_dit_problem(&s->model);
-    if (s->vit_from_dit && problem && !s->eval_model[0] && !s->pretrained[0]) {
+    if (s->vit_from_dit && problem && !s->eval_model[0]) { // training builds the model of these flags
         fail("--vit_from_dit 1 starts the vision encoder from the DiT, and %s: change the sizes or give --vit_from_dit 0", problem);
     }
 }

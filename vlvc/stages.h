@@ -129,9 +129,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     if (r->next_step == 0) {
         vlv_reset_optimizer(r->model);
         if (o == STAGE0) { vlv_ema_update(r->model, groups, 0.0f); }
-        if (s->vit_from_dit && (stage == STAGE1 || stage == BASELINE)) {
-            const char* problem = vit_from_dit_problem(model_config(r->model));
-            if (problem) fail("--vit_from_dit 1 starts the vision encoder from the DiT, and %s: give --vit_from_dit 0", problem);
+        if (s->vit_from_dit && (stage == STAGE1 || stage == BASELINE)) { // settings_parse checked the config
             vlv_vit_from_dit(r->model);
             say(r, "  the vision encoder starts from the frozen DiT (its patch embedding, positions and blocks at t = 0)\n");
         }

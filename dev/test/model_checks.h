@@ -153,8 +153,6 @@ static void check_captions(const DebugState* ds, Model* m, const float* ctx) {
     free(tokens);
 }
 
-// every check of the model against the debug state; with save_trained, also writes the
-// weights after stage 2's AdamW steps there (the C -> PyTorch -> C round trip reads them)
 // the vision encoder started from the DiT (vlv_vit_from_dit) from the checkpoint's weights: every
 // ViT tensor against vit_from_dit.<name>, and nothing else changed by a bit. A config it does not
 // fit gets no records from the twin.
@@ -189,6 +187,8 @@ static void check_vit_from_dit(const DebugState* ds, Model* m, const float* init
     to_device(m->params, initial, m->num_params * sizeof(float));
 }
 
+// every check of the model against the debug state; with save_trained, also writes the
+// weights after stage 2's AdamW steps there (the C -> PyTorch -> C round trip reads them)
 static void run_model_checks(const char* ckpt, const char* state_path, const char* save_trained) {
     DebugState ds;
     debug_state_load(&ds, state_path);

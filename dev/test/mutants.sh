@@ -51,7 +51,7 @@ mutants=(
   "matmul backward: bias gradient doubled@@float db = sum[o - o0]; dbias[o] += db;@@float db = sum[o - o0]; dbias[o] += 2.0f * db;"
   "embed backward: position gradient dropped@@if (dpos) { dpos[c] += d[c]; }@@if (dpos) { dpos[c] += 0.0f; }"
   "ViT from the DiT: LN1's bias is the adaLN scale@@vb->ln1.b[i] = mod[i];@@vb->ln1.b[i] = mod[C + i];"
-  "ViT from the DiT: MLP projection scaled by attention's gate@@float gate1 = mod[2 * C + o], gate2 = mod[5 * C + o];@@float gate1 = mod[2 * C + o], gate2 = mod[2 * C + o];"
+  "ViT from the DiT: MLP projection scaled by attention's gate@@scale_rows(vb->mlp.proj.w, db->mlp.proj.w, mod + 5 * C, C, 4 * C);@@scale_rows(vb->mlp.proj.w, db->mlp.proj.w, mod + 2 * C, C, 4 * C);"
   "cross-attention backward: no gradient to the context@@matmul_backward(dctx, g->kv.w, g->kv.b, d->kv, ctx, p->kv.w, B * S, Cc, 2 * C);@@matmul_backward(NULL, g->kv.w, g->kv.b, d->kv, ctx, p->kv.w, B * S, Cc, 2 * C);"
   "cross-entropy: PAD targets counted@@if (targets[n] != TOKEN_PAD) {@@if (targets[n] >= 0) {"
   "text encoder: not causal@@c->L_t, B, Nq, C, c->nh_t, 1);\n    norm_forward@@c->L_t, B, Nq, C, c->nh_t, 0);\n    norm_forward"

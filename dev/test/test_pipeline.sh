@@ -170,8 +170,8 @@ for entry in "${pretrained_cases[@]}"; do
   [ $? = 1 ] && grep -q "'$dir/pc/pretrained.bin' " "$dir/pc.log" && grep -qF -- "$reason" "$dir/pc.log"
   check "pretrained.bin with $name is refused ($reason)" $?
 done
-./train_vlv "${tiny[@]}" --d_d 48 --out "$dir/pd" --pretrained "$dir/a/pretrained.bin" > "$dir/pd.log" 2>&1
-[ $? = 1 ] && grep -q "holds a model with d_d = 32; this run's model has 48" "$dir/pd.log"; check "pretrained parts of another model config are refused" $?
+./train_vlv "${tiny[@]}" --d_t 48 --out "$dir/pd" --pretrained "$dir/a/pretrained.bin" > "$dir/pd.log" 2>&1
+[ $? = 1 ] && grep -q "holds a model with d_t = 32; this run's model has 48" "$dir/pd.log"; check "pretrained parts of another model config are refused" $?
 ./train_vlv "${tiny[@]}" --out "$dir/pe" --baseline 0 --pretrained "$dir/a/pretrained.bin" > /dev/null 2>&1 &&
   ./train_vlv "${tiny[@]}" --out "$dir/pe" --baseline 0 --pretrained "$dir/a/pretrained.bin" > "$dir/pe.log" 2>&1
 [ $? = 0 ] && grep -q "holds a trained run: evaluating it again" "$dir/pe.log" && ! grep -qE "^(resuming|baseline).*baseline" "$dir/pe.log"
