@@ -775,11 +775,14 @@ def make_batch(cfg, B, g):
     return {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
 
 
-def train_steps(model0, stage, batch, a, steps, lr):
-    """Losses before each of `steps` AdamW steps on one objective from model0's weights, and the trained copy."""
+def train_steps(model0, stage, batch, a, steps, lr, ema_decay=None):
+    """Losses before each of `steps` AdamW steps on one objective from model0's weights, and the trained copy.
+    With ema_decay, also the moving average of the weights after each step, started at model0's weights
+    (as stage 0 keeps it: ema = d ema + (1 - d) w), less model0's weights: [num_params], 0 where frozen."""
     model = copy.deepcopy(model0)
     params = set_trainable(model, stage)
     opt = adamw(params, lr, (a.beta1, a.beta2), a.eps, a.weight_decay)
+    ema = [p.detach().clone() for p in model.parameters()]
     losses = []
     for _ in range(steps):
         opt.zero_grad()
@@ -788,7 +791,14 @@ def train_steps(model0, stage, batch, a, steps, lr):
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], a.grad_clip)
         opt.step()
-    return torch.tensor(losses, dtype=torch.float64), model
+        if ema_decay is not None:
+            with torch.no_grad():
+                for e, p in zip(ema, model.parameters()):
+                    e.mul_(ema_decay).add_(p, alpha=1 - ema_decay)
+    losses = torch.tensor(losses, dtype=torch.float64)
+    if ema_decay is None:
+        return losses, model
+    return losses, model, torch.cat([(e - p).flatten() for e, p in zip(ema, model0.parameters())])
 
 
 def dump(a):
@@ -796,8 +806,9 @@ def dump(a):
     check_config(cfg, 'command line')
     if cfg.vocab <= FIRST_WORD or cfg.n_q < 2 or cfg.cap_len < 2:
         raise FormatError('command line: dump needs vocab > 4 (room for words), n_q >= 2 and cap_len >= 2')
-    if not (1 <= a.ddim_steps <= cfg.n_timesteps and 0 <= a.ddim_run <= a.ddim_steps and a.steps >= 1):
-        raise FormatError('command line: need 1 <= ddim_steps <= n_timesteps, 0 <= ddim_run <= ddim_steps, steps >= 1')
+    if not (1 <= a.ddim_steps <= cfg.n_timesteps and 0 <= a.ddim_run <= a.ddim_steps and a.steps >= 1
+            and 0 <= a.ema < 1):
+        raise FormatError('command line: need 1 <= ddim_steps <= n_timesteps, 0 <= ddim_run <= ddim_steps, steps >= 1, 0 <= ema < 1')
     start = time.time()
 
     # weights: the standard init, plus noise so that no gradient is trivially zero, in float32
@@ -814,7 +825,7 @@ def dump(a):
     x_init = torch.randn(a.batch, cfg.img_size, cfg.img_size, 3, generator=g).double()
 
     rec = {f'hp.{k}': torch.tensor(getattr(a, k), dtype=torch.float64)
-           for k in ('lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'grad_clip')}
+           for k in ('lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'grad_clip', 'ema')}
     rec['hp.steps'] = torch.tensor(a.steps, dtype=torch.int32)
     for k in ('images', 't2i_images', 'text_tokens', 'caption_tokens', 'noise', 'timesteps'):
         rec[f'batch.{k}'] = batch[k]
@@ -835,7 +846,10 @@ def dump(a):
     rec.update(grads)
 
     for stage in STAGES:  # stage 2 here trains capdec only
-        rec[f'steps.{stage}'], _ = train_steps(model, stage, batch, a, a.steps, a.lr)
+        if stage == 'stage0':  # and the EMA that becomes the frozen decoder
+            rec[f'steps.{stage}'], _, rec['ema.stage0.moved'] = train_steps(model, stage, batch, a, a.steps, a.lr, a.ema)
+        else:
+            rec[f'steps.{stage}'], _ = train_steps(model, stage, batch, a, a.steps, a.lr)
 
     with torch.no_grad():
         c_empty = model.textenc(tokens=empty_caption(a.batch, cfg.n_q))  # the empty caption's context
@@ -859,6 +873,31 @@ def dump(a):
     rec['greedy.params'] = torch.cat([p.detach().flatten() for _, p in fitted.named_parameters()])
     rec['greedy.tokens'], rec['greedy.margins'] = greedy_caption(fitted, acts['act.c_z'], cfg.cap_len)
     margin = rec['greedy.margins'].min().item()
+    # GELU and AdamW alone, against PyTorch's own (F.gelu and its autograd, torch.optim.AdamW): the
+    # records above see them only through whole models, where a slightly different formula (the
+    # erf GELU's derivative, the decay after the update) moves a loss or gradient by a few
+    # tolerances at most; here each shows at its own size
+    x = torch.cat([torch.linspace(-8, 8, 161, dtype=torch.float64), 3 * torch.randn(200, generator=g, dtype=torch.float64)])
+    rec['gelu.x'], rec['gelu.dout'] = x.float().double(), torch.randn(x.shape, generator=g, dtype=torch.float64).float().double()
+    u = rec['gelu.x'].clone().requires_grad_()
+    out = F.gelu(u, approximate='tanh')
+    (out * rec['gelu.dout']).sum().backward()
+    rec['gelu.out'], rec['gelu.dinp'] = out.detach(), u.grad
+    # 3 AdamW updates of every weight from the checkpoint's, with given gradients and no clip; lr·wd
+    # is large, so that where the decay sits in the step shows in the move
+    stepped = copy.deepcopy(model).requires_grad_(True)
+    params = list(stepped.named_parameters())
+    opt = adamw(params, a.adamw_lr, (a.beta1, a.beta2), a.eps, a.adamw_wd)
+    rec['adamw.lr'], rec['adamw.weight_decay'] = (torch.tensor(v, dtype=torch.float64) for v in (a.adamw_lr, a.adamw_wd))
+    for k in range(3):
+        grads = [torch.randn(p.shape, generator=g, dtype=torch.float64).float().double() for _, p in params]
+        for (_, p), gr in zip(params, grads):
+            p.grad = gr
+        rec[f'adamw.grads{k}'] = torch.cat([gr.flatten() for gr in grads])
+        opt.step()
+    rec['adamw.moved'] = torch.cat([(p - p0).detach().flatten() for (_, p), p0 in zip(params, model.parameters())])
+    rec['adamw.m'] = torch.cat([opt.state[p]['exp_avg'].flatten() for _, p in params])
+    rec['adamw.v'] = torch.cat([opt.state[p]['exp_avg_sq'].flatten() for _, p in params])
     if vit_from_dit_problem(cfg) is None:  # the vision encoder from the DiT, from the checkpoint's weights
         started = copy.deepcopy(model)
         vit_from_dit(started)
@@ -955,8 +994,8 @@ def train(a):
     if a.vit_from_dit and vit_from_dit_problem(cfg):
         raise FormatError(f'command line: --vit_from_dit 1 starts the vision encoder from the DiT, and '
                           f'{vit_from_dit_problem(cfg)}: change the sizes or give --vit_from_dit 0')
-    if not (all(b < 1.0 for b in a.beta2.values()) and (a.clip_z == 0 or a.clip_z >= 1)):
-        raise FormatError('command line: need 0 <= beta2 < 1, and clip_z 0 (off) or at least 1')
+    if not (all(b < 1.0 for b in a.beta2.values()) and (a.clip_z == 0 or a.clip_z >= 1) and 1 <= a.t_draws <= 16):
+        raise FormatError('command line: need 0 <= beta2 < 1, clip_z 0 (off) or at least 1, and 1 <= t_draws <= 16')
     data = {s: load_shapes(f'{a.data}/shapes_{s}.bin') for s in ('t2i', 'unpaired', 'captioned')}
     torch.manual_seed(a.seed)
     model = VLV(cfg).to(dev)
@@ -988,6 +1027,9 @@ def train(a):
                      'caption_tokens': encode(vocab, text, cfg.cap_len).to(dev),
                      'noise': torch.randn(a.batch, cfg.img_size, cfg.img_size, 3, device=dev),
                      'timesteps': torch.randint(0, cfg.n_timesteps, (a.batch,), device=dev)}
+            if stage == 'stage1' and a.t_draws > 1:  # the largest of t_draws uniform draws (train_vlv --t_draws)
+                draws = torch.randint(0, cfg.n_timesteps, (a.t_draws - 1, a.batch), device=dev)
+                batch['timesteps'] = torch.maximum(batch['timesteps'], draws.max(dim=0).values)
             if stage == 'stage0':  # caption dropout to the empty caption
                 drop = torch.rand(a.batch) < a.dropout
                 batch['text_tokens'][drop.to(dev)] = empty_caption(int(drop.sum()), cfg.n_q).to(dev)
@@ -1290,7 +1332,7 @@ def anchor_ddim(run, g, dif):
         def smooth(x, tt, c):  # a fixed model with some structure; c is a number here
             return torch.tanh(x @ W + c + tt.view(-1, 1, 1, 1) / T)
         model = _DDIMModel(prediction, smooth, T)
-        S, run_steps, w = 10, 4, 2.0
+        S, run_steps, w = 10, 10, 2.0  # every step: the last one, onto t = 0, uses ᾱ = 1 (set_alpha_to_one)
         sched = cls(**_supported(cls.__init__, num_train_timesteps=T, beta_start=0.00085, beta_end=0.012,
                                  beta_schedule='scaled_linear', clip_sample=True, clip_sample_range=1.0,
                                  set_alpha_to_one=True, steps_offset=0, prediction_type=kind,
@@ -1426,10 +1468,11 @@ def main():
     d.add_argument('--greedy_steps', type=int, default=60, help='stage-2 steps that fit the captions before greedy decoding')
     d.add_argument('--greedy_lr', type=float, default=3e-3)
     for name, default in (('lr', 1e-3), ('weight_decay', 0.1), ('beta1', 0.9), ('beta2', 0.95), ('eps', 1e-8),
-                          ('grad_clip', 1.0), ('guidance', 2.0)):  # AdamW and DDIM settings
+                          ('grad_clip', 1.0), ('guidance', 2.0), ('ema', 0.8),  # AdamW, EMA and DDIM settings
+                          ('adamw_lr', 1e-2), ('adamw_wd', 1.0)):  # the AdamW-alone record's
         d.add_argument(f'--{name}', type=float, default=default)
     d.add_argument('--ddim_steps', type=int, default=10, help='S of the DDIM schedule')
-    d.add_argument('--ddim_run', type=int, default=3, help='how many of its steps to run')
+    d.add_argument('--ddim_run', type=int, default=10, help='how many of its steps to run (all: the last one lands on t = 0)')
     t = sub.add_parser('train', help='train on ./train_vlv --export data (same stages, schedule and data as the C pipeline)')
     t.add_argument('--data', required=True, help='the folder ./train_vlv --export wrote')
     t.add_argument('--out', required=True)
@@ -1441,7 +1484,7 @@ def main():
         else:
             t.add_argument(f'--{f.name}', type=int, default=defaults[f.name])
     for name, default in (('steps0', 5000), ('steps0b', 500), ('steps1', 2000), ('steps2', 1000), ('batch', 32),
-                          ('log_every', 100), ('seed', 1337), ('vit_from_dit', 1)):
+                          ('log_every', 100), ('seed', 1337), ('vit_from_dit', 1), ('t_draws', 1)):
         t.add_argument(f'--{name}', type=int, default=default)
     for name, default in (('lr0', 1e-3), ('lr0b', 1e-3), ('lr1', 3e-4), ('lr2', 1e-3), ('weight_decay', 0.0),
                           ('clip_z', 0.0), ('ema', 0.995), ('dropout', 0.1)):

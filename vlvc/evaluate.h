@@ -58,7 +58,7 @@ static void sample_images(Run* r, uint64_t seed) {
 static void conditioning_gap(Run* r, float* with_caption, float* without, float* with_z) {
     uint64_t rng = stream_seed(r->s.seed, 99, 0);
     make_examples(r, SPLIT_TEST, 0, 0, &rng);
-    make_noise(r, &rng);
+    make_noise(r, 1, &rng);
     Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
     *with_caption = vlv_forward(r->model, STAGE0, &b);
     if (with_z) { *with_z = vlv_forward(r->model, STAGE1, &b); }

@@ -19,7 +19,7 @@ version; the run refuses a pretrained.bin whose SHA-256 is not the one recorded 
 #define PRETRAINED_MAGIC 20261203
 #define PRETRAINED_VERSION 2
 static const FileFormat PRETRAINED_FORMAT = { PRETRAINED_MAGIC, PRETRAINED_VERSION, "pretrained parts file",
-                                              "restore it, or pretrain from scratch with --preset full", 0, sizeof(float) };
+                                              "restore it, or pretrain from scratch with --preset scratch", 0, sizeof(float) };
 #define PROVENANCE_FIRST_LINE "vlv.c pretrained parts, provenance version 1"
 #define PRETRAINED_GROUPS (1 << GROUP_TEXTENC | 1 << GROUP_DIT | 1 << GROUP_GPT)
 
@@ -151,7 +151,7 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     provenance_path(bin, txt, sizeof txt);
     FILE* fp = fopen(txt, "rb");
     if (!fp) fail("the pretrained parts' provenance '%s' cannot be read (%s): it comes with '%s'\n"
-                  "  restore both (git checkout data/), or pretrain from scratch with --preset full", txt, strerror(errno), bin);
+                  "  restore both (git checkout data/), or pretrain from scratch with --preset scratch", txt, strerror(errno), bin);
     char text[8192];
     size_t len = fread(text, 1, sizeof text - 1, fp);
     fclose(fp);
@@ -164,7 +164,7 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     if (!sha256_file(bin, sha)) fail("the pretrained parts '%s' cannot be read: %s", bin, strerror(errno));
     if (strcmp(sha, recorded) != 0) {
         fail("'%s' is not the file its provenance describes: its SHA-256 is %s, %s records %s.\n"
-             "  restore it (git checkout data/), or pretrain from scratch with --preset full", bin, sha, txt, recorded);
+             "  restore it (git checkout data/), or pretrain from scratch with --preset scratch", bin, sha, txt, recorded);
     }
     vocab_fingerprint(&r->vocab, given_vocab, sizeof given_vocab);
     if (!provenance_value(text, "vocabulary", vocab, sizeof vocab) || strcmp(vocab, given_vocab) != 0) {
@@ -176,8 +176,8 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     if (memcmp(&c, model_config(r->model), sizeof c) != 0) {
         for (int i = 0; i < CONFIG_FIELDS; i++) {
             int have = *config_field(&c, i), want = *config_field((Config*)model_config(r->model), i);
-            if (have != want) fail("'%s' holds a model with %s = %d; this run's model has %d (a model flag differs from the preset's)",
-                                   bin, config_field_name(i), have, want);
+            if (have != want) fail("'%s' holds a model with %s = %d; this run's model has %d (a model flag differs from the preset's):\n"
+                                   "  give --pretrained none to pretrain the decoder and LM of these sizes here", bin, config_field_name(i), have, want);
         }
     }
     size_t n_all = model_num_params(r->model), n;
@@ -198,7 +198,7 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
         char value[2048];
         if (provenance_value(text, shown[k], value, sizeof value)) { say(r, "    %-9s %s\n", shown[k], value); }
     }
-    say(r, "(--preset full pretrains them from scratch in the same invocation)\n");
+    say(r, "(--preset scratch pretrains them from scratch, then runs these stages, in one invocation)\n");
 }
 
 #endif

@@ -109,9 +109,19 @@ static void make_examples(Run* r, int split, uint64_t first, uint64_t modulo, ui
     }
 }
 
-static void make_noise(Run* r, uint64_t* rng) {
+// the noise and each image's timestep t: the largest of `draws` uniform draws from [0, T), so
+// that P(t <= x) = ((x + 1) / T)^draws, a density rising as t^(draws - 1); 1: uniform
+static void make_noise(Run* r, int draws, uint64_t* rng) {
+    int T = model_config(r->model)->n_timesteps;
     for (size_t i = 0; i < r->img; i++) { r->noise[i] = random_normal(rng); }
-    for (int b = 0; b < r->B; b++) { r->timesteps[b] = (int)(random_u32(rng) % model_config(r->model)->n_timesteps); }
+    for (int b = 0; b < r->B; b++) {
+        int t = (int)(random_u32(rng) % T);
+        for (int k = 1; k < draws; k++) {
+            int u = (int)(random_u32(rng) % T);
+            t = u > t ? u : t;
+        }
+        r->timesteps[b] = t;
+    }
 }
 
 // the run's batch buffers as the model's input
@@ -146,7 +156,7 @@ static Batch stage_batch(Run* r, Objective o, int step) {
     if (o == STAGE0) {
         r->batch_dropped = caption_dropout(r->text_tokens, r->B, model_config(r->model)->n_q, r->s.caption_dropout, &rng);
     }
-    make_noise(r, &rng);
+    make_noise(r, o == STAGE1 ? r->s.t_draws : 1, &rng);
     return run_batch(r);
 }
 

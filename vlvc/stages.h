@@ -122,10 +122,11 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     Settings* s = &r->s;
     int total = stage_steps(s, stage);
     int clips_at_z = o == STAGE1 && s->clip_z > 0.0f; // vlv_backward clips in stage 1 only
-    char clip_z[32] = "";
+    char clip_z[32] = "", t_draws[64] = "";
     if (clips_at_z) { snprintf(clip_z, sizeof clip_z, ", clip_z %g", s->clip_z); }
-    say(r, "\n%s\n  %d steps of %d images, lr %g, clip %g, beta2 %g%s\n", stage_title[stage], total, r->B, stage_peak_lr(s, stage),
-        s->grad_clip[o], s->beta2[o], clip_z);
+    if (o == STAGE1 && s->t_draws > 1) { snprintf(t_draws, sizeof t_draws, ", t: the largest of %d uniform draws", s->t_draws); }
+    say(r, "\n%s\n  %d steps of %d images, lr %g, clip %g, beta2 %g%s%s\n", stage_title[stage], total, r->B, stage_peak_lr(s, stage),
+        s->grad_clip[o], s->beta2[o], clip_z, t_draws);
     if (r->next_step == 0) {
         vlv_reset_optimizer(r->model);
         if (o == STAGE0) { vlv_ema_update(r->model, groups, 0.0f); }

@@ -9,7 +9,7 @@ Both are written to a temporary file and renamed: an interruption never loses th
 #include "run.h"
 
 #define TRAIN_STATE_MAGIC 20261129
-#define TRAIN_STATE_VERSION 4
+#define TRAIN_STATE_VERSION 5
 
 static const char* train_state_buffers[] = { "weights", "AdamW first moments", "AdamW second moments", "EMA weights" };
 
@@ -17,7 +17,7 @@ static const char* train_state_buffers[] = { "weights", "AdamW first moments", "
 // values would go on training the stored run under new rules and end as neither, so it is
 // refused with the setting's stored and given values. Floats are compared bit for bit; the
 // data source by a hash (FNV-1a) of its spec.
-#define RUN_SETTINGS 31
+#define RUN_SETTINGS 32
 typedef struct { const char* name; int is_float; int64_t value; } RunSetting;
 static int64_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
 static void run_settings(const Settings* s, RunSetting* out) {
@@ -38,6 +38,7 @@ static void run_settings(const Settings* s, RunSetting* out) {
     out[n++] = (RunSetting){ "--warmup", 1, float_bits(s->warmup) };
     out[n++] = (RunSetting){ "--wd", 1, float_bits(s->weight_decay) };
     out[n++] = (RunSetting){ "--clip_z", 1, float_bits(s->clip_z) };
+    out[n++] = (RunSetting){ "--t_draws", 0, s->t_draws };
     out[n++] = (RunSetting){ "--ema", 1, float_bits(s->ema_decay) };
     out[n++] = (RunSetting){ "--dropout", 1, float_bits(s->caption_dropout) };
     out[n++] = (RunSetting){ "beta1", 1, float_bits(s->beta1) };

@@ -250,7 +250,7 @@ torch_bench "full-size model" "$WORK/torch_full.log" $(( $(left) - 90 ))
 # the shared pipeline end to end: dev/test/test_pipeline.sh's tiny run on the GPU and on the CPU
 TINY="--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16 --d_v 32 --d_t 32 --d_d 32 --d_g 32
       --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1 --nh_v 2 --nh_a 2 --nh_t 2 --nh_d 2 --nh_g 2 --d_freq 16
-      --eval_n 16 --sample_steps 4 --log_every 5 --eval_every 15 --ckpt_every 10 --baseline 1 --threads 1"
+      --eval_n 16 --sample_steps 4 --log_every 5 --eval_every 15 --ckpt_every 10 --baseline 1 --steps_base 0 --lr_base 0 --threads 1 --pretrained none"
 if [ ! -x train_vlvcu ]; then
     record "pipeline: tiny run, GPU vs CPU" skipped "train_vlvcu not built"
 elif [ "$(left)" -lt 90 ]; then

@@ -11,6 +11,9 @@ gain, which bounds what the encoder has to learn from.
 It prints
   * per timestep t: the decoder's ε-loss with the true caption, with the empty caption and
     with z = 0, on the same images and noise, and the caption's gain (empty − caption);
+  * per timestep t: how much that loss rises when one attribute of the caption is wrong (the
+    next size, colour or shape; the place mirrored), on one-object images off the center:
+    where in t stage 1's loss tells a z with that attribute wrong from the right one;
   * the loss (t uniform, and t < 50) with the contexts TextEnc(z) of candidate starting
     points of z: 0, an untrained encoder's z (this seed's initialization), wte[PAD] at every
     position, the empty caption's token embeddings, and those plus the untrained z;
@@ -42,6 +45,49 @@ def gain_per_timestep(model, x0, tokens, g):
         noise, tt = torch.randn(x0.shape, generator=g), torch.full((n,), t, dtype=torch.long)
         lc, le, lz = (loss_with(model, x0, noise, tt, c) for c in (c_true, c_empty, c_zero))
         print(f' {t:4d} |        {lc:.5f} {le:.5f} {lz:.5f} | {le - lc:.5f} ({(le - lc) / le:.0%} of the empty loss)')
+
+
+SIZES, COLOURS = ('small', 'large'), ('red', 'green', 'blue', 'yellow', 'magenta', 'cyan', 'white', 'orange')
+SHAPES = ('circle', 'square', 'triangle', 'diamond')
+MIRROR = {'at the top left': 'at the bottom left', 'at the top': 'at the bottom', 'at the top right': 'at the bottom right',
+          'on the left': 'on the right', 'in the center': 'in the center', 'on the right': 'on the left'}
+MIRROR.update({v: k for k, v in list(MIRROR.items())})
+
+
+def swapped(caption, attribute):
+    """the one-object caption with one attribute changed: the next size, colour or shape in the
+    grammar's lists, or the place mirrored (top <-> bottom, else left <-> right)"""
+    words = caption.split(' ')
+    size, colour, shape, place = words[1], words[2], words[3], ' '.join(words[4:])
+    if attribute == 'size':
+        size = SIZES[(SIZES.index(size) + 1) % len(SIZES)]
+    elif attribute == 'colour':
+        colour = COLOURS[(COLOURS.index(colour) + 1) % len(COLOURS)]
+    elif attribute == 'shape':
+        shape = SHAPES[(SHAPES.index(shape) + 1) % len(SHAPES)]
+    else:
+        place = MIRROR[place]
+    return f'a {size} {colour} {shape} {place}'
+
+
+def attribute_gain_per_timestep(model, x0, captions, vocab, g):
+    """per t, how much the decoder's loss rises when one attribute of the caption is wrong: the
+    signal a z that has that attribute wrong gets, in the stage-1 loss, at that t"""
+    cfg = model.cfg
+    keep = [i for i, c in enumerate(captions) if ' and ' not in c and 'center' not in c]
+    x0, captions = x0[keep], [captions[i] for i in keep]
+    attributes = ('size', 'colour', 'shape', 'place')
+    with torch.no_grad():
+        c_true = model.textenc(tokens=vlv.encode(vocab, captions, cfg.n_q))
+        c_wrong = {a: model.textenc(tokens=vlv.encode(vocab, [swapped(c, a) for c in captions], cfg.n_q))
+                   for a in attributes}
+    print(f'\n{len(captions)} one-object images off the center: loss rise with one attribute wrong (place: mirrored)')
+    print('    t | caption | ' + ' '.join(f'{a:>8s}' for a in attributes))
+    for t in (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 999):
+        noise, tt = torch.randn(x0.shape, generator=g), torch.full((x0.shape[0],), t, dtype=torch.long)
+        lc = loss_with(model, x0, noise, tt, c_true)
+        rises = [loss_with(model, x0, noise, tt, c_wrong[a]) - lc for a in attributes]
+        print(f' {t:4d} | {lc:.5f} | ' + ' '.join(f'{r:8.5f}' for r in rises))
 
 
 def starting_points(model, x0, g):
@@ -103,9 +149,11 @@ def main():
     for p in model.parameters():
         p.requires_grad_(False)
     images, captions = vlv.load_shapes(f'{sys.argv[2]}/shapes_t2i.bin')
-    tokens = vlv.encode(vlv.load_vocab(f'{sys.argv[2]}/vocab.txt'), captions, model.cfg.n_q)
+    vocab = vlv.load_vocab(f'{sys.argv[2]}/vocab.txt')
+    tokens = vlv.encode(vocab, captions, model.cfg.n_q)
     g = torch.Generator().manual_seed(1)
     gain_per_timestep(model, images[:256], tokens[:256], g)
+    attribute_gain_per_timestep(model, images[:512], captions[:512], vocab, g)
     starting_points(model, images[:256], g)
     free_z(model, images[:64], tokens[:64], int(sys.argv[3]) if len(sys.argv) == 4 else 100, g)
 

@@ -187,6 +187,84 @@ static void check_vit_from_dit(const DebugState* ds, Model* m, const float* init
     to_device(m->params, initial, m->num_params * sizeof(float));
 }
 
+// stage 0's EMA after the AdamW steps (vlv_ema_update, started at the initial weights): its move
+// from them against ema.stage0.moved (the move, not the weights: the weights are mostly the
+// initial ones, which would hide an error in the average); then vlv_ema_swap must put exactly
+// the EMA into the trained weights, leave the frozen ones alone, and keep the trained weights in
+// the EMA's place. params is a host copy of the weights after the steps.
+static void check_ema(const DebugState* ds, Model* m, const float* initial, const float* params, int groups) {
+    float* ema = model_floats_to_host(m->ema, m->num_params);
+    float* moved = (float*)callocCheck(m->num_params, sizeof(float));
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (!(groups & 1 << t->group)) { continue; }
+        for (size_t j = t->offset; j < t->offset + t->numel; j++) { moved[j] = ema[j] - initial[j]; }
+    }
+    compare_record(ds, "ema.stage0.moved", moved, m->num_params, TOL_EMA);
+    vlv_ema_swap(m, groups);
+    float* swapped = model_floats_to_host(m->params, m->num_params);
+    float* kept = model_floats_to_host(m->ema, m->num_params);
+    size_t not_ema = 0, frozen_moved = 0, not_kept = 0;
+    for (int i = 0; i < m->num_tensors; i++) {
+        const TensorInfo* t = &m->tensors[i];
+        if (groups & 1 << t->group) {
+            not_ema += bits_differ(swapped + t->offset, ema + t->offset, t->numel);
+            not_kept += bits_differ(kept + t->offset, params + t->offset, t->numel);
+        } else {
+            frozen_moved += bits_differ(swapped + t->offset, params + t->offset, t->numel);
+        }
+    }
+    report("EMA swap: the trained weights become the EMA", not_ema == 0 && frozen_moved == 0 && not_kept == 0,
+           "%zu trained weights differ from the EMA, %zu frozen weights changed, %zu weights not kept in the EMA",
+           not_ema, frozen_moved, not_kept);
+    free(ema); free(moved); free(swapped); free(kept);
+}
+
+// gelu_forward and gelu_backward on gelu.x (a grid over [-8, 8] and random points) against
+// PyTorch's F.gelu(approximate='tanh') and its autograd. The model's gradient buffer holds the
+// four arrays (device memory in the CUDA build) and is zeroed after.
+static void check_gelu(const DebugState* ds, Model* m) {
+    size_t n = debug_state_get(ds, "gelu.x", DTYPE_F32, 0)->numel;
+    if (4 * n > m->num_params) fail("'%s': %zu GELU points do not fit in the gradient buffer", ds->path, n);
+    float *x = m->grads, *dout = x + n, *out = dout + n, *dinp = out + n;
+    vlv_zero_grad(m, (1 << NUM_GROUPS) - 1);
+    to_device(x, debug_state_floats(ds, "gelu.x", n), n * sizeof(float));
+    to_device(dout, debug_state_floats(ds, "gelu.dout", n), n * sizeof(float));
+    gelu_forward(out, x, n);
+    gelu_backward(dinp, x, dout, n);
+    compare_model_floats(ds, "gelu.out", out, n, TOL_GELU);
+    compare_model_floats(ds, "gelu.dinp", dinp, n, TOL_GELU);
+    vlv_zero_grad(m, (1 << NUM_GROUPS) - 1);
+}
+
+// vlv_update alone: 3 AdamW steps of every weight from the initial ones with the recorded
+// gradients (no clip: the bound is far above their norm), against torch.optim.AdamW's move of
+// the weights and its two moments. Leaves the initial weights and a reset optimizer.
+static void check_adamw(const DebugState* ds, Model* m, const float* initial, const AdamW* opt) {
+    size_t n = m->num_params;
+    AdamW alone = *opt;
+    alone.lr = debug_state_floats(ds, "adamw.lr", 1)[0];
+    alone.weight_decay = debug_state_floats(ds, "adamw.weight_decay", 1)[0];
+    alone.grad_clip = 1e30f;
+    to_device(m->params, initial, n * sizeof(float));
+    vlv_reset_optimizer(m);
+    for (int k = 0; k < 3; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "adamw.grads%d", k);
+        to_device(m->grads, debug_state_floats(ds, name, n), n * sizeof(float));
+        vlv_update(m, (1 << NUM_GROUPS) - 1, &alone);
+    }
+    float* moved = model_floats_to_host(m->params, n);
+    for (size_t j = 0; j < n; j++) { moved[j] -= initial[j]; }
+    compare_record(ds, "adamw.moved", moved, n, TOL_ADAMW);
+    compare_model_floats(ds, "adamw.m", m->m, n, TOL_ADAMW);
+    compare_model_floats(ds, "adamw.v", m->v, n, TOL_ADAMW);
+    free(moved);
+    to_device(m->params, initial, n * sizeof(float));
+    vlv_reset_optimizer(m);
+    vlv_zero_grad(m, (1 << NUM_GROUPS) - 1);
+}
+
 // every check of the model against the debug state; with save_trained, also writes the
 // weights after stage 2's AdamW steps there (the C -> PyTorch -> C round trip reads them)
 static void run_model_checks(const char* ckpt, const char* state_path, const char* save_trained) {
@@ -259,6 +337,7 @@ static void run_model_checks(const char* ckpt, const char* state_path, const cha
         .clip_z = 0.0f, // the twin's steps (dev/vlv.py dump) do not clip at z
     };
     int steps = debug_state_ints(&ds, "hp.steps", 1)[0];
+    float ema_decay = debug_state_floats(&ds, "hp.ema", 1)[0];
     float* losses[2] = { (float*)mallocCheck(steps * sizeof(float)), (float*)mallocCheck(steps * sizeof(float)) };
     float* params[2] = { (float*)mallocCheck(m.num_params * sizeof(float)), (float*)mallocCheck(m.num_params * sizeof(float)) };
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
@@ -267,8 +346,14 @@ static void run_model_checks(const char* ckpt, const char* state_path, const cha
         for (int run = 0; run < 2; run++) {
             to_device(m.params, initial, m.num_params * sizeof(float));
             vlv_reset_optimizer(&m);
-            for (int s = 0; s < steps; s++) { losses[run][s] = vlv_train_step(&m, (Objective)o, batches[o], groups, &opt); }
+            int ema = run == 0 && o == STAGE0; // stage 0 keeps the EMA that becomes the frozen decoder
+            if (ema) { vlv_ema_update(&m, groups, 0.0f); }
+            for (int s = 0; s < steps; s++) {
+                losses[run][s] = vlv_train_step(&m, (Objective)o, batches[o], groups, &opt);
+                if (ema) { vlv_ema_update(&m, groups, ema_decay); }
+            }
             to_host(params[run], m.params, m.num_params * sizeof(float));
+            if (ema) { check_ema(&ds, &m, initial, params[run], groups); }
             if (run == 0 && o == STAGE2 && save_trained) { model_save(&m, save_trained); }
         }
         char name[64];
@@ -289,6 +374,8 @@ static void run_model_checks(const char* ckpt, const char* state_path, const cha
                objective_name[o], dl, steps, dp, m.num_params);
     }
     for (int run = 0; run < 2; run++) { free(losses[run]); free(params[run]); }
+    check_adamw(&ds, &m, initial, &opt);
+    check_gelu(&ds, &m);
 
     // 3. inference: guided DDIM from the image's context, greedy captions and beam search,
     //    through the host-array functions that vlvc/pipeline.h calls
@@ -321,7 +408,7 @@ static void run_model_checks(const char* ckpt, const char* state_path, const cha
     check_caption_dropout((int)Nq);
     check_clip_rows();
 
-    const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ddim.", "greedy.", "vit_from_dit.", "end" };
+    const char* checked[] = { "hp.", "batch.", "act.", "loss.", "grad.", "steps.", "ema.", "adamw.", "gelu.", "ddim.", "greedy.", "vit_from_dit.", "end" };
     check_all_records_used(&ds, checked, sizeof checked / sizeof checked[0]);
     model_free(&m);
     debug_state_free(&ds);

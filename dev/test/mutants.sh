@@ -64,8 +64,13 @@ mutants=(
   "AdamW: no bias correction of v@@(sqrtf(vel[j] / bc2) + eps)@@(sqrtf(vel[j]) + eps)"
   "AdamW: weight decay on biases and norms too@@float decay = t->ndim >= 2 ?@@float decay = t->ndim >= 1 ?"
   "AdamW: gradient clipping ignored@@if (clip > 1.0f) { clip = 1.0f; }@@clip = 1.0f;"
+  "AdamW: the decay after the Adam update, not before@@w[j] -= decay * w[j];\n            mom[j]@@mom[j]@@w[j] -= lr * (mom[j] / bc1) / (sqrtf(vel[j] / bc2) + eps);@@w[j] -= lr * (mom[j] / bc1) / (sqrtf(vel[j] / bc2) + eps);\n            w[j] -= decay * w[j];"
+  "AdamW: the second moment from the unclipped gradient@@vel[j] = beta2 * vel[j] + (1.0f - beta2) * g * g;@@vel[j] = beta2 * vel[j] + (1.0f - beta2) * grad[j] * grad[j];"
   "DDIM: x0 from eps with swapped coefficients@@eps = out; x0 = (x[j] - sb * eps) / sa;@@eps = out; x0 = (x[j] - sa * eps) / sb;"
   "DDIM: predicted x0 not clipped to the data range@@x0 = fminf(fmaxf(x0, -1.0f), 1.0f);@@x0 = x0;"
+  "DDIM: the last step lands on abar[0], not on the data (abar 1)@@ab_prev = t_prev >= 0 ? m->alphas_cumprod[t_prev] : 1.0f;@@ab_prev = t_prev >= 0 ? m->alphas_cumprod[t_prev] : m->alphas_cumprod[0];"
+  "EMA: decay and 1 - decay swapped@@m->ema[j] = decay * m->ema[j] + (1.0f - decay) * m->params[j];@@m->ema[j] = (1.0f - decay) * m->ema[j] + decay * m->params[j];"
+  "EMA swap: the weights keep their own values@@float w = m->params[j]; m->params[j] = m->ema[j]; m->ema[j] = w;@@float w = m->params[j]; m->ema[j] = w;"
   "greedy: decoding does not stop at EOS@@if (pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD)) { continue; }@@if (0) { continue; }"
 )
 

@@ -15,9 +15,9 @@ check() { # name, condition (exit status of the previous test command is in $?)
 }
 result() { grep '^RESULT' "$1" | sed 's/ minutes=.*//'; }
 # two training states hold the same run at the same point: equal but for the wall time each stage
-# took (doc/formats.md: 8-byte seconds per stage at bytes 576..615), and so their CRC32 (the last 4 bytes)
+# took (doc/formats.md: 8-byte seconds per stage at bytes 592..631), and so their CRC32 (the last 4 bytes)
 same_state() {
-  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[576:616] = b[576:616] = bytes(40); sys.exit(a[:-4] != b[:-4])' "$1" "$2"
+  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[592:632] = b[592:632] = bytes(40); sys.exit(a[:-4] != b[:-4])' "$1" "$2"
 }
 # a copy of SRC at DST with edits OFFSET:FORMAT:VALUE (VALUE packed at byte OFFSET with struct's
 # FORMAT, little-endian; FORMAT x: the byte XORed with VALUE), then its CRC32 trailer made right
@@ -41,7 +41,7 @@ PY
 tiny=(--batch 8 --steps0 30 --steps0b 20 --steps1 20 --steps2 20 --K 16
       --d_v 32 --d_t 32 --d_d 32 --d_g 32 --L_v 1 --L_a 1 --L_t 1 --L_d 1 --L_g 1
       --nh_v 2 --nh_a 2 --nh_t 2 --nh_d 2 --nh_g 2 --d_freq 16
-      --eval_n 16 --sample_steps 4 --log_every 5 --eval_every 15 --ckpt_every 10 --baseline 1)
+      --eval_n 16 --sample_steps 4 --log_every 5 --eval_every 15 --ckpt_every 10 --baseline 1 --steps_base 0 --lr_base 0 --pretrained none)
 
 ./train_vlv "${tiny[@]}" --out "$dir/a" > "$dir/a.log" 2>&1
 check "a tiny run completes" $?
@@ -214,11 +214,16 @@ cp -r "$dir/a" "$dir/fz"
 [ $? = 0 ] && [ "$(grep -E '^stage1 .*, [1-9][0-9]* clipped at z\)' "$dir/fz/log.txt" | wc -l)" = 4 ] && ! grep -q "^stage2 .*clipped" "$dir/fz/log.txt" &&
   ! cmp -s "$dir/a/model.bin" "$dir/fz/model.bin"
 check "--clip_z 1 clips stage-1 images at z (counted in each progress line) and changes the weights" $?
+# --t_draws 1: stage 1's timesteps uniform instead of the largest of 2 draws: stage 1's weights change
+cp -r "$dir/a" "$dir/ft"
+./train_vlv "${tiny[@]}" --out "$dir/ft" --from 1 --t_draws 1 > "$dir/ft.log" 2>&1
+[ $? = 0 ] && grep -A1 "^stage 1: " "$dir/ft.log" | grep -q ", clip_z 10$" && ! cmp -s "$dir/a/stage1.bin" "$dir/ft/stage1.bin"
+check "--t_draws 1 draws stage 1's timesteps uniformly (the header says so) and changes its weights" $?
 # --clip and --beta2 take one value per stage (0, 0b, 1, 2): another stage-2 value leaves stage 1's
 # weights bit-identical and changes stage 2's
 cp -r "$dir/a" "$dir/fb"
-./train_vlv "${tiny[@]}" --out "$dir/fb" --from 1 --clip 1,1,1,0.5 --beta2 0.999,0.999,0.999,0.9 > "$dir/fb.log" 2>&1
-[ $? = 0 ] && grep -A1 "^stage 1: " "$dir/fb.log" | grep -q ", clip 1, beta2 0.999$" && grep -A1 "^stage 2: " "$dir/fb.log" | grep -q ", clip 0.5, beta2 0.9$" &&
+./train_vlv "${tiny[@]}" --out "$dir/fb" --from 1 --clip 1,1,0.05,0.5 --beta2 0.999,0.999,0.95,0.9 > "$dir/fb.log" 2>&1
+[ $? = 0 ] && grep -A1 "^stage 1: " "$dir/fb.log" | grep -q ", clip 0.05, beta2 0.95, clip_z 10, t: the largest of 2 uniform draws$" && grep -A1 "^stage 2: " "$dir/fb.log" | grep -q ", clip 0.5, beta2 0.9$" &&
   cmp -s "$dir/a/stage1.bin" "$dir/fb/stage1.bin" && ! cmp -s "$dir/a/model.bin" "$dir/fb/model.bin"
 check "--clip and --beta2 per stage: a stage-2 change leaves stage 1's weights and changes stage 2's" $?
 # the baseline's own steps and lr leave stage 2 as it was
@@ -297,7 +302,7 @@ check "so is a rerun of a finished run with another --seed" $?
 
 # nonsense on the command line is refused before anything is written
 bad_flags=("--seed| -1|not a whole number" "--fresh|1e8|neither 0 nor 1" "--baseline|2|neither 0 nor 1"
-           "--eval_n|0|--eval_n must be" "--guidance|1e30|guidance above 20" "--lr1|1e8|learning rate above 1"
+           "--eval_n|0|--eval_n must be" "--t_draws|0|--t_draws must be in" "--guidance|1e30|guidance above 20" "--lr1|1e8|learning rate above 1"
            "--img|65536|out of range" "--batch|100000|would hold")
 for entry in "${bad_flags[@]}"; do
   IFS='|' read -r flag value reason <<< "$entry"
@@ -320,16 +325,16 @@ edited "$dir/a/model.bin" "$dir/crafted.bin" crc 8:i:65536 12:i:1  # header slot
 ./caption -m "$dir/crafted.bin" "$dir/a/t2i.png" > "$dir/d.log" 2>&1
 [ $? = 1 ] && grep -q "img_size = 65536 is out of range" "$dir/d.log"; check "caption refuses it too" $?
 # The training state of step 10 of stage 0 (doc/formats.md: the header; at byte 256 the stage, the
-# step, AdamW's step count and the batch; at 520 the SHA-256 of the pretrained parts; at 584 the
-# stage times; at 624 the invocations and a zero; at 632 the weights, AdamW's first and second
+# step, AdamW's step count and the batch; at 528 the SHA-256 of the pretrained parts; at 592 the
+# stage times; at 632 the invocations and a zero; at 640 the weights, AdamW's first and second
 # moments, the EMA), changed: a changed byte is refused by the CRC32; with the CRC32 made right
 # again, each field out of range is refused by name.
 n=$(od -An -t d4 -j 96 -N 4 "$dir/e10_state.bin" | tr -d ' ')
-second=$((632 + 8 * n)) # the first of AdamW's second moments
+second=$((640 + 8 * n)) # the first of AdamW's second moments
 state_cases=(
   "a header byte changed (nh_v 2 -> 3)|keep|36:x:1|is corrupt: its CRC32 is"
-  "an EMA weight's byte changed|keep|$((632 + 12 * n + 1)):x:1|is corrupt: its CRC32 is"
-  "version 3|keep|4:i:3|training state of version 3; this program reads version 4"
+  "an EMA weight's byte changed|keep|$((640 + 12 * n + 1)):x:1|is corrupt: its CRC32 is"
+  "version 4|keep|4:i:4|training state of version 4; this program reads version 5"
   "a reserved header slot set|crc|120:i:1|reserved slot 30 is 1, not 0"
   "stage 6|crc|256:i:6|its next stage is 6"
   "step 30 of stage 0's 30|crc|260:i:30 264:i:30|its next step, stage0 step 30, is outside the stage's 30 steps"
@@ -339,10 +344,10 @@ state_cases=(
   "AdamW's step 10 at stage 0's start|crc|260:i:0|its AdamW step count is 10 at stage0 step 0"
   "AdamW's moments before its first step|crc|260:i:0 264:i:0|its AdamW first moments are not zero"
   "batch 7|crc|268:i:7|its batch size is 7, its --batch 8"
-  "a SHA-256 of no hex digits|crc|520:B:120|SHA-256 is neither 64 hex digits nor zeros"
-  "a negative stage time|crc|584:d:-1|stage0 took -1 s"
-  "0 invocations|crc|624:i:0|0 invocations"
-  "the int32 after the invocations set|crc|628:i:1|the int32 after its invocation count is 1"
+  "a SHA-256 of no hex digits|crc|528:B:120|SHA-256 is neither 64 hex digits nor zeros"
+  "a negative stage time|crc|592:d:-1|stage0 took -1 s"
+  "0 invocations|crc|632:i:0|0 invocations"
+  "the int32 after the invocations set|crc|636:i:1|the int32 after its invocation count is 1"
   "a negative second moment|crc|$second:f:-0.5|its AdamW second moments hold a negative number (entry 0 is -0.5)"
   "a NaN second moment|crc|$second:I:2143289344|NaN or infinity in its AdamW second moments"
 )
@@ -394,6 +399,26 @@ rm "$dir/folder/captions.tsv"
 ./train_vlv "${tiny[@]}" --data "folder:$dir/folder" --out "$dir/fo2" > "$dir/fo2.log" 2>&1; [ $? = 1 ] && grep -q "no captions.tsv" "$dir/fo2.log"
 check "an image folder without captions.tsv is refused" $?
 ./train_vlv --data nope > "$dir/d.log" 2>&1; [ $? = 1 ] && grep -q "choose shapes" "$dir/d.log"; check "--data nope is refused" $?
+
+# the shipped pretrained parts (data/pretrained.bin, what the default preset starts from): the
+# provenance names the command, a commit of this repository, the hardware, the wall time and the
+# T2I score per attribute, its SHA-256 is the file's, and the default preset loads the file and
+# draws with it: T2I at least 50% exact on 32 held-out prompts (the provenance records its score
+# on 512; a decoder that reads the captions scores about 80%, 50% is 4 binomial sd below that)
+prov=data/pretrained.txt
+commit=$(sed -n 's/^commit: //p' "$prov")
+[ "$(head -n 1 "$prov")" = "vlv.c pretrained parts, provenance version 1" ] &&
+  [ "$(sed -n 's/^sha256: //p' "$prov")" = "$(sha256sum < data/pretrained.bin | cut -d' ' -f1)" ] &&
+  grep -q "^command: ./train_vlv .*--steps0 " "$prov" && grep -qE "^hardware: .*CPU thread" "$prov" &&
+  grep -qE "^wall time: stage 0 [0-9.]+ s, stage 0b [0-9.]+ s" "$prov" &&
+  grep -qE "^t2i: 512 held-out prompts, .*exact [0-9.]+% \(shape [0-9.]+%, colour [0-9.]+%, size [0-9.]+%, place [0-9.]+%\)" "$prov" &&
+  { [ ! -d .git ] || git cat-file -e "$commit^{commit}" 2> /dev/null; }
+check "data/pretrained.txt: command, commit ($commit, in this repository's history), hardware, wall time, T2I per attribute, SHA-256" $?
+./train_vlv --out "$dir/ship" --steps1 2 --steps2 2 --baseline 0 --eval_n 32 > "$dir/ship.log" 2>&1
+t2i=$(sed -n 's/^RESULT .*t2i_exact=\([0-9.]*\).*/\1/p' "$dir/ship.log")
+[ -n "$t2i" ] && grep -q "^pretrained parts .*: data/pretrained.bin, sha256" "$dir/ship.log" &&
+  grep -q -- "--preset scratch" "$dir/ship.log" && awk -v x="$t2i" 'BEGIN { exit !(x >= 0.5) }'
+check "the default preset starts from data/pretrained.bin, names --preset scratch, and its decoder draws (T2I $t2i on 32)" $?
 
 # the splits as dataset files for the PyTorch twin
 ./train_vlv "${tiny[@]}" --out "$dir/x" --export 24 > "$dir/x.log" 2>&1
