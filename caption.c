@@ -31,14 +31,6 @@ static void usage(const char* prog) {
     exit(2);
 }
 
-static long parse_number(const char* flag, const char* v, long lo, long hi) {
-    char* end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || errno || x < lo || x > hi) fail("%s: '%s' is not a whole number in [%ld, %ld]", flag, v, lo, hi);
-    return x;
-}
-
 int main(int argc, char** argv) {
     const char *model_path = NULL, *vocab_path = NULL, *recon_path = NULL;
     int beams = 1, steps = 50, n_images = 0;
@@ -54,11 +46,11 @@ int main(int argc, char** argv) {
         if (strcmp(a, "-m") == 0) { model_path = v; }
         else if (strcmp(a, "--vocab") == 0) { vocab_path = v; }
         else if (strcmp(a, "--recon") == 0) { recon_path = v; }
-        else if (strcmp(a, "--beams") == 0) { beams = (int)parse_number(a, v, 1, 64); }
-        else if (strcmp(a, "--steps") == 0) { steps = (int)parse_number(a, v, 1, 1000); }
-        else if (strcmp(a, "--seed") == 0) { seed = (uint64_t)parse_number(a, v, 0, 1L << 40); }
+        else if (strcmp(a, "--beams") == 0) { beams = (int)parse_whole(a, v, 1, 64); }
+        else if (strcmp(a, "--steps") == 0) { steps = (int)parse_whole(a, v, 1, 1000); }
+        else if (strcmp(a, "--seed") == 0) { seed = parse_whole(a, v, 0, 1ull << 40); }
         else if (strcmp(a, "--threads") == 0) {
-            int t = (int)parse_number(a, v, 1, 1024);
+            int t = (int)parse_whole(a, v, 1, THREADS_MAX);
 #ifdef _OPENMP
             omp_set_num_threads(t);
 #else

@@ -1586,7 +1586,8 @@ void model_load_weights(Model* m, const char* path) {
     Config c;
     size_t n;
     FILE* fp = checkpoint_open(path, &c, &n);
-    if (memcmp(&c, &m->config, sizeof c) != 0) fail("'%s' holds a model of another config", path);
+    char differs[256];
+    if (config_difference(&c, &m->config, differs, sizeof differs)) fail("'%s' holds a model with %s", path, differs);
     float* host = read_weights(fp, path, n);
     to_device(m->params, host, n * sizeof(float));
     free(host);

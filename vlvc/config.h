@@ -55,6 +55,26 @@ static inline const char* config_field_name(int i) {
     return names[i];
 }
 
+// The first field in which a stored config differs from the one given, as the text of a
+// refusal ("d_g = 96, where this run's model has d_g = 32"); 0 when they are the same.
+static inline int config_difference(const Config* stored, const Config* given, char* out, size_t cap) {
+    for (int i = 0; i < CONFIG_FIELDS; i++) {
+        int a = *config_field((Config*)stored, i), b = *config_field((Config*)given, i);
+        if (a == b) { continue; }
+        const char* name = config_field_name(i);
+        if (strcmp(name, "prediction") == 0) {
+            snprintf(out, cap, "--prediction %s, where this run's model has --prediction %s", a == PREDICT_V ? "v" : "eps",
+                     b == PREDICT_V ? "v" : "eps");
+        } else if (strcmp(name, "vocab") == 0) { // not a flag: the data's vocabulary
+            snprintf(out, cap, "a vocabulary of %d words, where this run's data has %d", a, b);
+        } else {
+            snprintf(out, cap, "--%s %d, where this run's model has --%s %d", name, a, name, b);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 static inline int config_num_patches(const Config* c) {
     int g = c->img_size / c->patch;
     return g * g;
@@ -140,6 +160,12 @@ static const FileFormat CHECKPOINT_FORMAT = { CHECKPOINT_MAGIC, CHECKPOINT_VERSI
                                               "restore it from a copy, or train it again", 0, sizeof(float) };
 static const FileFormat DEBUG_STATE_FORMAT = { DEBUG_STATE_MAGIC, DEBUG_STATE_VERSION, "debug state",
                                                "write it again with dev/vlv.py dump (make check does)", 0, 0 };
+
+// the largest file a format with a CRC32 trailer can hold (num_params is an int32): what its
+// reader opens at most (regular_open); the exact size its header implies is checked after
+static inline uint64_t format_max_bytes(const FileFormat* f) {
+    return HEADER_INTS * 4ull + (uint64_t)f->fixed + (uint64_t)f->per_param * INT32_MAX + CRC_BYTES;
+}
 
 static inline void header_write(FILE* fp, const char* path, const FileFormat* f, const Config* c, int num_params) {
     int header[HEADER_INTS] = {0};

@@ -28,6 +28,7 @@ static uint32_t idx_be32(const uint8_t* p) {
 }
 
 #define IDX_MAX_BYTES (1u << 30) // Fashion-MNIST's largest file is 47 MB; a header claiming more is refused
+#define CAPTIONS_MAX_BYTES (1ull << 30) // captions.tsv: a caption per image of a folder that fits in memory
 
 // n bytes (or fewer at the end of the file) into buf; fails on a zlib error
 static size_t idx_gzread(gzFile gz, const char* path, uint8_t* buf, size_t n) {
@@ -49,8 +50,12 @@ static size_t idx_gzread(gzFile gz, const char* path, uint8_t* buf, size_t n) {
 // small gzip file cannot claim gigabytes; the (decompressed) size must be exactly header +
 // product of the dimensions. Returns the data after the header, dims[ndim] filled in.
 static uint8_t* idx_read(const char* path, uint32_t magic, int ndim, uint32_t* dims) {
-    errno = 0; // gzopen sets it only when the open itself failed
-    gzFile gz = gzopen(path, "rb");
+    // gzip adds at most 0.02% and a few bytes to data it cannot compress: twice the data's bound is ample
+    FILE* fp = readOpenCheck(path, 2ull * IDX_MAX_BYTES);
+    int fd = dup(fileno(fp));
+    fclose(fp);
+    errno = 0; // gzdopen sets it only when the open itself failed
+    gzFile gz = fd < 0 ? NULL : gzdopen(fd, "rb");
     if (gz == NULL) { fail("could not open '%s': %s", path, errno ? strerror(errno) : "out of memory"); }
     const char* what = gzdirect(gz) ? "" : " (decompressed)";
     uint8_t head[4 + 4 * 3];
@@ -181,7 +186,7 @@ static int image_name_cmp(const void* a, const void* b) { return strcmp(*(char* 
 // allowed; spaces around the caption trimmed). Rejects, with file and line: no TAB, a second
 // TAB, an empty caption, a file not in the folder, a file listed twice.
 static void image_folder_read_captions(ImageFolder* f, const char* captions_path) {
-    FILE* fp = fopenCheck(captions_path, "rb");
+    FILE* fp = readOpenCheck(captions_path, CAPTIONS_MAX_BYTES);
     int* line_of = (int*)callocCheck((size_t)f->count, sizeof(int)); // where each was captioned
     f->captions = (char**)callocCheck((size_t)f->count, sizeof(char*));
     char* line = NULL;

@@ -11,8 +11,6 @@ Link with -lstb (Debian libstb-dev: stb_image and stb_image_write, compiled).
 #define VLVC_IMAGES_H
 
 #include <math.h>
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
@@ -117,6 +115,7 @@ static int image_error(char* err, size_t err_size, const char* fmt, ...) {
 // decompression bomb) and a side of 0 never reaches the resampler.
 #define IMAGE_MAX_SIDE 16384
 #define IMAGE_MAX_PIXELS (1L << 25) // 32 M pixels: 96 MB of RGB bytes at most
+#define IMAGE_MAX_BYTES (1ull << 28) // 256 MiB: more than any PNG or JPEG of IMAGE_MAX_PIXELS takes
 static inline int image_signature_ok(const uint8_t* sig, size_t n) {
     static const uint8_t png[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
     int is_png = n >= 8 && memcmp(sig, png, 8) == 0;
@@ -173,18 +172,38 @@ static int jpeg_tables_ok(FILE* fp) {
 // (alpha dropped), into out [S, S, 3]. Returns 1, or 0 with err saying which file and why: a
 // bad image among many is the caller's to report and skip, so this never exits on a bad file.
 //   if (!image_load(path, S, img, err, sizeof err)) { fprintf(stderr, "%s\n", err); continue; }
+// Where a file that stb_image cannot decode, or that it would decode from zeros past the end,
+// was cut: NULL when it is whole. A PNG is whole when its IEND chunk is (each chunk: a 4-byte
+// big-endian length, a 4-byte type, the data, a 4-byte CRC); a JPEG when an end-of-image marker
+// (FF D9) follows its first start-of-scan (FF DA): the scan's data never holds FF D9, since an
+// FF in it is always followed by 00 or a restart marker.
+static const char* image_cut(FILE* fp, const char* path, int is_png) {
+    long size = file_size(fp, path);
+    if (is_png) {
+        for (long at = 8; ; ) {
+            uint8_t head[8];
+            if (fseek(fp, at, SEEK_SET) != 0 || fread(head, 1, 8, fp) != 8) { return "it ends before its IEND chunk"; }
+            long len = (long)head[0] << 24 | head[1] << 16 | head[2] << 8 | head[3];
+            if (at + 12 + len > size) { return memcmp(head + 4, "IDAT", 4) == 0 ? "it ends inside an IDAT chunk, the pixels" : "it ends inside a chunk"; }
+            if (memcmp(head + 4, "IEND", 4) == 0) { return NULL; }
+            at += 12 + len;
+        }
+    }
+    rewind(fp);
+    int prev = 0, c, scanning = 0;
+    while ((c = getc(fp)) != EOF) {
+        if (prev == 0xFF && c == 0xDA) { scanning = 1; }
+        if (scanning && prev == 0xFF && c == 0xD9) { return NULL; }
+        prev = c;
+    }
+    return scanning ? "no end-of-image marker follows its scan" : "it ends before its first scan";
+}
+
 static inline int image_load(const char* path, int S, float* out, char* err, size_t err_size) {
     if (S < 1) { fail("image_load: image size %d must be positive", S); }
-    // O_NONBLOCK: opening a FIFO returns at once (and is refused below) instead of waiting
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
-    if (fd < 0) { return image_error(err, err_size, "could not open image '%s': %s", path, strerror(errno)); }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return image_error(err, err_size, "could not read image '%s': not a regular file", path);
-    }
-    FILE* fp = fdopen(fd, "rb");
-    if (fp == NULL) { close(fd); return image_error(err, err_size, "could not open image '%s': %s", path, strerror(errno)); }
+    char why[4400];
+    FILE* fp = regular_open(path, IMAGE_MAX_BYTES, why, sizeof why);
+    if (fp == NULL) { return image_error(err, err_size, "image: %s", why); }
     uint8_t sig[8];
     size_t got = fread(sig, 1, sizeof sig, fp);
     if (!image_signature_ok(sig, got)) {
@@ -195,21 +214,32 @@ static inline int image_load(const char* path, int S, float* out, char* err, siz
         fclose(fp);
         return image_error(err, err_size, "could not decode image '%s': a corrupt JPEG (a Huffman table too large or missing)", path);
     }
+    const char* format = sig[0] == 0xFF ? "JPEG" : "PNG";
     rewind(fp);
     int w, h, file_channels;
-    if (!stbi_info_from_file(fp, &w, &h, &file_channels)) {
+    if (!stbi_info_from_file(fp, &w, &h, &file_channels)) { // its reason is the last format stb tried, not this one's
+        const char* cut = image_cut(fp, path, sig[0] != 0xFF);
         fclose(fp);
-        return image_error(err, err_size, "could not decode image '%s': %s", path, stbi_failure_reason());
+        if (cut) { return image_error(err, err_size, "could not decode image '%s': a truncated %s (%s)", path, format, cut); }
+        return image_error(err, err_size, "could not decode image '%s': a corrupt %s (its header cannot be read)", path, format);
     }
     if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (long)w * h > IMAGE_MAX_PIXELS) {
         fclose(fp);
         return image_error(err, err_size, "could not read image '%s': it is %d x %d pixels; each side must be 1..%d "
                            "and the image at most %ld pixels", path, w, h, IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
     }
+    const char* cut = image_cut(fp, path, sig[0] != 0xFF);
+    if (cut) {
+        fclose(fp);
+        return image_error(err, err_size, "could not decode image '%s': a truncated %s (%s)", path, format, cut);
+    }
+    rewind(fp);
     int dw, dh;
     uint8_t* pixels = stbi_load_from_file(fp, &dw, &dh, &file_channels, 3);
     fclose(fp);
-    if (pixels == NULL) { return image_error(err, err_size, "could not decode image '%s': %s", path, stbi_failure_reason()); }
+    if (pixels == NULL) { // stb_image decodes by the signature, so its reason is this format's
+        return image_error(err, err_size, "could not decode image '%s': a corrupt %s (stb_image: %s)", path, format, stbi_failure_reason());
+    }
     if (dw != w || dh != h) {
         stbi_image_free(pixels);
         return image_error(err, err_size, "could not decode image '%s': its header says %d x %d, its data %d x %d", path, w, h, dw, dh);

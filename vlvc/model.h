@@ -385,7 +385,7 @@ static inline void checkpoint_write(const char* path, const Config* c, const flo
 
 // reads the config of a checkpoint and returns its open file, positioned at the parameters
 static inline FILE* checkpoint_open(const char* path, Config* c, size_t* num_params) {
-    FILE* fp = fopenCheck(path, "rb");
+    FILE* fp = readOpenCheck(path, format_max_bytes(&CHECKPOINT_FORMAT));
     int stored = header_read_crc(fp, path, &CHECKPOINT_FORMAT, c);
     size_t expected = count_params(c, NULL, NULL);
     if ((size_t)stored != expected) {

@@ -32,13 +32,23 @@ static void make_dir(const char* path) {
     if (mkdir(buf, 0755) != 0 && errno != EEXIST) fail("could not create the run folder '%s': %s", path, strerror(errno));
 }
 
+static int is_folder(const char* path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 // One program per run folder: two would write the same files and end as neither run. The lock
-// (flock on RUN/lock, which holds the owner's pid) goes with the process, however it ends.
-static void lock_run_folder(const char* dir) {
+// (flock on RUN/lock) goes with the process, however it ends; it is taken before the folder's
+// files are read, and the owner writes its pid into it (lock_write_pid) only once its command
+// has passed every check. Returns the descriptor, which stays open: that holds the lock.
+static int lock_run_folder(const char* dir) {
     char path[1100];
     if (snprintf(path, sizeof path, "%s/lock", dir) >= (int)sizeof path) fail("the path %s/lock is too long", dir);
-    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_NONBLOCK, 0644);
     if (fd < 0) fail("could not open '%s': %s", path, strerror(errno));
+    struct stat st;
+    const char* kind = not_regular(fd, &st);
+    if (kind) fail("'%s' is %s, not the run folder's lock file: remove it, or choose another --out", path, kind);
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         char pid[32] = "";
         ssize_t got = read(fd, pid, sizeof pid - 1);
@@ -47,10 +57,52 @@ static void lock_run_folder(const char* dir) {
         fail("another program is using the run folder %s (pid %s): wait for it to finish, or choose another --out", dir,
              pid[0] ? pid : "unknown");
     }
+    return fd;
+}
+static void lock_write_pid(int fd, const char* dir) {
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)n) != n) fail("could not write '%s': %s", path, strerror(errno));
-    // fd stays open until the process exits: that holds the lock
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) fail("could not write %s/lock: %s", dir, strerror(errno));
+}
+
+// Every refusal comes before the run folder is touched. Until take_over_folder, what the run
+// says (stdout) and notes (its log) is held in memory, so that a refused command leaves stdout
+// and the folder as they were and says why on stderr alone (fail).
+static void hold_output(Run* r) {
+    r->out = open_memstream(&r->held_out, &r->held_out_len);
+    r->log = open_memstream(&r->held_log, &r->held_log_len);
+    if (!r->out || !r->log) fail("out of memory: cannot hold the run's first lines");
+}
+
+// The command passed every check: the folder (created if need be) becomes this run's. Its logs
+// are opened first (a FIFO there is refused while nothing has changed yet), then the lock gets
+// the pid, the held lines go to stdout and log.txt, and vocab.txt is written.
+static void take_over_folder(Run* r, int lock_fd) {
+    Settings* s = &r->s;
+    make_dir(s->out_dir);
+    if (lock_fd < 0) { lock_fd = lock_run_folder(s->out_dir); }
+    char log_path[1100], path[1100];
+    run_path(r, log_path, sizeof log_path, "log.txt");
+    FILE* log = appendOpenCheck(log_path);
+    run_path(r, path, sizeof path, "metrics.jsonl");
+    r->metrics = appendOpenCheck(path);
+    lock_write_pid(lock_fd, s->out_dir);
+    if (s->fresh) {
+        run_path(r, path, sizeof path, "train_state.bin");
+        remove(path);
+    }
+    fclose(r->out);
+    fclose(r->log);
+    r->out = NULL;
+    r->log = log;
+    fwrite(r->held_out, 1, r->held_out_len, stdout);
+    fflush(stdout);
+    fwriteCheck(r->held_log, 1, r->held_log_len, log, log_path);
+    fflush(log);
+    free(r->held_out);
+    free(r->held_log);
+    run_path(r, path, sizeof path, "vocab.txt");
+    vocab_save(&r->vocab, path);
 }
 
 // the whole pipeline; returns the exit status
@@ -72,17 +124,8 @@ static int vlv_main(int argc, char** argv) {
         used += (size_t)snprintf(r->command + used, sizeof r->command - used, "%s%s", i ? " " : "", argv[i]);
     }
     r->invocations = 1;
-    make_dir(s->out_dir);
-    lock_run_folder(s->out_dir);
     char path[1100];
-    if (s->fresh) {
-        run_path(r, path, sizeof path, "train_state.bin");
-        remove(path);
-    }
-    run_path(r, path, sizeof path, "log.txt");
-    r->log = fopenCheck(path, "a");
-    run_path(r, path, sizeof path, "metrics.jsonl");
-    r->metrics = fopenCheck(path, "a");
+    hold_output(r);
     time_t now = time(NULL);
     char when[32];
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime(&now));
@@ -100,11 +143,10 @@ static int vlv_main(int argc, char** argv) {
         say(r, "--data %s has %d test items: evaluating %d instead of %d\n", s->data, n_test, n_test, s->eval_n);
         s->eval_n = n_test;
     }
-    run_path(r, path, sizeof path, "vocab.txt");
-    vocab_save(&r->vocab, path);
     s->model.vocab = r->vocab.size;
     if (s->export_n > 0) { // the exact data of this run, for the PyTorch twin (doc/data.md)
         if (r->src.kind != SOURCE_SHAPES) fail("--export writes the shapes world's splits; --data %s is already files", s->data);
+        take_over_folder(r, is_folder(s->out_dir) ? lock_run_folder(s->out_dir) : -1);
         const char* names[NUM_SPLITS] = { "shapes_t2i.bin", "shapes_unpaired.bin", "shapes_captioned.bin", "shapes_test.bin" };
         int counts[NUM_SPLITS] = { s->export_n, s->export_n, s->K, s->eval_n };
         for (int split = 0; split < NUM_SPLITS; split++) {
@@ -115,6 +157,7 @@ static int vlv_main(int argc, char** argv) {
         vocab_free(&r->vocab);
         source_free(&r->src);
         fclose(r->log);
+        fclose(r->metrics);
         return 0;
     }
     if (s->eval_model[0]) { // the model is the checkpoint's, e.g. trained by dev/vlv.py train
@@ -139,6 +182,7 @@ static int vlv_main(int argc, char** argv) {
                "  the default preset (no flags) shows VLV working\n");
     }
     if (s->bench > 0) {
+        take_over_folder(r, is_folder(s->out_dir) ? lock_run_folder(s->out_dir) : -1);
         int status = run_bench(r);
         run_free(r);
         return status;
@@ -147,23 +191,29 @@ static int vlv_main(int argc, char** argv) {
         if (strcmp(s->from_stage, "0b") == 0) fail("--from 0b retrains the caption LM, which --pretrained %s already holds; use --from 1 or 2", s->pretrained);
         pretrained_load(r, s->pretrained, r->pretrained_sha);
     }
+    // the folder's files are read under its lock; a folder that does not exist yet holds nothing
+    int lock_fd = is_folder(s->out_dir) ? lock_run_folder(s->out_dir) : -1;
+    int from_parts = 0; // a new run from the pretrained parts: its stage-0b checkpoint and state are written below
     if (s->eval_model[0]) {
         r->next_stage = ALL_DONE;
     } else if (s->from_stage[0]) { // e.g. another stage-1 recipe on the same frozen decoder
-        int from = -1;
-        for (int o = STAGE0B; o < NUM_OBJECTIVES; o++) { if (strcmp(s->from_stage, stage_flag[o]) == 0) { from = o; } }
-        if (from < 0) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
+        int from = STAGE0B;
+        while (strcmp(s->from_stage, stage_flag[from]) != 0) { from++; } // settings_parse checked the value
         run_path(r, path, sizeof path, stage_checkpoint[from - 1]);
         model_load_weights(r->model, path);
         r->next_stage = from;
         say(r, "starting again at %s from %s\n", stage_name[from], path);
-    } else if (train_state_load(r)) {
+    } else if (!s->fresh && train_state_load(r)) {
         if (r->next_stage == BASELINE && !s->baseline) { r->next_stage = ALL_DONE; } // no baseline asked for
         if (r->next_stage == ALL_DONE) { say(r, "%s holds a trained run: evaluating it again\n", s->out_dir); }
         else { say(r, "resuming %s/train_state.bin at %s, step %d (invocation %d)\n", s->out_dir, stage_name[r->next_stage], r->next_step, r->invocations); }
         note(r, "the stored run's settings (the same as this command's: a difference is refused): see the settings above\n");
-    } else if (s->pretrained[0]) { // stage 1 starts from the parts; the baseline too (stage0b.bin)
+    } else if (s->pretrained[0]) {
         r->next_stage = STAGE1;
+        from_parts = 1;
+    }
+    take_over_folder(r, lock_fd);
+    if (from_parts) { // stage 1 starts from the parts; the baseline too (stage0b.bin)
         run_path(r, path, sizeof path, stage_checkpoint[STAGE0B]);
         model_save(r->model, path);
         train_state_save(r);

@@ -20,6 +20,7 @@ version; the run refuses a pretrained.bin whose SHA-256 is not the one recorded 
 #define PRETRAINED_VERSION 2
 static const FileFormat PRETRAINED_FORMAT = { PRETRAINED_MAGIC, PRETRAINED_VERSION, "pretrained parts file",
                                               "restore it, or pretrain from scratch with --preset scratch", 0, sizeof(float) };
+#define PROVENANCE_MAX_BYTES 8191 // a provenance file is about 1 KB; a larger one is not one
 #define PROVENANCE_FIRST_LINE "vlv.c pretrained parts, provenance version 1"
 #define PRETRAINED_GROUPS (1 << GROUP_TEXTENC | 1 << GROUP_DIT | 1 << GROUP_GPT)
 
@@ -97,7 +98,9 @@ static void pretrained_write(Run* r) {
     crc_append(fp, bin);
     atomic_commit(fp, bin);
     free(parts);
-    if (!sha256_file(bin, hex)) fail("could not read back '%s' to hash it", bin);
+    fp = readOpenCheck(bin, format_max_bytes(&PRETRAINED_FORMAT));
+    if (!sha256_stream(fp, hex)) fail("could not read back '%s' to hash it: %s", bin, strerror(errno));
+    fclose(fp);
     // the decoder's own score: text-to-image on held-out prompts, read by the oracle
     say(r, "scoring the pretrained decoder: text-to-image on %d held-out prompts\n", r->s.eval_n);
     Score t2i = eval_t2i(r, NULL, NULL);
@@ -149,11 +152,12 @@ static int provenance_value(const char* text, const char* key, char* out, size_t
 static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     char txt[1100];
     provenance_path(bin, txt, sizeof txt);
-    FILE* fp = fopen(txt, "rb");
-    if (!fp) fail("the pretrained parts' provenance '%s' cannot be read (%s): it comes with '%s'\n"
-                  "  restore both (git checkout data/), or pretrain from scratch with --preset scratch", txt, strerror(errno), bin);
-    char text[8192];
-    size_t len = fread(text, 1, sizeof text - 1, fp);
+    char text[PROVENANCE_MAX_BYTES + 1], err[4400];
+    FILE* fp = regular_open(txt, PROVENANCE_MAX_BYTES, err, sizeof err);
+    if (!fp) fail("the pretrained parts' provenance cannot be read: %s; it comes with '%s'\n"
+                  "  restore both (git checkout data/), or pretrain from scratch with --preset scratch", err, bin);
+    size_t len = fread(text, 1, PROVENANCE_MAX_BYTES, fp);
+    if (ferror(fp)) fail("reading '%s' failed: %s", txt, strerror(errno));
     fclose(fp);
     text[len] = '\0';
     if (strncmp(text, PROVENANCE_FIRST_LINE "\n", strlen(PROVENANCE_FIRST_LINE) + 1) != 0) {
@@ -161,7 +165,10 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     }
     char recorded[128], vocab[128], given_vocab[128];
     if (!provenance_value(text, "sha256", recorded, sizeof recorded)) fail("'%s' records no sha256", txt);
-    if (!sha256_file(bin, sha)) fail("the pretrained parts '%s' cannot be read: %s", bin, strerror(errno));
+    fp = regular_open(bin, format_max_bytes(&PRETRAINED_FORMAT), err, sizeof err);
+    if (!fp) fail("the pretrained parts cannot be read: %s\n"
+                  "  restore them (git checkout data/), or pretrain from scratch with --preset scratch", err);
+    if (!sha256_stream(fp, sha)) fail("the pretrained parts '%s' cannot be read: %s", bin, strerror(errno));
     if (strcmp(sha, recorded) != 0) {
         fail("'%s' is not the file its provenance describes: its SHA-256 is %s, %s records %s.\n"
              "  restore it (git checkout data/), or pretrain from scratch with --preset scratch", bin, sha, txt, recorded);
@@ -171,14 +178,11 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
         fail("'%s' was pretrained on another vocabulary (%s) than --data %s has (%s)", bin, vocab, r->s.data, given_vocab);
     }
     Config c;
-    fp = fopenCheck(bin, "rb");
     int stored = header_read_crc(fp, bin, &PRETRAINED_FORMAT, &c);
-    if (memcmp(&c, model_config(r->model), sizeof c) != 0) {
-        for (int i = 0; i < CONFIG_FIELDS; i++) {
-            int have = *config_field(&c, i), want = *config_field((Config*)model_config(r->model), i);
-            if (have != want) fail("'%s' holds a model with %s = %d; this run's model has %d (a model flag differs from the preset's):\n"
-                                   "  give --pretrained none to pretrain the decoder and LM of these sizes here", bin, config_field_name(i), have, want);
-        }
+    char differs[256];
+    if (config_difference(&c, model_config(r->model), differs, sizeof differs)) {
+        fail("'%s' holds a model with %s (a model flag differs from the preset's):\n"
+             "  give --pretrained none to pretrain the decoder and LM of these sizes here", bin, differs);
     }
     size_t n_all = model_num_params(r->model), n;
     float* all = (float*)mallocCheck(n_all * sizeof(float));

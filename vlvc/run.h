@@ -30,6 +30,9 @@ typedef struct {
     int batch_dropped;            // captions the last stage-0 batch emptied (caption dropout)
     long captions_seen, captions_dropped; // over this invocation's stage-0 steps: the dropout rate observed
     char (*captions)[CAPTION_MAX];// [B]
+    FILE* out;                    // where say() prints: stdout (NULL), or memory while the command is checked (pipeline.h)
+    char *held_out, *held_log;    // what was said and logged meanwhile
+    size_t held_out_len, held_log_len;
     FILE* log;
     FILE* metrics;                // metrics.jsonl: a record per progress window and health check
     int next_stage, next_step;    // where the run stands (resume)
@@ -46,11 +49,12 @@ typedef struct {
 
 // progress goes to stdout and to the run's log
 static void say(Run* r, const char* fmt, ...) {
+    FILE* out = r->out ? r->out : stdout;
     va_list ap;
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vfprintf(out, fmt, ap);
     va_end(ap);
-    fflush(stdout);
+    fflush(out);
     if (r->log) {
         va_start(ap, fmt);
         vfprintf(r->log, fmt, ap);

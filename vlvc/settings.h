@@ -271,12 +271,6 @@ static void usage(const char* prog, Settings* s) {
 }
 
 // parses the command line into s; a bad flag or value exits with a message
-// a whole number as digits only: strtol and strtoull would also take blanks and a sign first
-static int all_digits(const char* v) {
-    if (*v == '\0') { return 0; }
-    for (; *v; v++) { if (*v < '0' || *v > '9') { return 0; } }
-    return 1;
-}
 
 static void settings_parse(Settings* s, int argc, char** argv) {
     const char* preset = "default";
@@ -300,22 +294,12 @@ static void settings_parse(Settings* s, int argc, char** argv) {
         char* end = NULL;
         errno = 0;
         switch (flags[k].kind) {
-            case FLAG_INT: {
-                long x = strtol(v, &end, 10);
-                if (!all_digits(v) || errno || x > 100000000) fail("flag %s: '%s' is not a whole number in [0, 1e8]", argv[i], v);
-                *(int*)flags[k].ptr = (int)x;
-                break;
-            }
+            case FLAG_INT: *(int*)flags[k].ptr = (int)parse_whole(argv[i], v, 0, 100000000); break;
             case FLAG_BOOL:
                 if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0) fail("flag %s: '%s' is neither 0 nor 1", argv[i], v);
                 *(int*)flags[k].ptr = v[0] == '1';
                 break;
-            case FLAG_U64: {
-                unsigned long long x = strtoull(v, &end, 10);
-                if (!all_digits(v) || errno) fail("flag %s: '%s' is not a whole number in [0, 2^64)", argv[i], v);
-                *(uint64_t*)flags[k].ptr = x;
-                break;
-            }
+            case FLAG_U64: *(uint64_t*)flags[k].ptr = parse_whole(argv[i], v, 0, UINT64_MAX); break;
             case FLAG_FLOAT: {
                 float x = strtof(v, &end);
                 if (*v == '\0' || *end != '\0' || errno || !is_finite_float(x) || x < 0.0f) fail("flag %s: '%s' is not a finite non-negative number", argv[i], v);
@@ -350,7 +334,13 @@ static void settings_parse(Settings* s, int argc, char** argv) {
         }
     }
     if (strcmp(s->pretrained, "none") == 0) { s->pretrained[0] = '\0'; }
+    if (s->from_stage[0]) {
+        int known = 0;
+        for (int o = STAGE0B; o < NUM_OBJECTIVES; o++) { known |= strcmp(s->from_stage, stage_flag[o]) == 0; }
+        if (!known) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
+    }
     if (s->batch < 1) fail("--batch must be at least 1");
+    if (s->threads > THREADS_MAX) fail("--threads %d: at most %d (0: all cores)", s->threads, THREADS_MAX);
     if (s->max_objects < 1 || s->max_objects > 3) fail("--objects must be 1, 2 or 3");
     int need = shapes_max_tokens(s->max_objects);
     if (strcmp(s->data, "shapes") == 0 && (s->model.n_q < need || s->model.cap_len < need)) {

@@ -86,17 +86,15 @@ static inline void sha256_final(Sha256* s, char hex[65]) {
     for (int i = 0; i < 8; i++) { snprintf(hex + 8 * i, 9, "%08x", s->h[i]); }
 }
 
-// the digest of a whole file; 0 if it cannot be read
-static inline int sha256_file(const char* path, char hex[65]) {
-    FILE* fp = fopen(path, "rb");
-    if (!fp) { return 0; }
+// the digest of an open file from its position to its end (the caller opened it with its
+// format's bound: vlvc/utils.h regular_open); 0 if reading failed. The stream is left at its end.
+static inline int sha256_stream(FILE* fp, char hex[65]) {
     Sha256 s;
     sha256_init(&s);
     uint8_t buf[1 << 16];
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, fp)) > 0) { sha256_update(&s, buf, got); }
     int ok = !ferror(fp);
-    fclose(fp);
     sha256_final(&s, hex);
     return ok;
 }

@@ -89,10 +89,14 @@ static inline void shapes_dataset_free(ShapesDataset* d) {
     d->images = NULL; d->scenes = NULL; d->captions = NULL;
 }
 
+// the largest dataset file its header allows: n < 2^31 items of the largest image, scene and caption
+#define SHAPES_DATASET_MAX_BYTES \
+    (HEADER_INTS * 4ull + (uint64_t)INT32_MAX * (3ull * SHAPES_MAX_IMG * SHAPES_MAX_IMG + SHAPES_SCENE_INTS * 4 + (1 << 16)))
+
 // reads and validates a dataset file: header, exact size, every scene valid, every caption
 // the scene's caption, every pixel background or a palette colour
 static inline void shapes_dataset_load(ShapesDataset* d, const char* path) {
-    FILE* fp = fopenCheck(path, "rb");
+    FILE* fp = readOpenCheck(path, SHAPES_DATASET_MAX_BYTES);
     long size = file_size(fp, path);
     int h[HEADER_INTS];
     freadCheck(h, sizeof(int), HEADER_INTS, fp, path);

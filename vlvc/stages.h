@@ -66,14 +66,15 @@ static void metrics_record(Run* r, const char* fmt, ...) {
     fflush(r->metrics);
 }
 
+#define METRICS_MAX_BYTES (1ull << 36) // 64 GiB: records of ~200 bytes for 4 stages of 1e8 steps, one per window
+
 // RUN/loss_<stage>.png: the stage's training loss per logged window, from metrics.jsonl. A
 // resumed stage logged again the steps after its last checkpoint: a record of a step at or
 // before the last one kept replaces everything from that step on.
 static void stage_curve(Run* r, int stage) {
     char path[1100];
     run_path(r, path, sizeof path, "metrics.jsonl");
-    FILE* fp = fopen(path, "r");
-    if (!fp) { return; }
+    FILE* fp = readOpenCheck(path, METRICS_MAX_BYTES); // this run appends to it: a regular file
     int cap = 1024, n = 0;
     double* x = (double*)mallocCheck(cap * sizeof(double));
     double* y = (double*)mallocCheck(cap * sizeof(double));

@@ -15,6 +15,7 @@ One vocabulary serves the text encoder and the caption decoder; it is saved as a
 #define VOCAB_VERSION 1
 #define VOCAB_MAX_WORD 63         // bytes; a longer corpus word is a corpus problem, not a word
 #define VOCAB_MAX_SIZE (1 << 20)  // the config's limit on any field
+#define VOCAB_MAX_BYTES (64 + (uint64_t)VOCAB_MAX_SIZE * (VOCAB_MAX_WORD + 1)) // the first line, then a word per line
 
 typedef struct {
     int size;      // including the 4 specials
@@ -158,7 +159,7 @@ static inline void vocab_save(const Vocab* v, const char* path) {
 }
 
 static inline void vocab_load(Vocab* v, const char* path) {
-    FILE* fp = fopenCheck(path, "rb");
+    FILE* fp = readOpenCheck(path, VOCAB_MAX_BYTES);
     long size = file_size(fp, path);
     char* buf = (char*)mallocCheck((size_t)size + 1);
     freadCheck(buf, 1, (size_t)size, fp, path);

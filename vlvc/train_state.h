@@ -120,12 +120,18 @@ static void train_state_save(Run* r) {
 static int train_state_load(Run* r) {
     char path[1100];
     run_path(r, path, sizeof path, "train_state.bin");
-    FILE* fp = fopen(path, "rb");
-    if (!fp) { return 0; }
+    char err[4400];
+    FILE* fp = regular_open(path, format_max_bytes(&TRAIN_STATE_FORMAT), err, sizeof err);
+    if (!fp && errno == ENOENT) { return 0; }
+    if (!fp) fail("%s\n  a run folder's training state is a file that ./train_vlv writes: remove it to start over", err);
     Config c;
     int n = header_read_crc(fp, path, &TRAIN_STATE_FORMAT, &c);
-    if (memcmp(&c, model_config(r->model), sizeof c) != 0 || (size_t)n != model_num_params(r->model)) {
-        fail("'%s' holds a run of another model config; resume with the same flags, or start over with --fresh 1", path);
+    char differs[256];
+    if (config_difference(&c, model_config(r->model), differs, sizeof differs)) {
+        fail("'%s' holds a run of a model with %s.\n  resume with the run's flags, or start over with --fresh 1", path, differs);
+    }
+    if ((size_t)n != model_num_params(r->model)) {
+        fail("'%s' holds %d parameters, where this run's model has %zu; start over with --fresh 1", path, n, model_num_params(r->model));
     }
     int where[4];
     freadCheck(where, sizeof(int), 4, fp, path);

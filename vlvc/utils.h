@@ -14,6 +14,8 @@ the caller could forget to check.
 #include <errno.h>
 #include <unistd.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 // Files being written atomically (atomic_open .. atomic_commit, below): fail() removes their
 // temporary files, so that an error such as a full disk leaves no partial file behind.
@@ -40,6 +42,100 @@ static inline double wall_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// Every reader opens its file here. The file is opened without blocking, so that a FIFO is
+// refused at once instead of waiting forever for a writer, and checked on the open descriptor
+// (no race with a rename): only a regular file of at most max_bytes (the format's own bound) is
+// read, so that neither a device (/dev/zero feeds a reader forever) nor a directory nor a socket
+// is. Returns NULL with the reason in err; errno stays ENOENT when the file does not exist.
+// what a file is when it is not a regular one ("a FIFO", ...); NULL when it is one
+static inline const char* mode_not_regular(mode_t mode) {
+    if (S_ISREG(mode)) { return NULL; }
+    if (S_ISFIFO(mode)) { return "a FIFO"; }
+    if (S_ISCHR(mode)) { return "a character device"; }
+    if (S_ISBLK(mode)) { return "a block device"; }
+    if (S_ISDIR(mode)) { return "a directory"; }
+    if (S_ISSOCK(mode)) { return "a socket"; }
+    return "neither a file nor a folder";
+}
+static inline const char* not_regular(int fd, struct stat* st) {
+    return fstat(fd, st) != 0 ? "a file whose type cannot be read" : mode_not_regular(st->st_mode);
+}
+
+// the descriptor back to blocking I/O (the files are regular: O_NONBLOCK served the open only)
+static inline FILE* blocking_stream(int fd, const char* mode) {
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 ? NULL : fdopen(fd, mode);
+}
+
+static inline FILE* regular_open(const char* path, uint64_t max_bytes, char* err, size_t err_size) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, err_size, "could not open '%s': %s", path, strerror(e));
+        errno = e;
+        return NULL;
+    }
+    struct stat st;
+    const char* kind = not_regular(fd, &st);
+    if (kind) {
+        close(fd);
+        snprintf(err, err_size, "'%s' is %s, not a regular file: give the path of a file", path, kind);
+        errno = EINVAL;
+        return NULL;
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        snprintf(err, err_size, "'%s' has %lld bytes, more than the %llu that a file of its kind can hold", path,
+                 (long long)st.st_size, (unsigned long long)max_bytes);
+        errno = EFBIG;
+        return NULL;
+    }
+    FILE* fp = blocking_stream(fd, "rb");
+    if (fp == NULL) {
+        int e = errno;
+        close(fd);
+        snprintf(err, err_size, "could not open '%s': %s", path, strerror(e));
+        errno = e;
+    }
+    return fp;
+}
+static inline FILE* read_open_check(const char* path, uint64_t max_bytes, const char* file, int line) {
+    char err[4400];
+    FILE* fp = regular_open(path, max_bytes, err, sizeof err);
+    if (fp == NULL) { fail("%s [%s:%d]\n  check that the path is right and that you may read it", err, file, line); }
+    return fp;
+}
+#define readOpenCheck(path, max_bytes) read_open_check(path, max_bytes, __FILE__, __LINE__)
+
+// A log of the run folder, opened to append (and created): a FIFO or device in its place is
+// refused, where fopen would wait for a reader or write to the device.
+static inline FILE* append_open_check(const char* path, const char* file, int line) {
+    struct stat st;
+    const char* kind = stat(path, &st) == 0 ? mode_not_regular(st.st_mode) : NULL; // a FIFO without a reader fails open
+    if (kind) { fail("'%s' is %s, not a regular file: remove it, or choose another --out [%s:%d]", path, kind, file, line); }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, 0644);
+    if (fd < 0) fail("could not open '%s' to append to it: %s [%s:%d]\n  may this user write there?", path, strerror(errno), file, line);
+    kind = not_regular(fd, &st); // and what was opened, should it have been replaced meanwhile
+    if (kind) { close(fd); fail("'%s' is %s, not a regular file: remove it, or choose another --out [%s:%d]", path, kind, file, line); }
+    FILE* fp = blocking_stream(fd, "a");
+    if (fp == NULL) { close(fd); fail("could not open '%s': %s [%s:%d]", path, strerror(errno), file, line); }
+    return fp;
+}
+#define appendOpenCheck(path) append_open_check(path, __FILE__, __LINE__)
+
+#define THREADS_MAX 1024 // OpenMP threads that either program accepts (libgomp's own limit fails less clearly)
+
+// A whole number given on the command line: decimal digits only (no sign, space or suffix, which
+// strtoul would let through) and within [lo, hi]; anything else is refused with the flag's name.
+static inline unsigned long long parse_whole(const char* flag, const char* v, unsigned long long lo, unsigned long long hi) {
+    int digits = *v != '\0';
+    for (const char* p = v; *p; p++) { digits &= *p >= '0' && *p <= '9'; }
+    errno = 0;
+    unsigned long long x = digits ? strtoull(v, NULL, 10) : 0;
+    if (!digits || errno || x < lo || x > hi) fail("%s: '%s' is not a whole number in [%llu, %llu]", flag, v, lo, hi);
+    return x;
 }
 
 static inline FILE* fopen_check(const char* path, const char* mode, const char* file, int line) {

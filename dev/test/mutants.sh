@@ -70,6 +70,7 @@ mutants=(
   "DDIM: predicted x0 not clipped to the data range@@x0 = fminf(fmaxf(x0, -1.0f), 1.0f);@@x0 = x0;"
   "DDIM: the last step lands on abar[0], not on the data (abar 1)@@ab_prev = t_prev >= 0 ? m->alphas_cumprod[t_prev] : 1.0f;@@ab_prev = t_prev >= 0 ? m->alphas_cumprod[t_prev] : m->alphas_cumprod[0];"
   "EMA: decay and 1 - decay swapped@@m->ema[j] = decay * m->ema[j] + (1.0f - decay) * m->params[j];@@m->ema[j] = (1.0f - decay) * m->ema[j] + decay * m->params[j];"
+  "EMA: written into the weights instead of the EMA buffer@@m->ema[j] = decay * m->ema[j] + (1.0f - decay) * m->params[j];@@m->params[j] = decay * m->ema[j] + (1.0f - decay) * m->params[j];"
   "EMA swap: the weights keep their own values@@float w = m->params[j]; m->params[j] = m->ema[j]; m->ema[j] = w;@@float w = m->params[j]; m->ema[j] = w;"
   "greedy: decoding does not stop at EOS@@if (pos > 1 && (prev == TOKEN_EOS || prev == TOKEN_PAD)) { continue; }@@if (0) { continue; }"
 )

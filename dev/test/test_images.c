@@ -209,18 +209,22 @@ static void check_image_load_errors(void) {
     char err[512];
     // each bad file must be refused with its name and the reason, before anything is decoded
     // where the header already tells (the 18000² PNG is 41 bytes: a decompression bomb)
-    enum { CASES = 13 };
+    enum { CASES = 16 };
     struct { const char* what; const char* reason; } cases[CASES] = {
         {"image error: missing file", "No such file"},  {"image error: a directory", "not a regular file"},
         {"image error: empty file", "not a PNG or JPEG"}, {"image error: text named .png", "not a PNG or JPEG"},
-        {"image error: truncated PNG", "could not decode"}, {"image error: PNM of height 0", "not a PNG or JPEG"},
+        {"image error: a PNG cut in half says so", "a truncated PNG (it ends inside an IDAT chunk, the pixels)"},
+        {"image error: PNM of height 0", "not a PNG or JPEG"},
         {"image error: a TGA claiming 12320 x 33607", "not a PNG or JPEG"},
         {"image error: a PNG header claiming 18000 x 18000", "18000 x 18000 pixels"},
         {"image error: a PNG header claiming 4 x 0", "could not"},
         {"image error: a PNG header claiming 20000 x 1", "20000 x 1 pixels"},
         {"image error: a FIFO named .png (no hang)", "not a regular file"},
         {"image error: a JPEG Huffman table of 777 codes (stb overflows it)", "corrupt JPEG"},
-        {"image error: a JPEG scan on an undefined Huffman table", "corrupt JPEG"}};
+        {"image error: a JPEG scan on an undefined Huffman table", "corrupt JPEG"},
+        {"image error: a JPEG cut in half says so, and names JPEG", "a truncated JPEG (no end-of-image marker follows its scan)"},
+        {"image error: a PNG without its IEND chunk (the pixels whole) is truncated", "a truncated PNG (it ends before its IEND chunk)"},
+        {"image error: a character device (/dev/zero) named as an image", "is a character device, not a regular file"}};
     // a PNG signature and an IHDR chunk of w x h, 8-bit RGB (what stbi_info reads), then nothing
     uint8_t header[33] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R' };
     header[24] = 8; header[25] = 2;
@@ -235,6 +239,12 @@ static void check_image_load_errors(void) {
     long size = file_size(fp, path);
     uint8_t* png = (uint8_t*)mallocCheck((size_t)size);
     freadCheck(png, 1, (size_t)size, fp, path);
+    fclose(fp);
+    img_write(path, dir, "noise.jpg", 64, 64, 3, noise);
+    fp = fopenCheck(path, "rb");
+    long jpeg_size = file_size(fp, path);
+    uint8_t* jpeg = (uint8_t*)mallocCheck((size_t)jpeg_size);
+    freadCheck(jpeg, 1, (size_t)jpeg_size, fp, path);
     fclose(fp);
     for (int t = 0; t < CASES; t++) {
         if (t == 0) snprintf(bad, sizeof bad, "%s/missing.png", dir);
@@ -260,12 +270,16 @@ static void check_image_load_errors(void) {
         // the fuzzer's reproducers of two defects of Debian's stb_image (dev/fuzz/README.md)
         if (t == 11) snprintf(bad, sizeof bad, "dev/fuzz/crashes/stb_jpeg_dht_777_codes.jpg");
         if (t == 12) snprintf(bad, sizeof bad, "dev/fuzz/crashes/stb_jpeg_undefined_huffman_table.jpg");
+        if (t == 13) { snprintf(bad, sizeof bad, "%s/cut.jpg", dir); img_write_bytes(bad, jpeg, (size_t)jpeg_size / 2); }
+        if (t == 14) { snprintf(bad, sizeof bad, "%s/no_iend.png", dir); img_write_bytes(bad, png, (size_t)size - 12); } // IEND: 12 bytes
+        if (t == 15) snprintf(bad, sizeof bad, "/dev/zero");
         err[0] = '\0';
         int loaded = image_load(bad, 8, out, err, sizeof err);
         alarm(0);
         report(cases[t].what, !loaded && strstr(err, bad) && strstr(err, cases[t].reason), "%s", err);
     }
     free(png);
+    free(jpeg);
     img_rmtree(dir);
 }
 
