@@ -56,7 +56,7 @@ static inline const char* config_field_name(int i) {
 }
 
 // The first field in which a stored config differs from the one given, as the text of a
-// refusal ("d_g = 96, where this run's model has d_g = 32"); 0 when they are the same.
+// refusal ("--d_g 96, where this run's model has --d_g 32"); 0 when they are the same.
 static inline int config_difference(const Config* stored, const Config* given, char* out, size_t cap) {
     for (int i = 0; i < CONFIG_FIELDS; i++) {
         int a = *config_field((Config*)stored, i), b = *config_field((Config*)given, i);

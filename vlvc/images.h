@@ -168,10 +168,6 @@ static int jpeg_tables_ok(FILE* fp) {
     return 1;
 }
 
-// Loads a PNG (8- or 16-bit, 16 reduced to 8) or JPEG file, grey, grey+alpha, RGB or RGBA
-// (alpha dropped), into out [S, S, 3]. Returns 1, or 0 with err saying which file and why: a
-// bad image among many is the caller's to report and skip, so this never exits on a bad file.
-//   if (!image_load(path, S, img, err, sizeof err)) { fprintf(stderr, "%s\n", err); continue; }
 // Where a file that stb_image cannot decode, or that it would decode from zeros past the end,
 // was cut: NULL when it is whole. A PNG is whole when its IEND chunk is (each chunk: a 4-byte
 // big-endian length, a 4-byte type, the data, a 4-byte CRC); a JPEG when an end-of-image marker
@@ -199,6 +195,10 @@ static const char* image_cut(FILE* fp, const char* path, int is_png) {
     return scanning ? "no end-of-image marker follows its scan" : "it ends before its first scan";
 }
 
+// Loads a PNG (8- or 16-bit, 16 reduced to 8) or JPEG file, grey, grey+alpha, RGB or RGBA
+// (alpha dropped), into out [S, S, 3]. Returns 1, or 0 with err saying which file and why: a
+// bad image among many is the caller's to report and skip, so this never exits on a bad file.
+//   if (!image_load(path, S, img, err, sizeof err)) { fprintf(stderr, "%s\n", err); continue; }
 static inline int image_load(const char* path, int S, float* out, char* err, size_t err_size) {
     if (S < 1) { fail("image_load: image size %d must be positive", S); }
     char why[4400];

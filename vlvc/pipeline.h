@@ -74,7 +74,8 @@ static void hold_output(Run* r) {
     if (!r->out || !r->log) fail("out of memory: cannot hold the run's first lines");
 }
 
-// The command passed every check: the folder (created if need be) becomes this run's. Its logs
+// The command passed every check: the folder (created if need be) becomes this run's, locked
+// here unless the caller holds its lock already (lock_fd; -1: not yet). Its logs
 // are opened first (a FIFO there is refused while nothing has changed yet), then the lock gets
 // the pid, the held lines go to stdout and log.txt, and vocab.txt is written.
 static void take_over_folder(Run* r, int lock_fd) {
@@ -146,7 +147,7 @@ static int vlv_main(int argc, char** argv) {
     s->model.vocab = r->vocab.size;
     if (s->export_n > 0) { // the exact data of this run, for the PyTorch twin (doc/data.md)
         if (r->src.kind != SOURCE_SHAPES) fail("--export writes the shapes world's splits; --data %s is already files", s->data);
-        take_over_folder(r, is_folder(s->out_dir) ? lock_run_folder(s->out_dir) : -1);
+        take_over_folder(r, -1);
         const char* names[NUM_SPLITS] = { "shapes_t2i.bin", "shapes_unpaired.bin", "shapes_captioned.bin", "shapes_test.bin" };
         int counts[NUM_SPLITS] = { s->export_n, s->export_n, s->K, s->eval_n };
         for (int split = 0; split < NUM_SPLITS; split++) {
@@ -182,7 +183,7 @@ static int vlv_main(int argc, char** argv) {
                "  the default preset (no flags) shows VLV working\n");
     }
     if (s->bench > 0) {
-        take_over_folder(r, is_folder(s->out_dir) ? lock_run_folder(s->out_dir) : -1);
+        take_over_folder(r, -1);
         int status = run_bench(r);
         run_free(r);
         return status;
@@ -197,8 +198,7 @@ static int vlv_main(int argc, char** argv) {
     if (s->eval_model[0]) {
         r->next_stage = ALL_DONE;
     } else if (s->from_stage[0]) { // e.g. another stage-1 recipe on the same frozen decoder
-        int from = STAGE0B;
-        while (strcmp(s->from_stage, stage_flag[from]) != 0) { from++; } // settings_parse checked the value
+        int from = from_stage_objective(s->from_stage); // settings_parse refused any other value
         run_path(r, path, sizeof path, stage_checkpoint[from - 1]);
         model_load_weights(r->model, path);
         r->next_stage = from;

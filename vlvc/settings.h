@@ -270,6 +270,12 @@ static void usage(const char* prog, Settings* s) {
     settings_list(stdout, s, 1);
 }
 
+// the stage that --from names (0b, 1 or 2: the objective), -1 if none of them
+static int from_stage_objective(const char* v) {
+    for (int o = STAGE0B; o < NUM_OBJECTIVES; o++) { if (strcmp(v, stage_flag[o]) == 0) { return o; } }
+    return -1;
+}
+
 // parses the command line into s; a bad flag or value exits with a message
 
 static void settings_parse(Settings* s, int argc, char** argv) {
@@ -334,11 +340,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
         }
     }
     if (strcmp(s->pretrained, "none") == 0) { s->pretrained[0] = '\0'; }
-    if (s->from_stage[0]) {
-        int known = 0;
-        for (int o = STAGE0B; o < NUM_OBJECTIVES; o++) { known |= strcmp(s->from_stage, stage_flag[o]) == 0; }
-        if (!known) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
-    }
+    if (s->from_stage[0] && from_stage_objective(s->from_stage) < 0) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
     if (s->batch < 1) fail("--batch must be at least 1");
     if (s->threads > THREADS_MAX) fail("--threads %d: at most %d (0: all cores)", s->threads, THREADS_MAX);
     if (s->max_objects < 1 || s->max_objects > 3) fail("--objects must be 1, 2 or 3");
