@@ -5,6 +5,7 @@
 #   make check                         every check against the PyTorch twin (regenerated when it changes)
 #   make test-data                     the shapes world, tokenizer and image readers
 #   make test-pipeline                 ./train_vlv and ./caption end to end on a tiny model
+#   make test-mpi                      data-parallel training under mpirun against one process (Open MPI)
 #   make test-asan                     the same checks under AddressSanitizer + UBSanitizer
 #   make test-ofast                    the same checks built with -Ofast (fast-math)
 #   make test-cuemu                    the CUDA code's checks on the CPU, through the emulator dev/cuda/emu
@@ -15,6 +16,7 @@
 #   make cuda                          build every CUDA target with nvcc, warnings as errors (no GPU needed)
 #   make checkcu                       on a GPU machine: test_vlvcu against the references
 # Switches: NO_OMP=1 (no OpenMP), NO_NATIVE=1 (no -march=native), PYTHON=... (a python with torch),
+#   USE_MPI=1 (train_vlv for mpirun -np N: data parallel with Open MPI, doc/distributed.md),
 #   NO_INSTALL=1 (name what the build or the tests miss instead of installing it: dev/setup.sh).
 
 SHELL := /bin/bash
@@ -73,8 +75,30 @@ setup-build:
 setup-test:
 	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" dev/setup.sh test
 
-train_vlv: train_vlv.c $(HEADERS) | setup-build
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# USE_MPI=1: data parallel over MPI ranks (vlvc/dist.h), compiled with Open MPI's mpicc. The
+# build's switch is kept in build/train_vlv.flags, so that changing it rebuilds train_vlv.
+MPICC ?= mpicc
+MPI_FLAGS = -DUSE_MPI
+ifeq ($(USE_MPI),1)
+  TRAIN_CC = OMPI_CC=$(CC) $(MPICC)
+  TRAIN_FLAGS = $(MPI_FLAGS)
+else
+  TRAIN_CC = $(CC)
+  TRAIN_FLAGS =
+endif
+build/train_vlv.flags: FORCE
+	@mkdir -p build; echo "USE_MPI=$(USE_MPI)" | cmp -s - $@ || echo "USE_MPI=$(USE_MPI)" > $@
+FORCE:
+setup-mpi:
+	@CC="$(CC)" dev/setup.sh mpi
+
+train_vlv: train_vlv.c $(HEADERS) build/train_vlv.flags | setup-build $(if $(filter 1,$(USE_MPI)),setup-mpi)
+	$(TRAIN_CC) $(CFLAGS) $(TRAIN_FLAGS) -o $@ $< $(LDLIBS)
+
+# the MPI build the tests run, beside the default build
+build/train_vlv_mpi: train_vlv.c $(HEADERS) | setup-build setup-mpi
+	@mkdir -p build
+	OMPI_CC=$(CC) $(MPICC) $(CFLAGS) $(MPI_FLAGS) -o $@ $< $(LDLIBS)
 
 caption: caption.c train_vlv.c $(HEADERS) | setup-build
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
@@ -151,6 +175,10 @@ test-data: build/test/test_data build/test/test_images
 test-pipeline: train_vlv caption
 	PYTHON=$(PYTHON) dev/test/test_pipeline.sh
 
+# 2 ranks against 1 process: losses, weights, resume, evaluation, a rank that fails
+test-mpi: train_vlv build/train_vlv_mpi test_vlv
+	dev/test/test_mpi.sh
+
 test-mutants: $(REFERENCES)
 	CC="$(CC)" CFLAGS="$(CFLAGS)" LDLIBS="$(LDLIBS)" dev/test/mutants.sh $(TESTDIR)/small
 
@@ -175,7 +203,7 @@ check-headers:
 	done; echo "headers: $$n passed, 0 failed"
 
 # all of them, stopping at the first that fails; the last line sums them up
-TEST_PARTS = check-headers check check-anchors test-data test-pipeline test-asan test-ofast test-cuemu test-mutants fuzz cpu-labs
+TEST_PARTS = check-headers check check-anchors test-data test-pipeline test-mpi test-asan test-ofast test-cuemu test-mutants fuzz cpu-labs
 test: setup-test
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \

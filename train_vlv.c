@@ -32,6 +32,7 @@ pass activation gradients through and compute no parameter gradient at all.
 #include "vlvc/random.h"
 #include "vlvc/tokenizer.h" // token rows: the empty caption, range checks
 #include "vlvc/clip_z.h"
+#include "vlvc/dist.h"      // data parallel: the sums over ranks (one rank without USE_MPI)
 #include "vlvc/beams.h"
 
 // ----------------------------------------------------------------------------
@@ -615,11 +616,18 @@ void sincos_2d_positions(float* out, int G, int C) {
     }
 }
 
-// Softmax cross-entropy over V classes for N rows; rows whose target is PAD are ignored.
-// Keeps the probabilities [N, V]; returns the mean loss over the counted rows (*count of them).
-float crossentropy_forward(float* probs, const float* logits, const int* targets, int N, int V, int* count) {
-    double loss = 0.0;
+// the rows whose target is not PAD: those the cross-entropy counts
+int crossentropy_rows(const int* targets, int N) {
     int counted = 0;
+    for (int n = 0; n < N; n++) { counted += targets[n] != TOKEN_PAD; }
+    return counted;
+}
+
+// Softmax cross-entropy over V classes for N rows; rows whose target is PAD are ignored.
+// Keeps the probabilities [N, V]; returns the loss summed over the counted rows, divided by
+// `count`: the counted rows of the whole batch, over every rank's rows (crossentropy_rows)
+float crossentropy_forward(float* probs, const float* logits, const int* targets, int N, int V, int count) {
+    double loss = 0.0;
     for (int n = 0; n < N; n++) {
         const float* z = logits + (size_t)n * V;
         float* p = probs + (size_t)n * V;
@@ -631,11 +639,9 @@ float crossentropy_forward(float* probs, const float* logits, const int* targets
         if (targets[n] != TOKEN_PAD) {
             // -log p[target] = log(sum) - (z[target] - max), without taking the log of a tiny p
             loss += logf(sum) - (z[targets[n]] - maxv);
-            counted++;
         }
     }
-    *count = counted;
-    return counted ? (float)(loss / counted) : 0.0f;
+    return count ? (float)(loss / count) : 0.0f;
 }
 // d(mean loss)/dz = (p - onehot(target)) / count on the counted rows
 void crossentropy_backward(float* dlogits, const float* probs, const int* targets, int N, int V, int count) {
@@ -649,14 +655,15 @@ void crossentropy_backward(float* dlogits, const float* probs, const int* target
     }
 }
 
-// mean squared error over N elements, and its gradient 2 (pred - target) / N
-float mse_forward(const float* pred, const float* target, size_t N) {
+// squared error over N elements divided by `total`, the elements of the whole batch over
+// every rank's rows (N with one rank: the mean), and its gradient 2 (pred - target) / total
+float mse_forward(const float* pred, const float* target, size_t N, size_t total) {
     double sum = 0.0;
     for (size_t i = 0; i < N; i++) { double d = pred[i] - target[i]; sum += d * d; }
-    return (float)(sum / N);
+    return (float)(sum / total);
 }
-void mse_backward(float* dpred, const float* pred, const float* target, size_t N) {
-    float s = 2.0f / N;
+void mse_backward(float* dpred, const float* pred, const float* target, size_t N, size_t total) {
+    float s = 2.0f / total;
     for (size_t i = 0; i < N; i++) { dpred[i] += s * (pred[i] - target[i]); }
 }
 
@@ -1009,7 +1016,7 @@ struct Model {
     int adam_step;
     float grad_norm;          // the gradient norm of the last training step, before clipping
     int z_clipped;            // images whose gradient at z the last stage-1 step scaled down (clip_z)
-    float* z_norms;           // [B] scratch: each image's gradient norm at z (clip_rows_to_median)
+    float* z_norms;           // [B * ranks] scratch: each image's gradient norm at z, over the global batch (clip_rows_to_median)
     float* ema;               // [num_params] moving average of the weights (vlv_ema_update)
     TensorInfo* tensors;      // name, shape, offset and group of each parameter tensor
     int num_tensors;
@@ -1046,7 +1053,7 @@ void model_build(Model* m, const Config* c, int B) {
     m->params = (float*)mallocCheck(m->num_params * sizeof(float));
     m->grads = (float*)callocCheck(m->num_params, sizeof(float));
     m->norm_partials = (double*)mallocCheck((m->num_params / NORM_CHUNK + m->num_tensors) * sizeof(double));
-    m->z_norms = (float*)mallocCheck(B * sizeof(float));
+    m->z_norms = (float*)mallocCheck((size_t)B * dist_ranks() * sizeof(float));
     m->m = (float*)callocCheck(m->num_params, sizeof(float));
     m->v = (float*)callocCheck(m->num_params, sizeof(float));
     m->ema = (float*)callocCheck(m->num_params, sizeof(float));
@@ -1270,7 +1277,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
         }
         diffusion_inputs(m, batch->images, batch->noise, batch->timesteps);
         dit_forward(&a->dit, m->xt, batch->timesteps, a->textenc.ln_f.out, &m->p.dit, m->pos2d, c, B);
-        m->loss = mse_forward(a->dit.out, m->target, image_numel(m));
+        m->loss = dist_sum_float(mse_forward(a->dit.out, m->target, image_numel(m), image_numel(m) * dist_ranks()));
     } else {
         check_tokens(batch->caption_tokens, (size_t)B * Tc, c->vocab, "caption tokens");
         for (int b = 0; b < B; b++) {
@@ -1279,7 +1286,8 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
             }
         }
         capdec_forward(&a->capdec, o == STAGE2 ? a->textenc.ln_f.out : NULL, batch->caption_tokens, &m->p.capdec, c, B);
-        m->loss = crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, &m->loss_count);
+        m->loss_count = (int)dist_sum_long(crossentropy_rows(m->targets, B * Tc));
+        m->loss = dist_sum_float(crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, m->loss_count));
     }
     return m->loss;
 }
@@ -1310,7 +1318,7 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float c
         if (parts & 1 << k) { zero_floats(m->dacts_memory + start, end - start); }
     }
     if (o == STAGE0 || o == STAGE1) {
-        mse_backward(d->dit.out, a->dit.out, m->target, image_numel(m));
+        mse_backward(d->dit.out, a->dit.out, m->target, image_numel(m), image_numel(m) * dist_ranks());
         int ctx_grad = o == STAGE1 || (groups & 1 << GROUP_TEXTENC);
         dit_backward(ctx_grad ? d->textenc.ln_f.out : NULL, &d->dit, &g.dit, &a->dit, a->textenc.ln_f.out, &m->p.dit, c, B);
         if (ctx_grad) {
@@ -1439,12 +1447,30 @@ void vlv_ema_swap(Model* m, int groups) {
     }
 }
 
-// one training step of an objective: zero grads, forward, backward, clip, AdamW. Returns the loss.
+// Data parallel (vlvc/dist.h): each rank's gradients are its rows' share of the global batch's
+// mean (the losses divide by the whole batch's count), so their sum over ranks is the global
+// gradient, the same bits on every rank. Summed per run of consecutive tensors the groups train.
+static void sum_grads_over_ranks(Model* m, int groups) {
+    if (dist_ranks() == 1) { return; }
+    for (int i = 0; i < m->num_tensors;) {
+        if (!(groups & 1 << m->tensors[i].group)) { i++; continue; }
+        int j = i + 1;
+        while (j < m->num_tensors && (groups & 1 << m->tensors[j].group) &&
+               m->tensors[j].offset == m->tensors[j - 1].offset + m->tensors[j - 1].numel) { j++; }
+        const TensorInfo* last = &m->tensors[j - 1];
+        dist_sum_floats(m->grads + m->tensors[i].offset, last->offset + last->numel - m->tensors[i].offset);
+        i = j;
+    }
+}
+
+// one training step of an objective: zero grads, forward, backward, clip, AdamW (the
+// gradients summed over the ranks between the last two). Returns the loss.
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt) {
     vlv_zero_grad(m, groups);
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
     vlv_backward(m, o, batch, groups, opt->clip_z);
+    sum_grads_over_ranks(m, groups);
     m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }
@@ -1579,6 +1605,9 @@ float device_describe(int threads, char* desc, size_t cap, char* peak_how, size_
 #include "vlvc/pipeline.h"
 
 int main(int argc, char** argv) {
-    return vlv_main(argc, argv);
+    dist_init(&argc, &argv); // one rank unless built with USE_MPI=1 and run under mpirun
+    int status = vlv_main(argc, argv);
+    if (status == 0) { dist_finish(); }
+    return status;
 }
 #endif

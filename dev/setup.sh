@@ -5,12 +5,14 @@
 # train_vlv` runs the build step, `make test` the test step, and .ci/run the test step.
 #   build: a C compiler with OpenMP, stb_image / stb_image_write (Debian's libstb-dev, a
 #          compiled library) and zlib (gzipped IDX files)
-#   test:  the build's, plus a C++ compiler (the CUDA emulator), Python with PyTorch (the twin
+#   mpi:   the build's, plus Open MPI (mpicc, mpirun: libopenmpi-dev, openmpi-bin) for
+#          make train_vlv USE_MPI=1
+#   test:  the build's and mpi's, plus a C++ compiler (the CUDA emulator), Python with PyTorch (the twin
 #          dev/vlv.py), Fashion-MNIST (its reader is tested on the real files) and clang with
 #          libFuzzer and the sanitizer runtimes (the fuzz targets of dev/fuzz/; FUZZ_CC=clang)
 set -euo pipefail
 what=${1:-build}
-case "$what" in build|test) ;; *) echo "usage: dev/setup.sh build|test" >&2; exit 2 ;; esac
+case "$what" in build|mpi|test) ;; *) echo "usage: dev/setup.sh build|mpi|test" >&2; exit 2 ;; esac
 CC=${CC:-cc}
 FUZZ_CC=${FUZZ_CC:-clang}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -36,6 +38,10 @@ fuzzer_links() { # FUZZ_CC links a libFuzzer target under the sanitizers (Debian
 need "a C compiler ($CC)" build-essential "" command -v "$CC"
 need "stb_image and stb_image_write (stb/stb_image.h, -lstb)" libstb-dev "" compiles stb/stb_image.h -lstb
 need "zlib (zlib.h, -lz)" zlib1g-dev zlib compiles zlib.h -lz
+if [ "$what" != build ]; then
+  need "Open MPI's compiler wrapper (${MPICC:-mpicc}, mpi.h)" libopenmpi-dev open-mpi command -v "${MPICC:-mpicc}"
+  need "Open MPI's launcher (mpirun)" openmpi-bin open-mpi command -v mpirun
+fi
 if [ "$what" = test ]; then
   need "a C++20 compiler (${CXX:-g++}: the CUDA code's checks run through the emulator dev/cuda/emu)" build-essential "" command -v "${CXX:-g++}"
   need "Python with PyTorch ($PYTHON -c 'import torch')" python3-torch "" "$PYTHON" -c 'import torch'

@@ -65,7 +65,7 @@ static void bench_train_step(Run* r, int o, int step) {
 static void bench_test_image(Run* r, int roundtrip, int repeat) {
     (void)roundtrip;
     uint64_t rng = 0;
-    make_examples(r, SPLIT_TEST, (uint64_t)repeat, 0, &rng);
+    make_examples(r, SPLIT_TEST, (uint64_t)repeat, 0, &rng, 1);
 }
 static void bench_inference(Run* r, int roundtrip, int repeat) {
     image_context(r->model, r->images, r->ctx);

@@ -3,13 +3,15 @@ Stage 1's per-image clip of the gradient at z (--clip_z k). Now and then the fro
 encoder's Jacobian at one z position is 10^3-10^4 times its usual size (doc/results.md,
 measurement 9), and that one image's gradient then outweighs the other B - 1 together. Each
 image's row of dz [B, n] is scaled to at most k times the batch's lower median row norm. The
-bound is found on the host in both builds; train_vlv.cu scales the rows on the device.
+bound is found on the host in both builds; train_vlv.cu scales the rows on the device. With
+several ranks (vlvc/dist.h) the median is the global batch's: each rank holds B of its rows.
 */
 #ifndef VLVC_CLIP_Z_H
 #define VLVC_CLIP_Z_H
 
 #include <math.h>
 #include <stddef.h>
+#include "dist.h"
 
 // The lower median of B values (the value of rank (B-1)/2; ties ranked by index)
 static inline float lower_median(const float* v, int B) {
@@ -30,19 +32,21 @@ static inline float clip_bound(const float* norms, int B, float k, int* clipped)
     return bound;
 }
 
-// The clip on host arrays: dz [B, n] in place, norms [B] scratch. Returns how many rows were
-// scaled down.
+// The clip on host arrays: this rank's rows dz [B, n] in place, norms [B * ranks] scratch (the
+// global batch's, rank r's at r B). Returns how many rows of the global batch were scaled down.
 static inline int clip_rows_to_median(float* dz, float* norms, int B, size_t n, float k) {
+    float* mine = norms + (size_t)dist_rank() * B;
     for (int b = 0; b < B; b++) {
         double sumsq = 0.0;
         for (size_t j = 0; j < n; j++) { sumsq += (double)dz[(size_t)b * n + j] * dz[(size_t)b * n + j]; }
-        norms[b] = (float)sqrt(sumsq);
+        mine[b] = (float)sqrt(sumsq);
     }
+    dist_gather_blocks(norms, (size_t)B * sizeof(float));
     int clipped;
-    float bound = clip_bound(norms, B, k, &clipped);
+    float bound = clip_bound(norms, B * dist_ranks(), k, &clipped);
     for (int b = 0; b < B; b++) {
-        if (norms[b] <= bound) { continue; }
-        float scale = bound / norms[b];
+        if (mine[b] <= bound) { continue; }
+        float scale = bound / mine[b];
         for (size_t j = 0; j < n; j++) { dz[(size_t)b * n + j] *= scale; }
     }
     return clipped;

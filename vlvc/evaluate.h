@@ -42,12 +42,14 @@ static void say_scored_row(Run* r, const char* label, float fraction, const Scor
 }
 
 // guided DDIM from fresh noise on the contexts in r->ctx -> r->recon, against the empty
-// caption's context (computed here: the decoder's weights change during stage 0)
+// caption's context (computed here: the decoder's weights change during stage 0). The noise
+// is the global batch's; each rank samples its rows, then every rank gets every row.
 static void sample_images(Run* r, uint64_t seed) {
     empty_context(r->model, r->ctx_empty);
     uint64_t rng = seed;
     for (size_t i = 0; i < r->img; i++) { r->recon[i] = random_normal(&rng); }
-    ddim_sample(r->model, r->recon, r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, r->s.sample_steps);
+    ddim_sample(r->model, own_images(r, r->recon), r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, r->s.sample_steps);
+    dist_gather_blocks(r->recon, r->img / dist_ranks() * sizeof(float));
 }
 
 // the conditioning gap of the decoder: its loss on a fixed held-out batch with the true
@@ -57,9 +59,9 @@ static void sample_images(Run* r, uint64_t seed) {
 // the encoder has recovered.
 static void conditioning_gap(Run* r, float* with_caption, float* without, float* with_z) {
     uint64_t rng = stream_seed(r->s.seed, 99, 0);
-    make_examples(r, SPLIT_TEST, 0, 0, &rng);
+    make_examples(r, SPLIT_TEST, 0, 0, &rng, 0);
     make_noise(r, 1, &rng);
-    Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
+    Batch b = run_batch(r); // the losses are the whole batch's, over the ranks
     *with_caption = vlv_forward(r->model, STAGE0, &b);
     if (with_z) { *with_z = vlv_forward(r->model, STAGE1, &b); }
     for (int i = 0; i < r->B; i++) { empty_caption(r->text_tokens + (size_t)i * model_config(r->model)->n_q, model_config(r->model)->n_q); }
@@ -68,22 +70,23 @@ static void conditioning_gap(Run* r, float* with_caption, float* without, float*
 
 // text-to-image: draws the captions of held-out examples, and in the shapes world the oracle
 // reads them back (other sources have no oracle: only the first batch is drawn, for the grid).
-// With a tsv name, each prompt and what the oracle read go there, a line per example.
+// With a tsv name, each prompt and what the oracle read go there, a line per example. Every
+// rank scores every example (the samples are gathered); rank 0 writes the files.
 static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
     Score sc;
     memset(&sc, 0, sizeof sc);
     int scored = r->src.kind == SOURCE_SHAPES;
     FILE* out = NULL;
     char tsv_path[1100];
-    if (tsv && scored) {
+    if (tsv && scored && r->root) {
         run_path(r, tsv_path, sizeof tsv_path, tsv);
         out = atomic_open(tsv_path);
         fprintf(out, "index\tprompt\toracle read\n");
     }
     for (int first = 0; first < (scored ? r->s.eval_n : 1); first += r->B) {
         uint64_t rng = 0;
-        make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
-        text_context(r->model, r->text_tokens, r->ctx);
+        make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng, 0);
+        text_context(r->model, run_batch(r).text_tokens, r->ctx);
         sample_images(r, stream_seed(r->s.seed, 98, (uint64_t)first));
         for (int b = 0; b < r->B && first + b < r->s.eval_n && scored; b++) {
             Scene seen;
@@ -95,7 +98,7 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
                 fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], seen.n > 0 ? read : "(no shape read)");
             }
         }
-        if (first == 0 && grid) { // the first samples, each beside its prompt
+        if (first == 0 && grid && r->root) { // the first samples, each beside its prompt
             char path[1100], txt[1200], title[160];
             run_path(r, path, sizeof path, grid);
             if (snprintf(txt, sizeof txt, "%s.txt", path) >= (int)sizeof txt) fail("the path %s.txt is too long", path);
@@ -116,28 +119,32 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
 }
 
 // captions (written to captions_file) and, unless roundtrip is NULL, round trips of held-out
-// images, whose files then go to RUN/test_images (for ./caption, or --data folder:RUN/test_images)
+// images, whose files then go to RUN/test_images (for ./caption, or --data folder:RUN/test_images).
+// Each rank captions and samples its rows, every rank scores every example, rank 0 writes.
 static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* roundtrip) {
     char path[1100];
-    FILE* test_images = NULL;
-    if (roundtrip) {
+    FILE* test_images = NULL, *out = NULL;
+    if (roundtrip && r->root) {
         if (snprintf(path, sizeof path, "%s/test_images", r->s.out_dir) >= (int)sizeof path) fail("the path %s/test_images is too long", r->s.out_dir);
         if (mkdir(path, 0755) != 0 && errno != EEXIST) fail("could not create the folder '%s': %s", path, strerror(errno));
         snprintf(path, sizeof path, "%s/test_images/captions.tsv", r->s.out_dir);
         test_images = atomic_open(path);
     }
-    run_path(r, path, sizeof path, captions_file);
-    FILE* out = atomic_open(path);
-    fprintf(out, "index\ttruth\tcaption\n");
+    if (r->root) {
+        run_path(r, path, sizeof path, captions_file);
+        out = atomic_open(path);
+        fprintf(out, "index\ttruth\tcaption\n");
+    }
     memset(captions, 0, sizeof *captions);
     if (roundtrip) { memset(roundtrip, 0, sizeof *roundtrip); }
     const Config* c = model_config(r->model);
     size_t per = r->img / r->B;
     for (int first = 0; first < r->s.eval_n; first += r->B) {
         uint64_t rng = 0;
-        make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng);
-        image_context(r->model, r->images, r->ctx);
-        greedy_caption(r->model, r->generated, r->ctx);
+        make_examples(r, SPLIT_TEST, (uint64_t)first, 0, &rng, 1);
+        image_context(r->model, own_images(r, r->images), r->ctx);
+        greedy_caption(r->model, r->generated + (size_t)r->first * c->cap_len, r->ctx);
+        dist_gather_blocks(r->generated, (size_t)r->rows * c->cap_len * sizeof(int));
         if (roundtrip) { sample_images(r, stream_seed(r->s.seed, 97, (uint64_t)first)); }
         for (int b = 0; b < r->B && first + b < r->s.eval_n; b++) {
             char text[CAPTION_MAX];
@@ -152,7 +159,7 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
                 captions->n++;
                 captions->exact += strcmp(text, r->captions[b]) == 0;
             }
-            fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], text);
+            if (out) { fprintf(out, "%d\t%s\t%s\n", first + b, r->captions[b], text); }
             if (!roundtrip) { continue; }
             if (r->src.kind == SOURCE_SHAPES) {
                 oracle_parse(&seen, r->recon + b * per, r->H);
@@ -164,7 +171,7 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
             for (size_t i = 0; i < per; i++) { double d = r->recon[b * per + i] - r->images[b * per + i]; se += d * d; }
             roundtrip->mse += se / per;
         }
-        if (first == 0 && roundtrip) { // originals | reconstructions, side by side, with the caption of each
+        if (first == 0 && roundtrip && r->root) { // originals | reconstructions, side by side, with the caption of each
             int n = r->B < 16 ? r->B : 16;
             float* pairs = (float*)mallocCheck(2 * n * per * sizeof(float));
             char said[16][CAPTION_MAX];
@@ -197,8 +204,10 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
         snprintf(path, sizeof path, "%s/test_images/captions.tsv", r->s.out_dir);
         atomic_commit(test_images, path);
     }
-    run_path(r, path, sizeof path, captions_file);
-    atomic_commit(out, path);
+    if (out) {
+        run_path(r, path, sizeof path, captions_file);
+        atomic_commit(out, path);
+    }
     if (roundtrip) { roundtrip->mse /= roundtrip->n ? roundtrip->n : 1; }
 }
 

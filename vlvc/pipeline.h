@@ -106,6 +106,70 @@ static void take_over_folder(Run* r, int lock_fd) {
     vocab_save(&r->vocab, path);
 }
 
+// A rank other than 0 neither prints nor writes the run folder: what it held is dropped.
+static void drop_held_output(Run* r) {
+    fclose(r->out);
+    fclose(r->log);
+    free(r->held_out);
+    free(r->held_log);
+    r->out = r->log = NULL;
+}
+
+// Every rank must run the same command: rank 0's, compared byte for byte.
+static void check_same_command(const Run* r) {
+    if (dist_ranks() == 1) { return; }
+    char root_command[sizeof r->command];
+    memcpy(root_command, r->command, sizeof root_command);
+    dist_broadcast(root_command, sizeof root_command);
+    if (memcmp(root_command, r->command, sizeof root_command) != 0) {
+        fail("rank %d runs '%s', rank 0 '%s': every rank must run the same command", dist_rank(), r->command, root_command);
+    }
+}
+
+// Rank 0 alone reads the run folder (its training state, or the checkpoint of --from); then
+// its weights, AdamW state, EMA and the run's position go to every rank, so that the ranks
+// start alike whatever the other machines hold.
+static void share_run_state(Run* r, int* from_parts) {
+    if (dist_ranks() == 1) { return; }
+    struct { int next_stage, next_step, invocations, adam_step, from_parts; double stage_seconds[ALL_DONE]; char sha[65]; } where;
+    memset(&where, 0, sizeof where);
+    where.next_stage = r->next_stage;
+    where.next_step = r->next_step;
+    where.invocations = r->invocations;
+    where.adam_step = model_adam_step(r->model);
+    where.from_parts = *from_parts;
+    memcpy(where.stage_seconds, r->stage_seconds, sizeof where.stage_seconds);
+    memcpy(where.sha, r->pretrained_sha, sizeof where.sha);
+    dist_broadcast(&where, sizeof where);
+    r->next_stage = where.next_stage;
+    r->next_step = where.next_step;
+    r->invocations = where.invocations;
+    model_set_adam_step(r->model, where.adam_step);
+    *from_parts = where.from_parts;
+    memcpy(r->stage_seconds, where.stage_seconds, sizeof where.stage_seconds);
+    memcpy(r->pretrained_sha, where.sha, sizeof where.sha);
+    size_t n = model_num_params(r->model);
+    float* buf = (float*)mallocCheck(n * sizeof(float));
+    for (int k = 0; k < 4; k++) {
+        model_buffer_read(r->model, k, buf);
+        dist_broadcast(buf, n * sizeof(float));
+        model_buffer_write(r->model, k, buf);
+    }
+    free(buf);
+}
+
+// a checkpoint's weights into the model: rank 0 reads the file, every rank gets the weights
+static void run_load_weights(Run* r, const char* path) {
+    if (r->root) { model_load_weights(r->model, path); }
+    if (dist_ranks() == 1) { return; }
+    size_t n = model_num_params(r->model);
+    float* buf = (float*)mallocCheck(n * sizeof(float));
+    model_buffer_read(r->model, 0, buf);
+    dist_broadcast(buf, n * sizeof(float));
+    model_buffer_write(r->model, 0, buf);
+    free(buf);
+}
+
 // the whole pipeline; returns the exit status
 static int vlv_main(int argc, char** argv) {
     Run run;
@@ -145,6 +209,11 @@ static int vlv_main(int argc, char** argv) {
         s->eval_n = n_test;
     }
     s->model.vocab = r->vocab.size;
+    check_same_command(r);
+    if (dist_ranks() > 1) {
+        if (s->export_n > 0 || s->bench > 0) fail("--export and --bench run as one process: run them without mpirun");
+        if (s->batch % dist_ranks() != 0) fail("--batch %d does not split over %d ranks: give a multiple of %d", s->batch, dist_ranks(), dist_ranks());
+    }
     if (s->export_n > 0) { // the exact data of this run, for the PyTorch twin (doc/data.md)
         if (r->src.kind != SOURCE_SHAPES) fail("--export writes the shapes world's splits; --data %s is already files", s->data);
         take_over_folder(r, -1);
@@ -167,14 +236,16 @@ static int vlv_main(int argc, char** argv) {
         if (s->model.vocab != r->vocab.size) fail("'%s' has a vocabulary of %d words, --data %s %d", s->eval_model, s->model.vocab, s->data, r->vocab.size);
         s->baseline = 0;
     }
-    r->model = model_create(&s->model, s->batch);
+    r->model = model_create(&s->model, s->batch / dist_ranks()); // this rank's rows of each batch
     model_init(r->model, s->seed);
     run_alloc(r);
     char peak_how[160];
     float found = device_describe(threads, r->device, sizeof r->device, peak_how, sizeof peak_how);
     r->peak = s->peak_gflops > 0 ? s->peak_gflops : found;
-    say(r, "vlv.c: preset %s, %zu parameters, batch %d, run folder %s\n  on %s\n  fp32 peak %.0f GFLOP/s (%s)\n",
-        s->preset, model_num_params(r->model), r->B, s->out_dir, r->device, r->peak,
+    char ranks[64] = "";
+    if (dist_ranks() > 1) { snprintf(ranks, sizeof ranks, " (%d ranks of %d rows)", dist_ranks(), r->rows); }
+    say(r, "vlv.c: preset %s, %zu parameters, batch %d%s, run folder %s\n  on %s%s\n  fp32 peak %.0f GFLOP/s (%s)\n",
+        s->preset, model_num_params(r->model), r->B, ranks, s->out_dir, r->device, dist_ranks() > 1 ? " per rank" : "", r->peak,
         s->peak_gflops > 0 ? "given by --peak" : peak_how);
     note(r, "config: ");
     config_print(model_config(r->model), r->log);
@@ -192,28 +263,32 @@ static int vlv_main(int argc, char** argv) {
         if (strcmp(s->from_stage, "0b") == 0) fail("--from 0b retrains the caption LM, which --pretrained %s already holds; use --from 1 or 2", s->pretrained);
         pretrained_load(r, s->pretrained, r->pretrained_sha);
     }
-    // the folder's files are read under its lock; a folder that does not exist yet holds nothing
-    int lock_fd = is_folder(s->out_dir) ? lock_run_folder(s->out_dir) : -1;
+    // the folder's files are read under its lock, by rank 0; a folder that does not exist yet holds nothing
+    int lock_fd = r->root && is_folder(s->out_dir) ? lock_run_folder(s->out_dir) : -1;
     int from_parts = 0; // a new run from the pretrained parts: its stage-0b checkpoint and state are written below
-    if (s->eval_model[0]) {
-        r->next_stage = ALL_DONE;
-    } else if (s->from_stage[0]) { // e.g. another stage-1 recipe on the same frozen decoder
-        int from = from_stage_objective(s->from_stage); // settings_parse refused any other value
-        run_path(r, path, sizeof path, stage_checkpoint[from - 1]);
-        model_load_weights(r->model, path);
-        r->next_stage = from;
-        say(r, "starting again at %s from %s\n", stage_name[from], path);
-    } else if (!s->fresh && train_state_load(r)) {
-        if (r->next_stage == BASELINE && !s->baseline) { r->next_stage = ALL_DONE; } // no baseline asked for
-        if (r->next_stage == ALL_DONE) { say(r, "%s holds a trained run: evaluating it again\n", s->out_dir); }
-        else { say(r, "resuming %s/train_state.bin at %s, step %d (invocation %d)\n", s->out_dir, stage_name[r->next_stage], r->next_step, r->invocations); }
-        note(r, "the stored run's settings (the same as this command's: a difference is refused): see the settings above\n");
-    } else if (s->pretrained[0]) {
-        r->next_stage = STAGE1;
-        from_parts = 1;
+    if (r->root) { // rank 0's position and state go to every rank below (share_run_state)
+        if (s->eval_model[0]) {
+            r->next_stage = ALL_DONE;
+        } else if (s->from_stage[0]) { // e.g. another stage-1 recipe on the same frozen decoder
+            int from = from_stage_objective(s->from_stage); // settings_parse refused any other value
+            run_path(r, path, sizeof path, stage_checkpoint[from - 1]);
+            model_load_weights(r->model, path);
+            r->next_stage = from;
+            say(r, "starting again at %s from %s\n", stage_name[from], path);
+        } else if (!s->fresh && train_state_load(r)) {
+            if (r->next_stage == BASELINE && !s->baseline) { r->next_stage = ALL_DONE; } // no baseline asked for
+            if (r->next_stage == ALL_DONE) { say(r, "%s holds a trained run: evaluating it again\n", s->out_dir); }
+            else { say(r, "resuming %s/train_state.bin at %s, step %d (invocation %d)\n", s->out_dir, stage_name[r->next_stage], r->next_step, r->invocations); }
+            note(r, "the stored run's settings (the same as this command's: a difference is refused): see the settings above\n");
+        } else if (s->pretrained[0]) {
+            r->next_stage = STAGE1;
+            from_parts = 1;
+        }
     }
-    take_over_folder(r, lock_fd);
-    if (from_parts) { // stage 1 starts from the parts; the baseline too (stage0b.bin)
+    share_run_state(r, &from_parts);
+    if (r->root) { take_over_folder(r, lock_fd); }
+    else { drop_held_output(r); }
+    if (from_parts && r->root) { // stage 1 starts from the parts; the baseline too (stage0b.bin)
         run_path(r, path, sizeof path, stage_checkpoint[STAGE0B]);
         model_save(r->model, path);
         train_state_save(r);
@@ -231,17 +306,17 @@ static int vlv_main(int argc, char** argv) {
     say(r, "\nevaluation on %d held-out examples (DDIM %d steps, guidance %g)\n", s->eval_n, s->sample_steps, s->guidance);
     if (s->eval_model[0]) { snprintf(path, sizeof path, "%s", s->eval_model); }
     else { run_path(r, path, sizeof path, stage_checkpoint[STAGE2]); }
-    model_load_weights(r->model, path);
+    run_load_weights(r, path);
     Score t2i = eval_t2i(r, "t2i.png", "t2i.tsv"), captions, roundtrip, baseline;
     eval_vlv(r, "captions.tsv", &captions, &roundtrip);
     if (s->baseline) {
         if (r->next_stage == BASELINE && r->next_step == 0) { // start from the stage-0b weights
             run_path(r, path, sizeof path, stage_checkpoint[STAGE0B]);
-            model_load_weights(r->model, path);
+            run_load_weights(r, path);
         }
         if (r->next_stage == BASELINE) { run_stage(r, BASELINE, STAGE2, objective_groups(STAGE2) | ENCODER_GROUPS); }
         run_path(r, path, sizeof path, stage_checkpoint[BASELINE]);
-        model_load_weights(r->model, path);
+        run_load_weights(r, path);
         eval_vlv(r, "captions_baseline.tsv", &baseline, NULL);
     }
     float minutes = (float)(wall_seconds() - t_start) / 60.0f;

@@ -84,6 +84,11 @@ static void parts_scatter(const Config* c, float* all, const float* parts) {
 // writes RUN/pretrained.bin and RUN/pretrained.txt from the model as it stands after stage 0b
 static void pretrained_write(Run* r) {
     const Config* c = model_config(r->model);
+    // the decoder's own score: text-to-image on held-out prompts, read by the oracle (on every
+    // rank: the ranks share the sampling); rank 0 writes the files
+    say(r, "scoring the pretrained decoder: text-to-image on %d held-out prompts\n", r->s.eval_n);
+    Score t2i = eval_t2i(r, NULL, NULL);
+    if (!r->root) { return; }
     size_t n_all = model_num_params(r->model), n;
     float* all = (float*)mallocCheck(n_all * sizeof(float));
     model_buffer_read(r->model, 0, all);
@@ -101,9 +106,6 @@ static void pretrained_write(Run* r) {
     fp = readOpenCheck(bin, format_max_bytes(&PRETRAINED_FORMAT));
     if (!sha256_stream(fp, hex)) fail("could not read back '%s' to hash it: %s", bin, strerror(errno));
     fclose(fp);
-    // the decoder's own score: text-to-image on held-out prompts, read by the oracle
-    say(r, "scoring the pretrained decoder: text-to-image on %d held-out prompts\n", r->s.eval_n);
-    Score t2i = eval_t2i(r, NULL, NULL);
     char vocab[128], attrs[128] = "no oracle for this data";
     vocab_fingerprint(&r->vocab, vocab, sizeof vocab);
     if (r->src.kind == SOURCE_SHAPES) { score_attrs_text(&t2i, attrs, sizeof attrs); }

@@ -11,6 +11,7 @@ exactly what an uninterrupted one would.
 #include "settings.h"
 #include "random.h"
 #include "sources.h"
+#include "dist.h"
 
 #define CAPTION_MAX 256
 
@@ -19,9 +20,12 @@ typedef struct {
     Model* model;
     Vocab vocab;
     DataSource src;               // where the examples come from (--data)
-    int B, H;
-    size_t img;                   // floats in a batch of images
-    float *images, *noise, *ctx, *ctx_empty, *recon; // [B,H,W,3] and [B,N_q,d_t]
+    int B, H;                     // B: the global batch, over every rank (--batch)
+    int rows, first;              // this rank's rows of it: first .. first + rows - 1 (the model's batch)
+    int root;                     // rank 0: the one that writes the run folder and prints
+    size_t img;                   // floats in a batch of images (the global batch)
+    float *images, *noise, *recon; // [B,H,W,3]
+    float *ctx, *ctx_empty;       // [rows,N_q,d_t]: this rank's contexts
     int *text_tokens, *caption_tokens, *timesteps, *generated;
     Scene* truth;                 // [B]
     uint64_t* items;              // [B] the item behind each example of the batch (source_item_id)
@@ -97,12 +101,15 @@ static uint64_t stream_seed(uint64_t seed, int stage, uint64_t step) {
 }
 
 // B examples of a split: images, captions (text and tokens) and the true scenes (shapes world).
-// index_of(b) picks the example: consecutive for streams, drawn from [0, K) for stage 2.
-static void make_examples(Run* r, int split, uint64_t first, uint64_t modulo, uint64_t* rng) {
+// index_of(b) picks the example: consecutive for streams, drawn from [0, K) for stage 2. The
+// images of other ranks' rows are drawn only with every_image (the evaluation shows them).
+static void make_examples(Run* r, int split, uint64_t first, uint64_t modulo, uint64_t* rng, int every_image) {
     const Config* c = model_config(r->model);
     for (int b = 0; b < r->B; b++) {
         uint64_t index = modulo ? random_u32(rng) % modulo : first + b;
-        source_example(&r->src, split, index, r->images + (size_t)b * r->img / r->B, r->captions[b], CAPTION_MAX, &r->truth[b]);
+        int drawn = every_image || (b >= r->first && b < r->first + r->rows);
+        source_example(&r->src, split, index, drawn ? r->images + (size_t)b * r->img / r->B : NULL, r->captions[b], CAPTION_MAX,
+                       &r->truth[b]);
         r->items[b] = source_item_id(&r->src, split, index);
         if (!vocab_encode(&r->vocab, r->captions[b], r->text_tokens + (size_t)b * c->n_q, c->n_q)) {
             fail("the caption '%s' does not fit in n_q = %d tokens: raise --n_q", r->captions[b], c->n_q);
@@ -128,9 +135,14 @@ static void make_noise(Run* r, int draws, uint64_t* rng) {
     }
 }
 
-// the run's batch buffers as the model's input
+// this rank's rows of a [B, H, W, 3] run buffer
+static float* own_images(const Run* r, float* buf) { return buf + (size_t)r->first * (r->img / r->B); }
+
+// this rank's rows of the run's batch buffers, as the model's input
 static Batch run_batch(const Run* r) {
-    Batch b = { r->images, r->text_tokens, r->caption_tokens, r->noise, r->timesteps };
+    const Config* c = model_config(r->model);
+    Batch b = { own_images(r, r->images), r->text_tokens + (size_t)r->first * c->n_q, r->caption_tokens + (size_t)r->first * c->cap_len,
+                own_images(r, r->noise), r->timesteps + r->first };
     return b;
 }
 
@@ -146,9 +158,9 @@ static Batch stage_batch(Run* r, Objective o, int step) {
     uint64_t first = (uint64_t)step * r->B;
     switch (o) {
         case STAGE0:
-        case STAGE0B: make_examples(r, SPLIT_T2I, first, 0, &rng); break;
-        case STAGE1: make_examples(r, SPLIT_UNPAIRED, first, 0, &rng); break;
-        default: make_examples(r, SPLIT_CAPTIONED, 0, (uint64_t)r->s.K, &rng); // the K pairs, over and over
+        case STAGE0B: make_examples(r, SPLIT_T2I, first, 0, &rng, 0); break;
+        case STAGE1: make_examples(r, SPLIT_UNPAIRED, first, 0, &rng, 0); break;
+        default: make_examples(r, SPLIT_CAPTIONED, 0, (uint64_t)r->s.K, &rng, 0); // the K pairs, over and over
     }
     for (int b = 0; b < r->B; b++) {
         if (bsearch(&r->items[b], r->test_items, (size_t)r->n_test_items, sizeof(uint64_t), compare_u64)) {
@@ -174,12 +186,17 @@ static float stage_lr(const Run* r, int stage, int step) {
 }
 
 
+// the run's buffers for the global batch B = --batch; the model (model_create) is sized for
+// this rank's rows of it, B / ranks (vlv_main checks that they divide)
 static void run_alloc(Run* r) {
     const Config* c = model_config(r->model);
     r->B = r->s.batch;
+    r->rows = r->B / dist_ranks();
+    r->first = dist_rank() * r->rows;
+    r->root = dist_rank() == 0;
     r->H = c->img_size;
     r->img = (size_t)r->B * r->H * r->H * 3;
-    size_t ctx = (size_t)r->B * c->n_q * c->d_t;
+    size_t ctx = (size_t)r->rows * c->n_q * c->d_t;
     r->images = (float*)mallocCheck(r->img * sizeof(float));
     r->noise = (float*)mallocCheck(r->img * sizeof(float));
     r->recon = (float*)mallocCheck(r->img * sizeof(float));

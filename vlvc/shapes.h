@@ -196,10 +196,10 @@ static inline void shapes_render(float* img, const Scene* s, int img_size, uint6
     }
 }
 
-// item index of a split: its scene and its image
+// item index of a split: its scene and its image (img NULL: the scene alone)
 static inline void shapes_sample(Scene* s, float* img, int img_size, int split, uint64_t index, int max_objects, uint64_t world_seed) {
     shapes_scene(s, split, index, max_objects, world_seed);
-    shapes_render(img, s, img_size, shapes_jitter_seed(split, index, world_seed));
+    if (img) { shapes_render(img, s, img_size, shapes_jitter_seed(split, index, world_seed)); }
 }
 
 // ----------------------------------------------------------------------------

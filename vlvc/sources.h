@@ -109,8 +109,8 @@ static int source_split_size(const DataSource* src, int split) {
     return src->kind == SOURCE_SHAPES ? 0 : src->pool_size[split];
 }
 
-// example `index` of a split (modulo the split's size): image [S,S,3] in [-1, 1], caption
-// (cap bytes), and for the shapes world the true scene
+// example `index` of a split (modulo the split's size): image [S,S,3] in [-1, 1] (none drawn
+// when image is NULL), caption (cap bytes), and for the shapes world the true scene
 static void source_example(const DataSource* src, int split, uint64_t index, float* image, char* caption, size_t cap,
                            Scene* scene) {
     if (src->kind == SOURCE_SHAPES) {
@@ -121,10 +121,10 @@ static void source_example(const DataSource* src, int split, uint64_t index, flo
     int item = src->pool[split][index % (uint64_t)src->pool_size[split]];
     if (src->kind == SOURCE_FASHION_MNIST) {
         const IdxDataset* d = &src->fashion[split == SPLIT_TEST];
-        idx_image(d, item, src->S, image);
+        if (image) { idx_image(d, item, src->S, image); }
         snprintf(caption, cap, "%s", FASHION_MNIST_CAPTIONS[d->labels[item]]);
     } else {
-        memcpy(image, src->folder_images + (size_t)item * src->S * src->S * 3, (size_t)src->S * src->S * 3 * sizeof(float));
+        if (image) { memcpy(image, src->folder_images + (size_t)item * src->S * src->S * 3, (size_t)src->S * src->S * 3 * sizeof(float)); }
         const char* text = src->folder.captions[item];
         snprintf(caption, cap, "%s", text ? text : ""); // stage 1 reads no caption
     }

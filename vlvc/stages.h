@@ -40,14 +40,14 @@ static void run_calibrate(Run* r) {
     }
     if (r->next_stage == BASELINE) { Batch b = stage_batch(r, STAGE2, 0); double t0 = wall_seconds(); vlv_forward(r->model, STAGE2, &b); r->est_ms[BASELINE] = 3e3 * (wall_seconds() - t0); }
     uint64_t rng = 0;
-    make_examples(r, SPLIT_TEST, 0, 0, &rng);
+    make_examples(r, SPLIT_TEST, 0, 0, &rng, 0);
     double t0 = wall_seconds();
-    text_context(r->model, r->text_tokens, r->ctx);
+    text_context(r->model, run_batch(r).text_tokens, r->ctx);
     empty_context(r->model, r->ctx_empty);
-    ddim_sample(r->model, r->recon, r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, 1);
+    ddim_sample(r->model, own_images(r, r->recon), r->ctx, r->ctx_empty, r->s.guidance, r->s.sample_steps, 1);
     double t_step = wall_seconds() - t0;
     t0 = wall_seconds();
-    greedy_caption(r->model, r->generated, r->ctx);
+    greedy_caption(r->model, r->generated + (size_t)r->first * model_config(r->model)->cap_len, r->ctx);
     double t_caption = wall_seconds() - t0;
     int batches = (r->s.eval_n + r->B - 1) / r->B;
     // T2I and round trips sample; captions of the VLV model and of the baseline
@@ -253,6 +253,7 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
             train_state_save(r);
             say(r, "stopped after %d steps as asked (--stop_after); run the same command again to resume\n", s->stop_after);
             run_free(r);
+            dist_finish();
             exit(0);
         }
     }
@@ -262,10 +263,10 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     r->next_step = 0;
     char path[1100];
     run_path(r, path, sizeof path, stage_checkpoint[stage]);
-    model_save(r->model, path);
+    if (r->root) { model_save(r->model, path); }
     stage_clock(r, stage, &clock);
     train_state_save(r);
-    stage_curve(r, stage);
+    if (r->root) { stage_curve(r, stage); }
     say(r, "%s done: wrote %s and loss_%s.png\n", stage_name[stage], path, stage_name[stage]);
 }
 

@@ -84,7 +84,9 @@ static void check_weights_finite(Run* r) {
     free(w);
 }
 
+// (rank 0 writes it; every rank holds the same state)
 static void train_state_save(Run* r) {
+    if (!r->root) { return; }
     char path[1100];
     run_path(r, path, sizeof path, "train_state.bin");
     size_t n = model_num_params(r->model);

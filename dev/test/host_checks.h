@@ -100,6 +100,52 @@ static inline void run_compare(const char* a_path, const char* b_path) {
     fclose(fb);
 }
 
+// Two runs that should train alike, up to float rounding (e.g. data parallel over 2 ranks
+// against one process: the gradients summed in another order): per tensor, how far apart their
+// weights are, relative to how far training moved them from the weights both started from,
+// ||a - b|| / ||a - start||. A tensor that training left unchanged in a must be unchanged, bit
+// for bit, in b. The worst tensor must be within tol.
+static inline void run_close(const char* a_path, const char* b_path, const char* start_path, double tol) {
+    Config c[3];
+    size_t n[3];
+    const char* paths[3] = { a_path, b_path, start_path };
+    float* w[3];
+    for (int k = 0; k < 3; k++) {
+        FILE* fp = checkpoint_open(paths[k], &c[k], &n[k]);
+        w[k] = (float*)mallocCheck(n[k] * sizeof(float));
+        freadCheck(w[k], sizeof(float), n[k], fp, paths[k]);
+        fclose(fp);
+    }
+    int same = memcmp(&c[0], &c[1], sizeof c[0]) == 0 && memcmp(&c[0], &c[2], sizeof c[0]) == 0 && n[0] == n[1] && n[0] == n[2];
+    report("the three checkpoints hold one config", same, "%s, %s, from %s", a_path, b_path, start_path);
+    if (same) {
+        TensorInfo* tensors;
+        int num_tensors;
+        count_params(&c[0], &tensors, &num_tensors);
+        double worst = 0.0;
+        int worst_at = 0, moved = 0;
+        size_t still_differ = 0;
+        for (int i = 0; i < num_tensors; i++) {
+            const TensorInfo* t = &tensors[i];
+            double diff = 0.0, step = 0.0;
+            for (size_t j = t->offset; j < t->offset + t->numel; j++) {
+                double d = (double)w[0][j] - w[1][j], s = (double)w[0][j] - w[2][j];
+                diff += d * d;
+                step += s * s;
+            }
+            if (step == 0.0) { still_differ += bits_differ(w[0] + t->offset, w[1] + t->offset, t->numel); continue; }
+            moved++;
+            double ratio = sqrt(diff / step);
+            if (ratio > worst) { worst = ratio; worst_at = i; }
+        }
+        report("the tensors training left alone are the same bits", still_differ == 0, "%zu weights differ in them", still_differ);
+        report("the trained tensors agree", moved > 0 && worst <= tol, "%d tensors trained; worst ||a - b|| / ||a - start|| = %.2e (%s), at most %.0e",
+               moved, worst, moved ? tensors[worst_at].name : "none", tol);
+        free(tensors);
+    }
+    for (int k = 0; k < 3; k++) { free(w[k]); }
+}
+
 // bad input: every reader must reject a broken file with a message and exit status 1,
 // never crash. Each case runs in a child process, since the readers exit on failure.
 
