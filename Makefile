@@ -224,11 +224,20 @@ ifneq ($(VLV_COMMIT),)
   NVCCFLAGS += -DVLV_COMMIT='"$(VLV_COMMIT)"'
 endif
 CUDA_LABS = $(patsubst %.cu,%,$(wildcard dev/cuda/*.cu))
-CUDA_BINS = train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas
+CUDA_BINS = train_vlvcu test_vlvcu train_vlvcu_cublas test_vlvcu_cublas train_vlvcu_nccl
 
 ifneq ($(NVCC),)
-train_vlvcu: train_vlv.cu $(HEADERS)
-	$(NVCC) $(NVCCFLAGS) -o $@ $< -lstb -lz
+# NCCL data parallel, one process per GPU (vlvc/dist.h): the toolkit's NCCL, and Open MPI to
+# start the ranks and pass NCCL's id (or the shared-file bootstrap: doc/distributed.md).
+# train_vlvcu_nccl always; USE_NCCL=1 makes train_vlvcu itself this build.
+NCCL_FLAGS = -DUSE_NCCL -DUSE_MPI $(shell $(MPICC) --showme:compile 2>/dev/null)
+NCCL_LIBS = -lnccl $(shell $(MPICC) --showme:link 2>/dev/null)
+build/train_vlvcu.flags: FORCE
+	@mkdir -p build; echo "USE_NCCL=$(USE_NCCL)" | cmp -s - $@ || echo "USE_NCCL=$(USE_NCCL)" > $@
+train_vlvcu: train_vlv.cu $(HEADERS) build/train_vlvcu.flags $(if $(filter 1,$(USE_NCCL)),| setup-mpi)
+	$(NVCC) $(NVCCFLAGS) $(if $(filter 1,$(USE_NCCL)),$(NCCL_FLAGS)) -o $@ $< -lstb -lz $(if $(filter 1,$(USE_NCCL)),$(NCCL_LIBS))
+train_vlvcu_nccl: train_vlv.cu $(HEADERS) | setup-mpi
+	$(NVCC) $(NVCCFLAGS) $(NCCL_FLAGS) -o $@ $< -lstb -lz $(NCCL_LIBS)
 test_vlvcu: test_vlv.cu train_vlv.cu $(HEADERS) $(TEST_HEADERS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< -lz
 train_vlvcu_cublas: train_vlv.cu $(HEADERS)

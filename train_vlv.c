@@ -616,16 +616,9 @@ void sincos_2d_positions(float* out, int G, int C) {
     }
 }
 
-// the rows whose target is not PAD: those the cross-entropy counts
-int crossentropy_rows(const int* targets, int N) {
-    int counted = 0;
-    for (int n = 0; n < N; n++) { counted += targets[n] != TOKEN_PAD; }
-    return counted;
-}
-
 // Softmax cross-entropy over V classes for N rows; rows whose target is PAD are ignored.
 // Keeps the probabilities [N, V]; returns the loss summed over the counted rows, divided by
-// `count`: the counted rows of the whole batch, over every rank's rows (crossentropy_rows)
+// `count`: the counted rows of the whole batch, over every rank's rows (count_targets)
 float crossentropy_forward(float* probs, const float* logits, const int* targets, int N, int V, int count) {
     double loss = 0.0;
     for (int n = 0; n < N; n++) {
@@ -1286,7 +1279,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
             }
         }
         capdec_forward(&a->capdec, o == STAGE2 ? a->textenc.ln_f.out : NULL, batch->caption_tokens, &m->p.capdec, c, B);
-        m->loss_count = (int)dist_sum_long(crossentropy_rows(m->targets, B * Tc));
+        m->loss_count = (int)dist_sum_long(count_targets(m->targets, B * Tc));
         m->loss = dist_sum_float(crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, m->loss_count));
     }
     return m->loss;
@@ -1452,15 +1445,8 @@ void vlv_ema_swap(Model* m, int groups) {
 // gradient, the same bits on every rank. Summed per run of consecutive tensors the groups train.
 static void sum_grads_over_ranks(Model* m, int groups) {
     if (dist_ranks() == 1) { return; }
-    for (int i = 0; i < m->num_tensors;) {
-        if (!(groups & 1 << m->tensors[i].group)) { i++; continue; }
-        int j = i + 1;
-        while (j < m->num_tensors && (groups & 1 << m->tensors[j].group) &&
-               m->tensors[j].offset == m->tensors[j - 1].offset + m->tensors[j - 1].numel) { j++; }
-        const TensorInfo* last = &m->tensors[j - 1];
-        dist_sum_floats(m->grads + m->tensors[i].offset, last->offset + last->numel - m->tensors[i].offset);
-        i = j;
-    }
+    size_t start, len;
+    for (int i = 0; next_group_run(m->tensors, m->num_tensors, groups, &i, &start, &len);) { dist_sum_floats(m->grads + start, len); }
 }
 
 // one training step of an objective: zero grads, forward, backward, clip, AdamW (the

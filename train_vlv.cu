@@ -56,6 +56,7 @@ static const char* const matmul_kind = "hand-written matmuls";
 #include "vlvc/random.h"
 #include "vlvc/tokenizer.h" // token rows: the empty caption, range checks
 #include "vlvc/clip_z.h"
+#include "vlvc/dist.h"      // data parallel: the sums over ranks (one rank without USE_NCCL)
 #include "vlvc/beams.h"
 
 // ----------------------------------------------------------------------------
@@ -1010,20 +1011,15 @@ struct CountedRowLoss {
     const float* row_loss; const int* targets;
     __device__ double operator()(size_t i) const { return targets[i] != TOKEN_PAD ? (double)row_loss[i] : 0.0; }
 };
-struct CountedRow {
-    const int* targets;
-    __device__ double operator()(size_t i) const { return targets[i] != TOKEN_PAD ? 1.0 : 0.0; }
-};
-float crossentropy_forward(float* probs, const float* logits, const int* targets, int N, int V, int* count) {
-    *count = 0;
+// the loss summed over the counted rows, divided by `count`: the counted rows of the whole
+// batch, over every rank's rows (count_targets)
+float crossentropy_forward(float* probs, const float* logits, const int* targets, int N, int V, int count) {
     if (N == 0) return 0.0f;
     float* row_loss = scratch_get(N);
     crossentropy_forward_kernel<<<ceil_div(N, BLOCK / 32), BLOCK>>>(probs, row_loss, logits, targets, N, V);
     cudaCheckLaunch();
     double loss = device_sum(N, CountedRowLoss{ row_loss, targets });
-    int counted = (int)device_sum(N, CountedRow{ targets });
-    *count = counted;
-    return counted ? (float)(loss / counted) : 0.0f;
+    return count ? (float)(loss / count) : 0.0f;
 }
 // d(mean loss)/dz = (p - onehot(target)) / count on the counted rows
 // threads: one per element of the logits
@@ -1043,22 +1039,23 @@ void crossentropy_backward(float* dlogits, const float* probs, const int* target
     cudaCheckLaunch();
 }
 
-// mean squared error over N elements, and its gradient 2 (pred - target) / N
+// squared error over N elements divided by `total`, the elements of the whole batch over
+// every rank's rows (N with one rank: the mean), and its gradient 2 (pred - target) / total
 struct SquaredError {
     const float* pred; const float* target;
     __device__ double operator()(size_t i) const { double d = pred[i] - target[i]; return d * d; }
 };
-float mse_forward(const float* pred, const float* target, size_t N) {
+float mse_forward(const float* pred, const float* target, size_t N, size_t total) {
     double sum = device_sum(N, SquaredError{ pred, target });
-    return (float)(sum / N);
+    return (float)(sum / total);
 }
 // threads: one per element
 __global__ void mse_backward_kernel(float* dpred, const float* pred, const float* target, size_t N, float s) {
     GRID_STRIDE_LOOP(i, N) { dpred[i] += s * (pred[i] - target[i]); }
 }
-void mse_backward(float* dpred, const float* pred, const float* target, size_t N) {
+void mse_backward(float* dpred, const float* pred, const float* target, size_t N, size_t total) {
     if (N == 0) return;
-    float s = 2.0f / N;
+    float s = 2.0f / total;
     mse_backward_kernel<<<grid_for(N), BLOCK>>>(dpred, pred, target, N, s);
     cudaCheckLaunch();
 }
@@ -1413,7 +1410,7 @@ struct Model {
     float grad_norm;          // the gradient norm of the last training step, before clipping
     int z_clipped;            // images whose gradient at z the last stage-1 step scaled down (clip_z)
     float* z_norms;           // [B] each image's gradient norm at z (clip_rows_to_median_device)
-    float* z_norms_host;      // [B] the same, read back
+    float* z_norms_host;      // [B * ranks] the same, read back, for the global batch (rank r's at r B)
     TensorInfo* tensors;      // (host) name, shape, offset and group of each parameter tensor
     int num_tensors;
     ParamViews p, g, frozen;  // views into params, into grads, and all-NULL (no gradients)
@@ -1519,7 +1516,7 @@ void model_build(Model* m, const Config* c, int B) {
     m->tokens = device_ints((size_t)B * c->n_q, "the token scratch");
     m->timesteps = device_ints(B, "the timestep scratch");
     m->z_norms = device_floats(B, "the gradient norms at z");
-    m->z_norms_host = (float*)mallocCheck(B * sizeof(float));
+    m->z_norms_host = (float*)mallocCheck((size_t)B * dist_ranks() * sizeof(float));
     m->greedy_tokens = device_ints((size_t)B * c->cap_len, "the decoded tokens");
     m->sample_x = device_floats(img, "the DDIM sample");
     m->in_images = device_floats(img, "the batch's images");
@@ -1739,7 +1736,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
         to_device(m->in_timesteps, batch->timesteps, B * sizeof(int));
         diffusion_inputs(m, m->in_images, m->in_noise, m->in_timesteps);
         dit_forward(&a->dit, m->xt, m->in_timesteps, a->textenc.ln_f.out, &m->p.dit, m->pos2d, c, B);
-        m->loss = mse_forward(a->dit.out, m->target, img);
+        m->loss = dist_sum_float(mse_forward(a->dit.out, m->target, img, img * dist_ranks()));
     } else {
         check_tokens(batch->caption_tokens, (size_t)B * Tc, c->vocab, "caption tokens");
         int* targets = m->int_host;
@@ -1751,7 +1748,8 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
         to_device(m->targets, targets, (size_t)B * Tc * sizeof(int));
         to_device(m->in_caption_tokens, batch->caption_tokens, (size_t)B * Tc * sizeof(int));
         capdec_forward(&a->capdec, o == STAGE2 ? a->textenc.ln_f.out : NULL, m->in_caption_tokens, &m->p.capdec, c, B);
-        m->loss = crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, &m->loss_count);
+        m->loss_count = (int)dist_sum_long(count_targets(targets, B * Tc));
+        m->loss = dist_sum_float(crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, m->loss_count));
     }
     return m->loss;
 }
@@ -1780,9 +1778,10 @@ __global__ void clip_rows_kernel(float* x, const float* norms, size_t n, float b
 int clip_rows_to_median_device(float* dz, float* norms, float* norms_host, int B, size_t n, float k) {
     row_norms_kernel<<<B, BLOCK>>>(norms, dz, n);
     cudaCheckLaunch();
-    to_host(norms_host, norms, B * sizeof(float));
+    to_host(norms_host + (size_t)dist_rank() * B, norms, B * sizeof(float));
+    dist_gather_blocks(norms_host, (size_t)B * sizeof(float)); // the median of the global batch
     int clipped;
-    float bound = clip_bound(norms_host, B, k, &clipped);
+    float bound = clip_bound(norms_host, B * dist_ranks(), k, &clipped);
     clip_rows_kernel<<<B, BLOCK>>>(dz, norms, n, bound);
     cudaCheckLaunch();
     return clipped;
@@ -1809,7 +1808,7 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float c
         if (parts & 1 << k) { cudaCheck(cudaMemset(m->dacts_memory + start, 0, (end - start) * sizeof(float))); }
     }
     if (o == STAGE0 || o == STAGE1) {
-        mse_backward(d->dit.out, a->dit.out, m->target, image_numel(m));
+        mse_backward(d->dit.out, a->dit.out, m->target, image_numel(m), image_numel(m) * dist_ranks());
         int ctx_grad = o == STAGE1 || (groups & 1 << GROUP_TEXTENC);
         dit_backward(ctx_grad ? d->textenc.ln_f.out : NULL, &d->dit, &g.dit, &a->dit, a->textenc.ln_f.out, &m->p.dit, c, B);
         if (ctx_grad) {
@@ -1924,12 +1923,28 @@ void vlv_ema_swap(Model* m, int groups) {
     cudaCheckLaunch();
 }
 
-// one training step of an objective: zero grads, forward, backward, clip, AdamW. Returns the loss.
+// Data parallel (vlvc/dist.h, USE_NCCL), as train_vlv.c's: each rank's gradients are its rows'
+// share of the global batch's mean, so their sum over the ranks (ncclAllReduce on the device)
+// is the global gradient. Summed per run of consecutive tensors the groups train.
+static void sum_grads_over_ranks(Model* m, int groups) {
+#ifdef USE_NCCL
+    if (dist_ranks() == 1) { return; }
+    size_t start, len;
+    for (int i = 0; next_group_run(m->tensors, m->num_tensors, groups, &i, &start, &len);) { dist_sum_device_floats(m->grads + start, len); }
+#else
+    (void)m; // one rank: nothing to sum
+    (void)groups;
+#endif
+}
+
+// one training step of an objective: zero grads, forward, backward, clip, AdamW (the
+// gradients summed over the ranks between the last two). Returns the loss.
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt) {
     vlv_zero_grad(m, groups);
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
     vlv_backward(m, o, batch, groups, opt->clip_z);
+    sum_grads_over_ranks(m, groups);
     m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }
@@ -2185,6 +2200,9 @@ float device_describe(int threads, char* desc, size_t cap, char* peak_how, size_
 #include "vlvc/pipeline.h"
 int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--model-check") == 0) { return model_check(argc - 1, argv + 1); }
-    return vlv_main(argc, argv);
+    dist_init(&argc, &argv); // one rank unless built with USE_NCCL=1 and started as several (doc/distributed.md)
+    int status = vlv_main(argc, argv);
+    if (status == 0) { dist_finish(); }
+    return status;
 }
 #endif

@@ -362,6 +362,20 @@ static inline void acts_views_free(ActViews* v) {
 // ----------------------------------------------------------------------------
 // checkpoints: header, all parameters in layout order, the CRC32 trailer (doc/formats.md)
 
+// The tensors of some groups as runs of consecutive memory (the data-parallel sums go one run
+// at a time): the next run at or after tensor *i, as its first float and its length; *i moves
+// past it. Returns 0 when no tensor of the groups is left.
+static inline int next_group_run(const TensorInfo* tensors, int num_tensors, int groups, int* i, size_t* start, size_t* len) {
+    while (*i < num_tensors && !(groups & 1 << tensors[*i].group)) { (*i)++; }
+    if (*i == num_tensors) { return 0; }
+    int j = *i + 1;
+    while (j < num_tensors && (groups & 1 << tensors[j].group) && tensors[j].offset == tensors[j - 1].offset + tensors[j - 1].numel) { j++; }
+    *start = tensors[*i].offset;
+    *len = tensors[j - 1].offset + tensors[j - 1].numel - *start;
+    *i = j;
+    return 1;
+}
+
 // number of parameters a config implies, and (optionally) the tensor table
 static inline size_t count_params(const Config* c, TensorInfo** table, int* count) {
     Arena a;

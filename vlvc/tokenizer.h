@@ -215,6 +215,13 @@ static inline void check_tokens(const int* tokens, size_t n, int vocab, const ch
     }
 }
 
+// the next-token targets a cross-entropy counts: those that are not PAD
+static inline int count_targets(const int* targets, int n) {
+    int counted = 0;
+    for (int i = 0; i < n; i++) { counted += targets[i] != TOKEN_PAD; }
+    return counted;
+}
+
 // the empty caption [BOS, EOS, PAD...] in a row of n tokens
 static inline void empty_caption(int* row, int n) {
     for (int j = 0; j < n; j++) { row[j] = j == 0 ? TOKEN_BOS : j == 1 ? TOKEN_EOS : TOKEN_PAD; }
