@@ -1005,7 +1005,8 @@ struct Model {
     size_t num_params;
     float* params;            // [num_params] every part, in checkpoint order
     float* grads;             // [num_params]
-    float *m, *v;             // AdamW moments [num_params]
+    float *m, *v;             // AdamW moments [shard_len] of the parameters shard_start ..
+    size_t shard_start, shard_len; // all of them, or under ZeRO-1 this rank's chunk (model_shard_optimizer)
     int adam_step;
     float grad_norm;          // the gradient norm of the last training step, before clipping
     int z_clipped;            // images whose gradient at z the last stage-1 step scaled down (clip_z)
@@ -1049,6 +1050,8 @@ void model_build(Model* m, const Config* c, int B) {
     m->z_norms = (float*)mallocCheck((size_t)B * dist_ranks() * sizeof(float));
     m->m = (float*)callocCheck(m->num_params, sizeof(float));
     m->v = (float*)callocCheck(m->num_params, sizeof(float));
+    m->shard_start = 0;
+    m->shard_len = m->num_params;
     m->ema = (float*)callocCheck(m->num_params, sizeof(float));
     Arena pa = { .base = m->params }, ga = { .base = m->grads }, na = { .base = NULL };
     params_layout(&m->p, &pa, c);
@@ -1144,8 +1147,35 @@ static float* model_buffer(const Model* m, int which) {
     float* buffers[4] = { m->params, m->m, m->v, m->ema };
     return buffers[which];
 }
-void model_buffer_read(const Model* m, int which, float* out) { memcpy(out, model_buffer(m, which), m->num_params * sizeof(float)); }
-void model_buffer_write(Model* m, int which, const float* in) { memcpy(model_buffer(m, which), in, m->num_params * sizeof(float)); }
+// Under ZeRO-1 the moments are this rank's chunk: reading one gathers the chunks of every rank
+// (all ranks call it together), writing one keeps this rank's chunk
+void model_buffer_read(const Model* m, int which, float* out) {
+    if (which == 0 || which == 3 || m->shard_len == m->num_params) { memcpy(out, model_buffer(m, which), m->num_params * sizeof(float)); return; }
+    memcpy(out + m->shard_start, model_buffer(m, which), m->shard_len * sizeof(float));
+    dist_allgather_floats(out, m->num_params);
+}
+void model_buffer_write(Model* m, int which, const float* in) {
+    if (which == 0 || which == 3) { memcpy(model_buffer(m, which), in, m->num_params * sizeof(float)); return; }
+    memcpy(model_buffer(m, which), in + m->shard_start, m->shard_len * sizeof(float));
+}
+
+// ZeRO-1 (Rajbhandari et al. 2020, stage 1): from here on this rank keeps AdamW's moments of its
+// chunk of the parameters only (vlvc/dist.h's dist_chunk), 1/N of them: each step reduces the
+// gradients onto the chunks, each rank updates its chunk, and the ranks gather the weights
+void model_shard_optimizer(Model* m) {
+    size_t start, len;
+    dist_chunk(m->num_params, dist_rank(), &start, &len);
+    float* mom = (float*)mallocCheck((len + 1) * sizeof(float));
+    float* vel = (float*)mallocCheck((len + 1) * sizeof(float));
+    memcpy(mom, m->m + start, len * sizeof(float));
+    memcpy(vel, m->v + start, len * sizeof(float));
+    free(m->m);
+    free(m->v);
+    m->m = mom;
+    m->v = vel;
+    m->shard_start = start;
+    m->shard_len = len;
+}
 
 void model_save(const Model* m, const char* path) {
     checkpoint_write(path, &m->config, m->params, m->num_params);
@@ -1349,18 +1379,28 @@ void vlv_zero_grad(Model* m, int groups) {
 
 // a fresh optimizer (each stage starts one)
 void vlv_reset_optimizer(Model* m) {
-    memset(m->m, 0, m->num_params * sizeof(float));
-    memset(m->v, 0, m->num_params * sizeof(float));
+    memset(m->m, 0, m->shard_len * sizeof(float));
+    memset(m->v, 0, m->shard_len * sizeof(float));
     m->adam_step = 0;
 }
 
-// The squared L2 norm of the groups' gradients, in double. The same bits at any thread count:
-// each tensor is cut into fixed chunks of NORM_CHUNK floats, a chunk sums into 8 accumulators
-// (which vectorize) in a fixed order, and the chunk sums are added serially in layout order.
+// the part of tensor t within the shard [lo, lo + len): its first float and length (0: none)
+static size_t tensor_in_shard(const TensorInfo* t, size_t lo, size_t len, size_t* first) {
+    size_t a = t->offset > lo ? t->offset : lo, b = t->offset + t->numel < lo + len ? t->offset + t->numel : lo + len;
+    *first = a;
+    return b > a ? b - a : 0;
+}
+
+// The squared L2 norm of the groups' gradients within the shard, in double. The same bits at
+// any thread count: each tensor is cut into fixed chunks of NORM_CHUNK floats, a chunk sums into
+// 8 accumulators (which vectorize) in a fixed order, and the chunk sums are added serially in
+// layout order.
 static double grad_sumsq(Model* m, int groups) {
     int num_chunks = 0;
+    size_t first;
     for (int i = 0; i < m->num_tensors; i++) {
-        if (groups & 1 << m->tensors[i].group) { num_chunks += (int)((m->tensors[i].numel + NORM_CHUNK - 1) / NORM_CHUNK); }
+        size_t numel = tensor_in_shard(&m->tensors[i], m->shard_start, m->shard_len, &first);
+        if (groups & 1 << m->tensors[i].group) { num_chunks += (int)((numel + NORM_CHUNK - 1) / NORM_CHUNK); }
     }
     #pragma omp parallel
     {
@@ -1368,11 +1408,12 @@ static double grad_sumsq(Model* m, int groups) {
         for (int i = 0; i < m->num_tensors; i++) {
             const TensorInfo* t = &m->tensors[i];
             if (!(groups & 1 << t->group)) { continue; }
-            int n_chunks = (int)((t->numel + NORM_CHUNK - 1) / NORM_CHUNK);
+            size_t start, numel = tensor_in_shard(t, m->shard_start, m->shard_len, &start);
+            int n_chunks = (int)((numel + NORM_CHUNK - 1) / NORM_CHUNK);
             #pragma omp for schedule(static) nowait
             for (int k = 0; k < n_chunks; k++) {
-                const float* g = m->grads + t->offset + (size_t)k * NORM_CHUNK;
-                size_t n = t->numel - (size_t)k * NORM_CHUNK < NORM_CHUNK ? t->numel - (size_t)k * NORM_CHUNK : NORM_CHUNK;
+                const float* g = m->grads + start + (size_t)k * NORM_CHUNK;
+                size_t n = numel - (size_t)k * NORM_CHUNK < NORM_CHUNK ? numel - (size_t)k * NORM_CHUNK : NORM_CHUNK;
                 double acc[8] = { 0 };
                 size_t j = 0;
                 for (; j + 8 <= n; j += 8) {
@@ -1390,9 +1431,12 @@ static double grad_sumsq(Model* m, int groups) {
 }
 
 // clips the groups' gradients to a global L2 norm of opt->grad_clip (as
-// torch.nn.utils.clip_grad_norm_) and applies one AdamW step; returns the norm before clipping
+// torch.nn.utils.clip_grad_norm_) and applies one AdamW step; returns the norm before clipping.
+// Under ZeRO-1 the step updates this rank's chunk (its gradients summed there), the squared
+// norm is summed over the chunks, and the ranks then gather the weights.
 float vlv_update(Model* m, int groups, const AdamW* opt) {
-    float norm = (float)sqrt(grad_sumsq(m, groups));
+    int sharded = m->shard_len < m->num_params;
+    float norm = (float)sqrt(sharded ? dist_sum_double(grad_sumsq(m, groups)) : grad_sumsq(m, groups));
     float clip = opt->grad_clip / (norm + 1e-6f);
     if (clip > 1.0f) { clip = 1.0f; }
     m->adam_step++;
@@ -1404,12 +1448,13 @@ float vlv_update(Model* m, int groups, const AdamW* opt) {
         if (!(groups & 1 << t->group)) { continue; }
         // decoupled weight decay on matrices and embeddings only, none on biases and norms
         float decay = t->ndim >= 2 ? lr * opt->weight_decay : 0.0f;
-        float* restrict w = m->params + t->offset;
-        float* restrict mom = m->m + t->offset;
-        float* restrict vel = m->v + t->offset;
-        const float* restrict grad = m->grads + t->offset;
+        size_t start, numel = tensor_in_shard(t, m->shard_start, m->shard_len, &start);
+        float* restrict w = m->params + start;
+        float* restrict mom = m->m + (start - m->shard_start);
+        float* restrict vel = m->v + (start - m->shard_start);
+        const float* restrict grad = m->grads + start;
         #pragma omp for schedule(static) nowait
-        for (size_t j = 0; j < t->numel; j++) {
+        for (size_t j = 0; j < numel; j++) {
             float g = grad[j] * clip;
             w[j] -= decay * w[j];
             mom[j] = beta1 * mom[j] + (1.0f - beta1) * g;
@@ -1417,6 +1462,7 @@ float vlv_update(Model* m, int groups, const AdamW* opt) {
             w[j] -= lr * (mom[j] / bc1) / (sqrtf(vel[j] / bc2) + eps);
         }
     }
+    if (sharded) { dist_allgather_floats(m->params, m->num_params); }
     return norm;
 }
 
@@ -1450,13 +1496,15 @@ static void sum_grads_over_ranks(Model* m, int groups) {
 }
 
 // one training step of an objective: zero grads, forward, backward, clip, AdamW (the
-// gradients summed over the ranks between the last two). Returns the loss.
+// gradients summed over the ranks between the last two, or under ZeRO-1 onto each rank's
+// chunk). Returns the loss.
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt) {
     vlv_zero_grad(m, groups);
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
     vlv_backward(m, o, batch, groups, opt->clip_z);
-    sum_grads_over_ranks(m, groups);
+    if (m->shard_len < m->num_params) { dist_reduce_scatter_floats(m->grads, m->num_params); } // ZeRO-1: onto the chunks
+    else { sum_grads_over_ranks(m, groups); }
     m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }

@@ -1401,9 +1401,11 @@ struct Model {
     Config config;
     int B;                    // batch size the activations are sized for
     size_t num_params;
-    float* params;            // [num_params] every part, in checkpoint order
-    float* grads;             // [num_params]
-    float *m, *v;             // AdamW moments [num_params]
+    float* params;            // [padded] every part, in checkpoint order (zeros past num_params)
+    float* grads;             // [padded]
+    size_t padded;            // num_params rounded up to a multiple of the ranks (NCCL's chunks are equal)
+    float *m, *v;             // AdamW moments [shard_len] of the parameters shard_start ..
+    size_t shard_start, shard_len; // all of them, or under ZeRO-1 this rank's chunk (model_shard_optimizer)
     float* ema;               // [num_params] moving average of the weights (vlv_ema_update)
     unsigned char* param_info; // [num_params] group of each parameter | 0x80 if weight-decayed (AdamW)
     int adam_step;
@@ -1457,13 +1459,16 @@ void model_build(Model* m, const Config* c, int B) {
     m->num_params = count_params(c, &m->tensors, &m->num_tensors);
     if (m->num_params > 0x7fffffff) fail("the config has %zu parameters; a checkpoint holds at most 2^31 - 1", m->num_params);
     size_t n = m->num_params;
-    m->params = device_floats(n, "the parameters");
-    m->grads = device_floats(n, "the gradients");
+    m->padded = (n + dist_ranks() - 1) / dist_ranks() * dist_ranks();
+    m->shard_start = 0;
+    m->shard_len = n;
+    m->params = device_floats(m->padded, "the parameters");
+    m->grads = device_floats(m->padded, "the gradients");
     m->m = device_floats(n, "AdamW's m");
     m->v = device_floats(n, "AdamW's v");
     m->ema = device_floats(n, "the EMA of the weights");
-    cudaCheck(cudaMemset(m->params, 0, n * sizeof(float)));
-    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m->params, 0, m->padded * sizeof(float)));
+    cudaCheck(cudaMemset(m->grads, 0, m->padded * sizeof(float)));
     cudaCheck(cudaMemset(m->m, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->v, 0, n * sizeof(float)));
     cudaCheck(cudaMemset(m->ema, 0, n * sizeof(float)));
@@ -1590,6 +1595,21 @@ void model_load_weights(Model* m, const char* path) {
     free(host);
 }
 
+// ZeRO-1's collectives on a device buffer x [n] of the ranks' equal chunks: the sum over the
+// ranks onto each rank's chunk (gather 0), or every chunk from its rank (gather 1). Only the
+// NCCL build has several ranks; model_shard_optimizer is never called in the others.
+static void zero1_collective(float* x, size_t n, int gather) {
+#ifdef USE_NCCL
+    if (gather) { dist_allgather_device_floats(x, n); }
+    else { dist_reduce_scatter_device_floats(x, n); }
+#else
+    (void)x;
+    (void)n;
+    (void)gather;
+    fail("ZeRO-1 runs over several GPUs: build with USE_NCCL=1");
+#endif
+}
+
 // the model's buffers by number, for the training state: 0 weights, 1 and 2 AdamW's moments,
 // 3 the EMA; read into and written from host arrays of num_params floats
 static float* model_buffer(const Model* m, int which) {
@@ -1597,8 +1617,39 @@ static float* model_buffer(const Model* m, int which) {
     if (which < 0 || which > 3) fail("model_buffer: no buffer %d", which);
     return buffers[which];
 }
-void model_buffer_read(const Model* m, int which, float* out) { to_host(out, model_buffer(m, which), m->num_params * sizeof(float)); }
-void model_buffer_write(Model* m, int which, const float* in) { to_device(model_buffer(m, which), in, m->num_params * sizeof(float)); }
+// Under ZeRO-1 the moments are this rank's chunk: reading one gathers the chunks of every rank
+// (all ranks call it together), writing one keeps this rank's chunk
+void model_buffer_read(const Model* m, int which, float* out) {
+    if (which == 0 || which == 3 || m->shard_len == m->num_params) { to_host(out, model_buffer(m, which), m->num_params * sizeof(float)); return; }
+    float* all = device_floats(m->padded, "the gathered AdamW moments");
+    cudaCheck(cudaMemcpy(all + m->shard_start, model_buffer(m, which), m->shard_len * sizeof(float), cudaMemcpyDeviceToDevice));
+    zero1_collective(all, m->padded, 1);
+    to_host(out, all, m->num_params * sizeof(float));
+    cudaCheck(cudaFree(all));
+}
+void model_buffer_write(Model* m, int which, const float* in) {
+    if (which == 0 || which == 3) { to_device(model_buffer(m, which), in, m->num_params * sizeof(float)); return; }
+    to_device(model_buffer(m, which), in + m->shard_start, m->shard_len * sizeof(float));
+}
+
+// ZeRO-1, as train_vlv.c's: from here on this rank keeps AdamW's moments of its chunk of the
+// (padded) parameters only, 1/N of the moments' device memory. The last rank's chunk ends at
+// num_params: the padding has no moments.
+void model_shard_optimizer(Model* m) {
+    size_t start, len;
+    dist_chunk(m->padded, dist_rank(), &start, &len);
+    len = start >= m->num_params ? 0 : start + len > m->num_params ? m->num_params - start : len;
+    float* mom = device_floats(len + 1, "AdamW's m (this rank's chunk)");
+    float* vel = device_floats(len + 1, "AdamW's v (this rank's chunk)");
+    cudaCheck(cudaMemcpy(mom, m->m + start, len * sizeof(float), cudaMemcpyDeviceToDevice));
+    cudaCheck(cudaMemcpy(vel, m->v + start, len * sizeof(float), cudaMemcpyDeviceToDevice));
+    cudaCheck(cudaFree(m->m));
+    cudaCheck(cudaFree(m->v));
+    m->m = mom;
+    m->v = vel;
+    m->shard_start = start;
+    m->shard_len = len;
+}
 
 void model_save(const Model* m, const char* path) {
     float* host = (float*)mallocCheck(m->num_params * sizeof(float));
@@ -1853,8 +1904,8 @@ void vlv_zero_grad(Model* m, int groups) {
 
 // a fresh optimizer (each stage starts one)
 void vlv_reset_optimizer(Model* m) {
-    cudaCheck(cudaMemset(m->m, 0, m->num_params * sizeof(float)));
-    cudaCheck(cudaMemset(m->v, 0, m->num_params * sizeof(float)));
+    cudaCheck(cudaMemset(m->m, 0, m->shard_len * sizeof(float)));
+    cudaCheck(cudaMemset(m->v, 0, m->shard_len * sizeof(float)));
     m->adam_step = 0;
 }
 
@@ -1881,24 +1932,32 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
     }
 }
 
-// the squared L2 norm of the groups' gradients, in double (the same bits every run: a fixed
-// tree, no atomics)
+// the squared L2 norm of the groups' gradients within the shard, in double (the same bits
+// every run: a fixed tree, no atomics)
 static double grad_sumsq(Model* m, int groups) {
-    return device_sum(m->num_params, TrainedSquare{ m->grads, m->param_info, groups });
+    size_t s = m->shard_start;
+    return device_sum(m->shard_len, TrainedSquare{ m->grads + s, m->param_info + s, groups });
 }
 
 // clips the groups' gradients to a global L2 norm of opt->grad_clip (as
-// torch.nn.utils.clip_grad_norm_) and applies one AdamW step; returns the norm before clipping
+// torch.nn.utils.clip_grad_norm_) and applies one AdamW step; returns the norm before clipping.
+// Under ZeRO-1 the step updates this rank's chunk (its gradients summed there), the squared
+// norm is summed over the chunks, and the ranks then gather the weights.
 float vlv_update(Model* m, int groups, const AdamW* opt) {
-    float norm = (float)sqrt(grad_sumsq(m, groups));
+    int sharded = m->shard_len < m->num_params;
+    float norm = (float)sqrt(sharded ? dist_sum_double(grad_sumsq(m, groups)) : grad_sumsq(m, groups));
     float clip = opt->grad_clip / (norm + 1e-6f);
     if (clip > 1.0f) { clip = 1.0f; }
     m->adam_step++;
     float bc1 = 1.0f - powf(opt->beta1, (float)m->adam_step), bc2 = 1.0f - powf(opt->beta2, (float)m->adam_step);
-    adamw_kernel<<<grid_for(m->num_params), BLOCK>>>(m->params, m->grads, m->m, m->v, m->param_info, groups,
-                                                      m->num_params, clip, opt->lr, opt->lr * opt->weight_decay,
-                                                      opt->beta1, opt->beta2, bc1, bc2, opt->eps);
-    cudaCheckLaunch();
+    size_t s = m->shard_start;
+    if (m->shard_len > 0) {
+        adamw_kernel<<<grid_for(m->shard_len), BLOCK>>>(m->params + s, m->grads + s, m->m, m->v, m->param_info + s, groups,
+                                                         m->shard_len, clip, opt->lr, opt->lr * opt->weight_decay,
+                                                         opt->beta1, opt->beta2, bc1, bc2, opt->eps);
+        cudaCheckLaunch();
+    }
+    if (sharded) { zero1_collective(m->params, m->padded, 1); }
     return norm;
 }
 
@@ -1938,13 +1997,15 @@ static void sum_grads_over_ranks(Model* m, int groups) {
 }
 
 // one training step of an objective: zero grads, forward, backward, clip, AdamW (the
-// gradients summed over the ranks between the last two). Returns the loss.
+// gradients summed over the ranks between the last two, or under ZeRO-1 onto each rank's
+// chunk). Returns the loss.
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt) {
     vlv_zero_grad(m, groups);
     float loss = vlv_forward(m, o, batch);
     if (!is_finite_float(loss)) { return loss; } // the caller stops; weights are untouched
     vlv_backward(m, o, batch, groups, opt->clip_z);
-    sum_grads_over_ranks(m, groups);
+    if (m->shard_len < m->num_params) { zero1_collective(m->grads, m->padded, 0); } // ZeRO-1: onto the chunks
+    else { sum_grads_over_ranks(m, groups); }
     m->grad_norm = vlv_update(m, groups, opt);
     return loss;
 }

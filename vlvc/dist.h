@@ -71,7 +71,7 @@ static inline void dist_check(int status, const char* what) {
     MPI_Error_string(status, text, &len);
     dist_fail(what, text);
 }
-// messages above this many bytes go in pieces: MPI's counts are ints
+// broadcasts above this many bytes go in pieces: MPI's counts are ints
 #define DIST_PIECE ((size_t)1 << 30)
 #endif
 
@@ -270,57 +270,111 @@ static inline long dist_sum_long(long x) {
     return sum;
 }
 
+// the sum over ranks of x, in rank order (a gradient's squared norm, summed over the shards)
+static inline double dist_sum_double(double x) {
+    if (dist_ranks_ == 1) { return x; }
+    double all[DIST_MAX_RANKS];
+    all[dist_rank_] = x;
+    dist_gather_blocks(all, sizeof(double));
+    double sum = all[0];
+    for (int k = 1; k < dist_ranks_; k++) { sum += all[k]; }
+    return sum;
+}
+
+// Rank k's chunk of n floats, [k n / N, (k + 1) n / N): the part of a buffer it sums, and under
+// ZeRO-1 the parameters whose AdamW moments it keeps
+static inline void dist_chunk(size_t n, int k, size_t* start, size_t* len) {
+    *start = n * k / dist_ranks_;
+    *len = n * (k + 1) / dist_ranks_ - *start;
+}
+
 #ifdef USE_NCCL
 // device memory x [n] in place: the sum over ranks (ncclAllReduce on the default stream)
 static inline void dist_sum_device_floats(float* x, size_t n) {
     if (dist_ranks_ == 1 || n == 0) { return; }
     dist_nccl_check(ncclAllReduce(x, x, n, ncclFloat, ncclSum, dist_comm_, 0), "ncclAllReduce");
 }
+// device memory x [n], n a multiple of the rank count: this rank's chunk becomes the sum over
+// ranks of that chunk (ncclReduceScatter in place); the rest of x is left undefined
+static inline void dist_reduce_scatter_device_floats(float* x, size_t n) {
+    if (dist_ranks_ == 1 || n == 0) { return; }
+    size_t start, len;
+    dist_chunk(n, dist_rank_, &start, &len);
+    dist_nccl_check(ncclReduceScatter(x, x + start, len, ncclFloat, ncclSum, dist_comm_, 0), "ncclReduceScatter");
+}
+// device memory x [n], n a multiple of the rank count: every chunk from its rank (ncclAllGather in place)
+static inline void dist_allgather_device_floats(float* x, size_t n) {
+    if (dist_ranks_ == 1 || n == 0) { return; }
+    size_t start, len;
+    dist_chunk(n, dist_rank_, &start, &len);
+    dist_nccl_check(ncclAllGather(x + start, x, len, ncclFloat, dist_comm_, 0), "ncclAllGather");
+}
 #else
-// host memory x [n] in place: the sum over ranks, element by element, in rank order; the same
-// bits on every rank (the scheme: this file's comment)
-static inline void dist_sum_floats(float* x, size_t n) {
 #ifdef USE_MPI
-    int N = dist_ranks_, me = dist_rank_;
-    if (N == 1 || n == 0) { return; }
-    static float* scratch = NULL; // N copies of this rank's chunk, then their sum
-    static size_t scratch_cap = 0;
-    static int *counts = NULL, *starts = NULL, *recv_counts = NULL, *recv_starts = NULL;
-    if (!counts) {
-        counts = (int*)malloc(4 * (size_t)N * sizeof(int));
-        if (!counts) { fprintf(stderr, "error: rank %d: out of memory (dist_sum_floats)\n", me); exit(EXIT_FAILURE); }
-        starts = counts + N;
-        recv_counts = counts + 2 * N;
-        recv_starts = counts + 3 * N;
+// the chunks of n floats as MPI's int counts and offsets
+static inline void dist_counts(size_t n, int* counts, int* starts) {
+    if (n > 2147483647u) { dist_fail("a sum over ranks", "a buffer of more than 2^31 - 1 floats"); }
+    for (int k = 0; k < dist_ranks_; k++) {
+        size_t start, len;
+        dist_chunk(n, k, &start, &len);
+        starts[k] = (int)start;
+        counts[k] = (int)len;
     }
-    for (size_t at = 0; at < n; at += DIST_PIECE / sizeof(float)) {
-        size_t len = n - at < DIST_PIECE / sizeof(float) ? n - at : DIST_PIECE / sizeof(float);
-        float* part = x + at;
-        for (int k = 0; k < N; k++) { // chunk k: [k len / N, (k + 1) len / N)
-            starts[k] = (int)(len * k / N);
-            counts[k] = (int)(len * (k + 1) / N) - starts[k];
-        }
-        int mine = counts[me];
-        size_t need = (size_t)N * mine + 1;
-        if (need > scratch_cap) {
-            free(scratch);
-            scratch = (float*)malloc(need * sizeof(float));
-            if (!scratch) { fprintf(stderr, "error: rank %d: out of memory (dist_sum_floats, %zu floats)\n", me, need); exit(EXIT_FAILURE); }
-            scratch_cap = need;
-        }
-        for (int k = 0; k < N; k++) { recv_counts[k] = mine; recv_starts[k] = k * mine; }
-        dist_check(MPI_Alltoallv(part, counts, starts, MPI_FLOAT, scratch, recv_counts, recv_starts, MPI_FLOAT, MPI_COMM_WORLD),
-                   "MPI_Alltoallv");
-        for (int k = 1; k < N; k++) {
-            const float* from = scratch + (size_t)k * mine;
-            for (int i = 0; i < mine; i++) { scratch[i] += from[i]; }
-        }
-        dist_check(MPI_Allgatherv(scratch, mine, MPI_FLOAT, part, counts, starts, MPI_FLOAT, MPI_COMM_WORLD), "MPI_Allgatherv");
+}
+static int dist_counts_[4 * DIST_MAX_RANKS];
+#endif
+
+// host memory x [n]: this rank's chunk becomes the sum over ranks of that chunk, in rank order
+// (each rank's chunk k goes to rank k by MPI_Alltoallv); the rest of x is left as it was
+static inline void dist_reduce_scatter_floats(float* x, size_t n) {
+#ifdef USE_MPI
+    int N = dist_ranks_;
+    if (N == 1 || n == 0) { return; }
+    int *counts = dist_counts_, *starts = counts + N, *recv_counts = counts + 2 * N, *recv_starts = counts + 3 * N;
+    dist_counts(n, counts, starts);
+    int mine = counts[dist_rank_];
+    static float* scratch = NULL; // N copies of this rank's chunk
+    static size_t scratch_cap = 0;
+    size_t need = (size_t)N * mine + 1;
+    if (need > scratch_cap) {
+        free(scratch);
+        scratch = (float*)malloc(need * sizeof(float));
+        if (!scratch) { dist_fail("a sum over ranks", "out of memory"); }
+        scratch_cap = need;
+    }
+    for (int k = 0; k < N; k++) { recv_counts[k] = mine; recv_starts[k] = k * mine; }
+    dist_check(MPI_Alltoallv(x, counts, starts, MPI_FLOAT, scratch, recv_counts, recv_starts, MPI_FLOAT, MPI_COMM_WORLD), "MPI_Alltoallv");
+    float* sum = x + starts[dist_rank_];
+    memcpy(sum, scratch, (size_t)mine * sizeof(float));
+    for (int k = 1; k < N; k++) {
+        const float* from = scratch + (size_t)k * mine;
+        for (int i = 0; i < mine; i++) { sum[i] += from[i]; }
     }
 #else
     (void)x;
     (void)n;
 #endif
+}
+
+// host memory x [n]: every rank's chunk from that rank (MPI_Allgatherv in place)
+static inline void dist_allgather_floats(float* x, size_t n) {
+#ifdef USE_MPI
+    int N = dist_ranks_;
+    if (N == 1 || n == 0) { return; }
+    int *counts = dist_counts_, *starts = counts + N;
+    dist_counts(n, counts, starts);
+    dist_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, starts, MPI_FLOAT, MPI_COMM_WORLD), "MPI_Allgatherv");
+#else
+    (void)x;
+    (void)n;
+#endif
+}
+
+// host memory x [n] in place: the sum over ranks, element by element, in rank order; the same
+// bits on every rank (the scheme: this file's comment)
+static inline void dist_sum_floats(float* x, size_t n) {
+    dist_reduce_scatter_floats(x, n);
+    dist_allgather_floats(x, n);
 }
 #endif
 

@@ -286,6 +286,11 @@ static int vlv_main(int argc, char** argv) {
         }
     }
     share_run_state(r, &from_parts);
+    if (s->zero && dist_ranks() > 1) {
+        model_shard_optimizer(r->model);
+        say(r, "ZeRO-1: each of the %d ranks keeps AdamW's moments of %zu of the %zu weights\n", dist_ranks(),
+            model_num_params(r->model) / dist_ranks(), model_num_params(r->model));
+    }
     if (r->root) { take_over_folder(r, lock_fd); }
     else { drop_held_output(r); }
     if (from_parts && r->root) { // stage 1 starts from the parts; the baseline too (stage0b.bin)

@@ -40,6 +40,7 @@ typedef struct {
     int baseline_steps;          // its steps and peak lr (0: stage 2's); its other settings are stage 2's
     float baseline_lr;
     int threads;
+    int zero;                    // ZeRO-1 over the ranks: AdamW's moments sharded (vlvc/dist.h)
     int fresh;
     int stop_after;              // stop (resumably) after this many steps of this invocation; 0: never
     float peak_gflops;           // the machine's fp32 peak for the "% of peak" figure; 0: measure (CPU) or estimate (GPU)
@@ -180,6 +181,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
     FLAG("--bench", FLAG_INT, &s->bench, "N: time N training steps of each stage and N one-image inferences (median), write bench.bin for dev/bench/bench_torch.py, and stop");
     FLAG("--threads", FLAG_INT, &s->threads, "OpenMP threads (0: all cores)");
+    FLAG("--zero", FLAG_BOOL, &s->zero, "1: ZeRO-1 over the ranks (mpirun): each keeps AdamW's moments of 1/N of the weights");
     FLAG("--peak", FLAG_FLOAT, &s->peak_gflops, "fp32 peak GFLOP/s for the % of peak (0: CPU: measure it, FMA chains on every thread; GPU: SMs x FP32 lanes x 2 x clock)");
     FLAG("--seed", FLAG_U64, &s->seed, "seed of the weights, the noise and the shapes world");
     FLAG("--data", FLAG_STR, s->data, "the examples: shapes (the embedded world), fashion-mnist[:DIR] or folder:DIR (PNG/JPEG + captions.tsv)");

@@ -84,9 +84,8 @@ static void check_weights_finite(Run* r) {
     free(w);
 }
 
-// (rank 0 writes it; every rank holds the same state)
+// (every rank reads the buffers, which under ZeRO-1 gathers the moments; rank 0 writes)
 static void train_state_save(Run* r) {
-    if (!r->root) { return; }
     char path[1100];
     run_path(r, path, sizeof path, "train_state.bin");
     size_t n = model_num_params(r->model);
@@ -95,6 +94,7 @@ static void train_state_save(Run* r) {
         model_buffer_read(r->model, k, buf + k * n);
         check_finite(r, buf + k * n, n, train_state_buffers[k]);
     }
+    if (!r->root) { free(buf); return; }
     FILE* fp = atomic_open(path);
     header_write(fp, path, &TRAIN_STATE_FORMAT, model_config(r->model), (int)n);
     int where[4] = { r->next_stage, r->next_step, model_adam_step(r->model), r->B };

@@ -50,6 +50,10 @@ void model_save(const Model* m, const char* path);           // a checkpoint, wr
 // the four buffers of num_params floats: 0 weights, 1 AdamW's m, 2 AdamW's v, 3 the EMA
 void model_buffer_read(const Model* m, int which, float* out);
 void model_buffer_write(Model* m, int which, const float* in);
+// ZeRO-1 (--zero 1, several ranks): from here on this rank keeps AdamW's moments of its chunk of
+// the parameters only; reading the moments (model_buffer_read 1, 2) then gathers every rank's
+// chunk, so every rank must call it together
+void model_shard_optimizer(Model* m);
 
 // training: one step of AdamW on objective o for the parameter groups `groups`; the loss
 float vlv_train_step(Model* m, Objective o, const Batch* batch, int groups, const AdamW* opt);

@@ -2,7 +2,7 @@
 # Data-parallel training (make train_vlv USE_MPI=1, vlvc/dist.h) against one process, on a
 # tiny model: 2 ranks with 4 rows each train as 1 process with batch 8 does, to float rounding;
 # the same 2 ranks give the same bits twice and after an interruption; the evaluation split over
-# ranks scores exactly as one process; a rank that dies, fails to read its data or runs another
+# ranks scores exactly as one process; ZeRO-1 gives the same bits; a rank that dies, fails to read its data or runs another
 # command stops every rank with a message, and no checkpoint is lost.
 # Usage: dev/test/test_mpi.sh   (after make train_vlv build/train_vlv_mpi test_vlv)
 set -uo pipefail
@@ -105,6 +105,26 @@ mpi 2 "${tiny[@]}" --out "$dir/resumed" > "$dir/resumed3.log" 2>&1
 s3=$?
 [ $s1 = 0 ] && [ $s2 = 0 ] && [ $s3 = 0 ] && grep -q "resuming" "$dir/resumed3.log" && same_files "$dir/two" "$dir/resumed" "${stages[@]}" captions.tsv
 check "2 ranks stopped twice and resumed: the uninterrupted run's checkpoints, bit for bit" $?
+
+# ZeRO-1 (--zero 1): each rank keeps the moments of half the weights. The gradients are the
+# same rank-order sums, each chunk's weights get the same AdamW arithmetic, and the squared
+# gradient norm is the same double sum in another grouping, which rounds to the same float norm
+# unless it lies within ~1e-16 of a float's rounding boundary: the same bits as without, the
+# training state (its moments gathered from both ranks) included.
+mpi 2 "${tiny[@]}" --zero 1 --out "$dir/zero" > "$dir/zero.log" 2>&1
+status=$?
+same_state() { # two training states alike but for the wall time of each stage (bytes 592..631) and so the CRC32
+  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[592:632] = b[592:632] = bytes(40); sys.exit(a[:-4] != b[:-4])' "$1" "$2"
+}
+[ $status = 0 ] && grep -q "ZeRO-1: each of the 2 ranks keeps AdamW's moments of" "$dir/zero.log" &&
+  same_files "$dir/two" "$dir/zero" "${stages[@]}" captions.tsv && same_state "$dir/two/train_state.bin" "$dir/zero/train_state.bin"
+check "ZeRO-1 on 2 ranks: the same checkpoints, captions and training state as without, bit for bit" $?
+mpi 2 "${tiny[@]}" --zero 1 --stop_after 23 --out "$dir/zero_resumed" > /dev/null 2>&1
+s1=$?
+mpi 2 "${tiny[@]}" --out "$dir/zero_resumed" > "$dir/zero_resumed.log" 2>&1 # resumed without ZeRO: the state is the same file
+s2=$?
+[ $s1 = 0 ] && [ $s2 = 0 ] && grep -q "resuming" "$dir/zero_resumed.log" && same_files "$dir/two" "$dir/zero_resumed" "${stages[@]}"
+check "a ZeRO-1 run stopped, then resumed without ZeRO: the uninterrupted run's bits" $?
 
 # A rank killed mid-run: mpirun stops the other rank and fails; the last checkpoint is whole, and
 # the run resumes from it to the uninterrupted run's bits.
