@@ -1987,7 +1987,6 @@ void vlv_ema_swap(Model* m, int groups) {
 // is the global gradient. Summed per run of consecutive tensors the groups train.
 static void sum_grads_over_ranks(Model* m, int groups) {
 #ifdef USE_NCCL
-    if (dist_ranks() == 1) { return; }
     size_t start, len;
     for (int i = 0; next_group_run(m->tensors, m->num_tensors, groups, &i, &start, &len);) { dist_sum_device_floats(m->grads + start, len); }
 #else

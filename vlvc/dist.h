@@ -14,7 +14,7 @@ Built with neither USE_MPI nor USE_NCCL there is one rank and every call returns
 
 USE_NCCL (train_vlv.cu): the host collectives go through NCCL on a device staging buffer, and
 the gradients are summed on the device (dist_sum_device_floats: ncclAllReduce, whose order NCCL
-fixes for a given set of GPUs and version). The ranks find each other through MPI (mpirun),
+fixes for a given set of GPUs and version), on one GPU too, so that one rank shows the cost. The ranks find each other through MPI (mpirun),
 or, when VLV_NCCL_ID_FILE is set, through a file on a filesystem they share: rank 0 writes
 NCCL's unique id there, and each process takes its rank and the rank count from VLV_RANK and
 VLV_RANKS (its GPU: VLV_LOCAL_RANK, else rank modulo the GPUs it sees).
@@ -178,7 +178,7 @@ static inline void dist_init(int* argc, char*** argv) {
         exit(EXIT_FAILURE);
     }
 #ifdef USE_NCCL
-    if (dist_ranks_ > 1) {
+    { // a communicator even for one rank: its all-reduce then runs as well, to show what it costs
         int devices = 0;
         dist_cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
         if (devices < 1) { dist_fail("finding a GPU", "none is visible"); }
@@ -205,7 +205,7 @@ static inline void dist_finish(void) {
     fflush(stdout);
     dist_finished_ = 1;
 #ifdef USE_NCCL
-    if (dist_ranks_ > 1) { ncclCommDestroy(dist_comm_); }
+    ncclCommDestroy(dist_comm_);
 #endif
 #ifdef USE_MPI
     if (dist_by_mpi_) { MPI_Finalize(); }
@@ -289,9 +289,10 @@ static inline void dist_chunk(size_t n, int k, size_t* start, size_t* len) {
 }
 
 #ifdef USE_NCCL
-// device memory x [n] in place: the sum over ranks (ncclAllReduce on the default stream)
+// device memory x [n] in place: the sum over ranks (ncclAllReduce on the default stream; also
+// with one rank, where it changes nothing and shows what the call costs)
 static inline void dist_sum_device_floats(float* x, size_t n) {
-    if (dist_ranks_ == 1 || n == 0) { return; }
+    if (n == 0) { return; }
     dist_nccl_check(ncclAllReduce(x, x, n, ncclFloat, ncclSum, dist_comm_, 0), "ncclAllReduce");
 }
 // device memory x [n], n a multiple of the rank count: this rank's chunk becomes the sum over

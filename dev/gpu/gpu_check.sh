@@ -238,6 +238,16 @@ for bin in train_vlvcu train_vlvcu_cublas; do
         record "speed: $bin, full-size model" skipped "not built"
     fi
 done
+# the NCCL data-parallel path with one rank (the shared-file bootstrap: this machine has no MPI):
+# its ncclAllReduce of the gradients runs each step, so its BENCH lines less train_vlvcu's are
+# what the all-reduce costs; built here without MPI (the Makefile's target adds Open MPI)
+if run "$LOGDIR/build.log" 120 nvcc $NVCC_FLAGS -DUSE_NCCL -o train_vlvcu_nccl train_vlv.cu -lstb -lz -lnccl; then
+    rm -f "$WORK/nccl_id"
+    c_bench "train_vlvcu_nccl, 1 rank, default preset" "$WORK/bench_nccl.log" "BENCH lines in bench.log (less train_vlvcu's: the all-reduce)" \
+        env VLV_NCCL_ID_FILE="$WORK/nccl_id" VLV_RANK=0 VLV_RANKS=1 ./train_vlvcu_nccl --bench 20 --batch $BATCH --out "$WORK/bench_nccl"
+else
+    record "speed: train_vlvcu_nccl, 1 rank" FAILED "did not build: $(why "$LOGDIR/build.log")"
+fi
 # the time left, less 90 s for the labs' tables, the sanitizer and the summary, split in two
 budget=$(( ($(left) - 90) / 2 ))
 if [ -f "$WORK/bench_default_train_vlvcu/bench.bin" ]; then
