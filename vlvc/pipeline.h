@@ -293,10 +293,10 @@ static int vlv_main(int argc, char** argv) {
     }
     if (r->root) { take_over_folder(r, lock_fd); }
     else { drop_held_output(r); }
-    if (from_parts && r->root) { // stage 1 starts from the parts; the baseline too (stage0b.bin)
+    if (from_parts) { // stage 1 starts from the parts; the baseline too (stage0b.bin)
         run_path(r, path, sizeof path, stage_checkpoint[STAGE0B]);
-        model_save(r->model, path);
-        train_state_save(r);
+        if (r->root) { model_save(r->model, path); }
+        train_state_save(r); // on every rank: under ZeRO-1 it gathers the moments
     }
     int groups[NUM_OBJECTIVES] = { objective_groups(STAGE0), objective_groups(STAGE0B), objective_groups(STAGE1),
                                    objective_groups(STAGE2) | (s->unfreeze_encoder ? ENCODER_GROUPS : 0) };

@@ -125,6 +125,14 @@ mpi 2 "${tiny[@]}" --out "$dir/zero_resumed" > "$dir/zero_resumed.log" 2>&1 # re
 s2=$?
 [ $s1 = 0 ] && [ $s2 = 0 ] && grep -q "resuming" "$dir/zero_resumed.log" && same_files "$dir/two" "$dir/zero_resumed" "${stages[@]}"
 check "a ZeRO-1 run stopped, then resumed without ZeRO: the uninterrupted run's bits" $?
+# from pretrained parts (the tiny run's own pretrained.bin), as the default preset starts
+parts=(--pretrained "$dir/one/pretrained.bin")
+mpi 2 "${tiny[@]}" "${parts[@]}" --out "$dir/parts" > "$dir/parts.log" 2>&1
+s1=$?
+mpi 2 "${tiny[@]}" "${parts[@]}" --zero 1 --out "$dir/parts_zero" > "$dir/parts_zero.log" 2>&1
+s2=$?
+[ $s1 = 0 ] && [ $s2 = 0 ] && grep -q "pretrained parts" "$dir/parts.log" && same_files "$dir/parts" "$dir/parts_zero" stage1.bin model.bin baseline.bin captions.tsv
+check "from pretrained parts, 2 ranks with and without ZeRO-1: the same bits ($(result "$dir/parts_zero.log"))" $?
 
 # A rank killed mid-run: mpirun stops the other rank and fails; the last checkpoint is whole, and
 # the run resumes from it to the uninterrupted run's bits.
