@@ -312,8 +312,10 @@ static int vlv_main(int argc, char** argv) {
     if (s->eval_model[0]) { snprintf(path, sizeof path, "%s", s->eval_model); }
     else { run_path(r, path, sizeof path, stage_checkpoint[STAGE2]); }
     run_load_weights(r, path);
-    Score t2i = eval_t2i(r, "t2i.png", "t2i.tsv"), captions, roundtrip, baseline;
-    eval_vlv(r, "captions.tsv", &captions, &roundtrip);
+    int shapes = r->src.kind == SOURCE_SHAPES; // only the shapes world has an oracle and attributes
+    int regen = s->regen && shapes;
+    Score t2i = eval_t2i(r, "t2i.png", "t2i.tsv"), captions, roundtrip, baseline, regenerated, regenerated_base;
+    eval_vlv(r, "captions.tsv", &captions, &roundtrip, regen ? &regenerated : NULL);
     if (s->baseline) {
         if (r->next_stage == BASELINE && r->next_step == 0) { // start from the stage-0b weights
             run_path(r, path, sizeof path, stage_checkpoint[STAGE0B]);
@@ -322,7 +324,7 @@ static int vlv_main(int argc, char** argv) {
         if (r->next_stage == BASELINE) { run_stage(r, BASELINE, STAGE2, objective_groups(STAGE2) | ENCODER_GROUPS); }
         run_path(r, path, sizeof path, stage_checkpoint[BASELINE]);
         run_load_weights(r, path);
-        eval_vlv(r, "captions_baseline.tsv", &baseline, NULL);
+        eval_vlv(r, "captions_baseline.tsv", &baseline, NULL, regen ? &regenerated_base : NULL);
     }
     float minutes = (float)(wall_seconds() - t_start) / 60.0f;
     if (r->invocations > 1) {
@@ -331,7 +333,6 @@ static int vlv_main(int argc, char** argv) {
         say(r, "this run took %d invocations: %.1f minutes of training in all, %.1f minutes in this one (evaluation included)\n",
             r->invocations, trained / 60.0, minutes);
     }
-    int shapes = r->src.kind == SOURCE_SHAPES; // only the shapes world has an oracle and attributes
     say(r, "\n| measure (%d held-out %s) | value |\n|---|---|\n", s->eval_n, shapes ? "scenes" : "images");
     say(r, "| caption exact%s | %.1f%% |\n", shapes ? " scene" : " (the true caption)", 100 * score_exact(&captions));
     if (shapes) { say_scored_row(r, "caption attributes", score_attr(&captions), &captions); }
@@ -342,11 +343,19 @@ static int vlv_main(int argc, char** argv) {
     if (shapes) { say_scored_row(r, "round trip exact (oracle)", score_exact(&roundtrip), &roundtrip); }
     say(r, "| round trip pixel MSE | %.4f |\n", roundtrip.mse);
     if (shapes) { say_scored_row(r, "text-to-image exact (oracle)", score_exact(&t2i), &t2i); }
+    if (regen) { // the regeneration score beside its ceiling, the text-to-image row above
+        say_scored_row(r, "regeneration exact (caption -> decoder -> oracle)", score_exact(&regenerated), &regenerated);
+        if (s->baseline) { say_scored_row(r, "baseline regeneration exact", score_exact(&regenerated_base), &regenerated_base); }
+        say(r, "| regeneration ceiling (the true captions: text-to-image exact) | %.1f%% |\n", 100 * score_exact(&t2i));
+    }
     say(r, "in %s:\n  t2i.png (prompt | sample), roundtrip.png (original | reconstruction | caption), loss_<stage>.png,\n"
            "  captions.tsv%s, metrics.jsonl, log.txt;\n  the test images in test_images/ (try ./caption on them)\n",
         s->out_dir, shapes ? ", t2i.tsv (what the oracle read of each T2I sample)" : "");
-    char extra[64] = "";
-    if (s->baseline) { snprintf(extra, sizeof extra, " baseline_exact=%.4f", score_exact(&baseline)); }
+    char extra[160] = "";
+    size_t at = 0;
+    if (s->baseline) { at += (size_t)snprintf(extra + at, sizeof extra - at, " baseline_exact=%.4f", score_exact(&baseline)); }
+    if (regen) { at += (size_t)snprintf(extra + at, sizeof extra - at, " regen_exact=%.4f", score_exact(&regenerated)); }
+    if (regen && s->baseline) { snprintf(extra + at, sizeof extra - at, " baseline_regen_exact=%.4f", score_exact(&regenerated_base)); }
     if (shapes) {
         say(r, "RESULT caption_exact=%.4f caption_attr=%.4f roundtrip_exact=%.4f t2i_exact=%.4f%s minutes=%.1f\n",
             score_exact(&captions), score_attr(&captions), score_exact(&roundtrip), score_exact(&t2i), extra, minutes);

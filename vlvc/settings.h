@@ -33,6 +33,7 @@ typedef struct {
     int max_objects;             // shapes per image (1..3)
     uint64_t seed;               // weights, noise and the shapes world
     int eval_n;                  // held-out images in the evaluation
+    int regen;                   // also score each predicted caption's drawing (the regeneration score)
     int sample_steps;            // DDIM steps
     float guidance;              // classifier-free guidance w
     int log_every, eval_every, ckpt_every;
@@ -210,6 +211,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--steps_base", FLAG_INT, &s->baseline_steps, "baseline steps (0: stage 2's)");
     FLAG("--lr_base", FLAG_FLOAT, &s->baseline_lr, "baseline peak learning rate (0: stage 2's)");
     FLAG("--eval_n", FLAG_INT, &s->eval_n, "held-out images in the evaluation");
+    FLAG("--regen", FLAG_BOOL, &s->regen, "1: also the regeneration score (each caption drawn by the decoder, read by the oracle)");
     FLAG("--sample_steps", FLAG_INT, &s->sample_steps, "DDIM steps when sampling");
     FLAG("--guidance", FLAG_FLOAT, &s->guidance, "classifier-free guidance w of the round trips and T2I samples (1: the caption's prediction alone)");
     FLAG("--log_every", FLAG_INT, &s->log_every, "steps between progress lines");

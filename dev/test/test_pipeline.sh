@@ -494,6 +494,25 @@ exact=$(tail -n +2 data/examples/captions.tsv | sed 's|^|data/examples/|' | sort
   awk -F'\t' '$2 == $3' | wc -l)
 [ $status = 0 ] && [ "$(wc -l < "$dir/ex.out")" = 16 ] && [ "$exact" -ge 12 ]
 check "./caption -m data/vlv.bin captions the 16 examples ($exact exact, at least 12)" $?
+# the regeneration score (--regen 1) of the shipped model on 32 held-out scenes: each caption
+# drawn with the text-to-image score's noise, so that a scene captioned exactly is drawn as its
+# true caption was (the same oracle reading in t2i.tsv), and only the scenes captioned wrong can
+# differ; its RESULT field and table rows
+./train_vlv --eval_model data/vlv.bin --regen 1 --eval_n 32 --out "$dir/regen" > "$dir/regen.log" 2>&1
+status=$?
+"${PYTHON:-/usr/bin/python3}" - "$dir/regen" > "$dir/regen.check" <<'PY'
+import sys
+d = sys.argv[1]
+rows = lambda f: [l.rstrip("\n").split("\t") for l in open(f"{d}/{f}")][1:]
+t2i, regen = rows("t2i.tsv"), rows("regen_captions.tsv")
+exact = [r for r in regen if r[1] == r[2]]
+same = sum(r[3] == t[2] for r, t in zip(regen, t2i) if r[1] == r[2])
+print(f"{len(exact)} of {len(regen)} captioned exactly, {same} of them read as in t2i.tsv")
+sys.exit(0 if len(regen) == len(t2i) == 32 and len(exact) >= 24 and same == len(exact) else 1)
+PY
+[ $status = 0 ] && [ $? = 0 ] && grep -qE '^RESULT .* regen_exact=[0-9.]+ ' "$dir/regen.log" &&
+  grep -q '^| regeneration exact (caption -> decoder -> oracle) | ' "$dir/regen.log" && grep -q '^| regeneration ceiling' "$dir/regen.log"
+check "--regen 1: $(cat "$dir/regen.check"); RESULT regen_exact=$(grep -oE 'regen_exact=[0-9.]+' "$dir/regen.log" | cut -d= -f2)" $?
 
 # the splits as dataset files for the PyTorch twin
 ./train_vlv "${tiny[@]}" --out "$dir/x" --export 24 > "$dir/x.log" 2>&1
