@@ -176,10 +176,17 @@ static Batch stage_batch(Run* r, Objective o, int step) {
     return run_batch(r);
 }
 
-// warm-up, then cosine from lr down to lr/10
+// warm-up, then cosine from lr down to lr/10, over the stage (or its phase: stage2_phase)
 static float stage_lr(const Run* r, int stage, int step) {
     float peak = stage_peak_lr(&r->s, stage);
-    int total = stage_steps(&r->s, stage), warm = (int)(r->s.warmup * total);
+    int total = stage_steps(&r->s, stage);
+    Phase phase;
+    if (stage == STAGE2 && stage2_phase(&r->s, step, &phase)) {
+        peak = phase.lr;
+        total = phase.steps;
+        step -= phase.first;
+    }
+    int warm = (int)(r->s.warmup * total);
     if (step < warm) { return peak * (step + 1) / warm; }
     float progress = total > warm ? (float)(step - warm) / (total - warm) : 1.0f;
     return peak * (0.1f + 0.9f * 0.5f * (1.0f + cosf(3.14159265f * progress)));

@@ -29,6 +29,10 @@ typedef struct {
     float caption_dropout;       // stage 0: probability of the empty caption
     int K;                       // captioned pairs for stage 2
     int unfreeze_encoder;        // stage 2 also trains the vision encoder and the adapter
+    // stage 2 unfrozen in phases (the paper's progressive unfreezing), when any phase has steps:
+    // the prefix MLP alone, then with the caption LLM, then with the vision encoder and adapter
+    int phase_steps[3];
+    float phase_lr[3];           // each phase's peak lr (0: --lr2)
     int vit_from_dit;            // stage 1 and the baseline start the vision encoder from the frozen DiT
     int max_objects;             // shapes per image (1..3)
     uint64_t seed;               // weights, noise and the shapes world
@@ -160,6 +164,18 @@ static int stage_steps(const Settings* s, int stage) {
     if (stage == BASELINE) { return s->baseline_steps > 0 ? s->baseline_steps : s->steps[STAGE2]; }
     return s->steps[stage];
 }
+// Progressive stage 2: the phase of a stage-2 step, as its first step, its steps, its peak lr
+// and the groups it trains; each phase starts a fresh AdamW with its own warm-up and cosine.
+// Returns 0 when stage 2 is one phase.
+typedef struct { int index, first, steps, groups; float lr; } Phase;
+static int stage2_phase(const Settings* s, int step, Phase* p) {
+    static const int groups[3] = { 1 << GROUP_PREFIX, 1 << GROUP_PREFIX | 1 << GROUP_GPT, 1 << GROUP_PREFIX | 1 << GROUP_GPT | ENCODER_GROUPS };
+    if (s->phase_steps[0] + s->phase_steps[1] + s->phase_steps[2] == 0) { return 0; }
+    int first = 0, k = 0;
+    while (k < 2 && (s->phase_steps[k] == 0 || step >= first + s->phase_steps[k])) { first += s->phase_steps[k]; k++; }
+    *p = (Phase){ k, first, s->phase_steps[k], groups[k], s->phase_lr[k] > 0.0f ? s->phase_lr[k] : s->lr[STAGE2] };
+    return 1;
+}
 static float stage_peak_lr(const Settings* s, int stage) {
     if (stage == BASELINE) { return s->baseline_lr > 0.0f ? s->baseline_lr : s->lr[STAGE2]; }
     return s->lr[stage];
@@ -168,11 +184,12 @@ static float stage_peak_lr(const Settings* s, int stage) {
 // the flag table: name, kind, where, help
 enum { FLAG_INT, FLAG_BOOL, FLAG_FLOAT, FLAG_STAGES, FLAG_U64, FLAG_STR, FLAG_PRED }; // FLAG_STAGES: float[NUM_OBJECTIVES]
 typedef struct { const char* name; int kind; void* ptr; const char* help; } Flag;
+#define FLAGS_MAX 96
 
 static int settings_flags(Settings* s, Flag* f) {
     Config* m = &s->model;
     int n = 0;
-#define FLAG(nm, kind, ptr, help) f[n++] = (Flag){ nm, kind, ptr, help }
+#define FLAG(nm, kind, ptr, help) do { if (n == FLAGS_MAX) fail("settings_flags: more than FLAGS_MAX = %d flags", FLAGS_MAX); f[n++] = (Flag){ nm, kind, ptr, help }; } while (0)
     FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
     FLAG("--fresh", FLAG_BOOL, &s->fresh, "1: start over even if the run folder holds a run");
     FLAG("--pretrained", FLAG_STR, s->pretrained, "a pretrained.bin (decoder + caption LM, with its provenance .txt beside it): start at stage 1 from it; none: pretrain them here (stages 0 and 0b)");
@@ -206,6 +223,12 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--dropout", FLAG_FLOAT, &s->caption_dropout, "stage 0 caption dropout");
     FLAG("--K", FLAG_INT, &s->K, "captioned pairs for stage 2");
     FLAG("--unfreeze", FLAG_BOOL, &s->unfreeze_encoder, "1: stage 2 also trains the vision encoder and adapter");
+    FLAG("--steps2_prefix", FLAG_INT, &s->phase_steps[0], "progressive stage 2, phase 1: steps of the prefix MLP alone (any phase > 0: stage 2 is the 3 phases)");
+    FLAG("--steps2_llm", FLAG_INT, &s->phase_steps[1], "progressive stage 2, phase 2: steps of the prefix MLP and the caption LLM");
+    FLAG("--steps2_encoder", FLAG_INT, &s->phase_steps[2], "progressive stage 2, phase 3: steps of those and the vision encoder and adapter");
+    FLAG("--lr2_prefix", FLAG_FLOAT, &s->phase_lr[0], "progressive stage 2: phase 1's peak lr (0: --lr2)");
+    FLAG("--lr2_llm", FLAG_FLOAT, &s->phase_lr[1], "progressive stage 2: phase 2's peak lr (0: --lr2)");
+    FLAG("--lr2_encoder", FLAG_FLOAT, &s->phase_lr[2], "progressive stage 2: phase 3's peak lr (0: --lr2)");
     FLAG("--vit_from_dit", FLAG_BOOL, &s->vit_from_dit, "1: stage 1 and the baseline start the vision encoder from the frozen DiT (its patch embedding, positions and blocks at t = 0); 0: from random weights");
     FLAG("--baseline", FLAG_BOOL, &s->baseline, "1: also train and score the no-stage-1 captioner");
     FLAG("--steps_base", FLAG_INT, &s->baseline_steps, "baseline steps (0: stage 2's)");
@@ -243,7 +266,7 @@ static int settings_flags(Settings* s, Flag* f) {
 
 // every flag with its value in s, one per line, with its help when `help`
 static void settings_list(FILE* out, Settings* s, int help) {
-    Flag flags[64];
+    Flag flags[FLAGS_MAX];
     int n = settings_flags(s, flags);
     for (int i = 0; i < n; i++) {
         char value[1100];
@@ -292,10 +315,11 @@ static void settings_parse(Settings* s, int argc, char** argv) {
         }
     }
     settings_preset(s, preset);
-    Flag flags[64];
-    int n = settings_flags(s, flags);
+    Flag flags[FLAGS_MAX];
+    int n = settings_flags(s, flags), steps2_given = 0;
     for (int i = 1; i < argc; i += 2) {
         if (strcmp(argv[i], "--preset") == 0) { continue; }
+        steps2_given |= strcmp(argv[i], "--steps2") == 0;
         int k = 0;
         while (k < n && strcmp(flags[k].name, argv[i]) != 0) { k++; }
         if (k == n) fail("unknown flag '%s' (%s -h lists them)", argv[i], argv[0]);
@@ -353,6 +377,13 @@ static void settings_parse(Settings* s, int argc, char** argv) {
         fail("captions of up to %d objects take up to %d tokens: use --n_q %d --cap_len %d (or more)", s->max_objects, need, need, need);
     }
     if (s->K < 1) fail("--K must be at least 1");
+    int phased = s->phase_steps[0] + s->phase_steps[1] + s->phase_steps[2];
+    if (phased && steps2_given) fail("--steps2 and --steps2_prefix/_llm/_encoder: stage 2's steps are its phases' sum; give one or the other");
+    if (phased && s->unfreeze_encoder) fail("--unfreeze 1 and a progressive stage 2: its third phase (--steps2_encoder) trains the encoder");
+    if (phased) { s->steps[STAGE2] = phased; }
+    for (int k = 0; k < 3; k++) {
+        if (s->phase_lr[k] > 1.0f) fail("--lr2 of phase %d: %g; a learning rate above 1 diverges with AdamW", k + 1, s->phase_lr[k]);
+    }
     if (s->sample_steps < 1 || s->sample_steps > s->model.n_timesteps) fail("--sample_steps must be in [1, %d]", s->model.n_timesteps);
     if (s->log_every < 1 || s->eval_every < 1 || s->ckpt_every < 1) fail("--log_every, --eval_every and --ckpt_every must be at least 1");
     for (int o = 0; o < NUM_OBJECTIVES; o++) {

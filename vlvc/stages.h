@@ -145,6 +145,16 @@ static void run_stage(Run* r, int stage, Objective o, int groups) {
     float norm_max = 0.0f;
     int window = 0, z_clipped = 0;
     for (int step = r->next_step; step < total; step++) {
+        Phase phase; // a progressive stage 2: each phase trains its groups with a fresh AdamW
+        if (stage == STAGE2 && stage2_phase(s, step, &phase)) {
+            if (step == phase.first) {
+                static const char* const trains[3] = { "the prefix MLP alone", "the prefix MLP and the caption LLM",
+                                                       "the prefix MLP, the caption LLM, the vision encoder and the adapter" };
+                vlv_reset_optimizer(r->model);
+                say(r, "stage2  phase %d at step %d: %d steps of %s, lr %g\n", phase.index + 1, step, phase.steps, trains[phase.index], phase.lr);
+            }
+            groups = phase.groups;
+        }
         opt.lr = stage_lr(r, stage, step);
         Batch batch = stage_batch(r, o, step);
         if (o == STAGE0) { r->captions_seen += r->B; r->captions_dropped += r->batch_dropped; }

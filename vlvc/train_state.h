@@ -9,7 +9,7 @@ Both are written to a temporary file and renamed: an interruption never loses th
 #include "run.h"
 
 #define TRAIN_STATE_MAGIC 20261129
-#define TRAIN_STATE_VERSION 5
+#define TRAIN_STATE_VERSION 6
 
 static const char* train_state_buffers[] = { "weights", "AdamW first moments", "AdamW second moments", "EMA weights" };
 
@@ -17,7 +17,7 @@ static const char* train_state_buffers[] = { "weights", "AdamW first moments", "
 // values would go on training the stored run under new rules and end as neither, so it is
 // refused with the setting's stored and given values. Floats are compared bit for bit; the
 // data source by a hash (FNV-1a) of its spec.
-#define RUN_SETTINGS 32
+#define RUN_SETTINGS 38
 typedef struct { const char* name; int is_float; int64_t value; } RunSetting;
 static int64_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
 static void run_settings(const Settings* s, RunSetting* out) {
@@ -44,6 +44,12 @@ static void run_settings(const Settings* s, RunSetting* out) {
     out[n++] = (RunSetting){ "beta1", 1, float_bits(s->beta1) };
     out[n++] = (RunSetting){ "--steps_base", 0, s->baseline_steps };
     out[n++] = (RunSetting){ "--lr_base", 1, float_bits(s->baseline_lr) };
+    static const char* const phase_flags[2][3] = { { "--steps2_prefix", "--steps2_llm", "--steps2_encoder" },
+                                                   { "--lr2_prefix", "--lr2_llm", "--lr2_encoder" } };
+    for (int k = 0; k < 3; k++) {
+        out[n++] = (RunSetting){ phase_flags[0][k], 0, s->phase_steps[k] };
+        out[n++] = (RunSetting){ phase_flags[1][k], 1, float_bits(s->phase_lr[k]) };
+    }
     for (int o = 0; o < NUM_OBJECTIVES; o++) {
         out[n++] = (RunSetting){ per_stage[0][o], 0, s->steps[o] };
         out[n++] = (RunSetting){ per_stage[1][o], 1, float_bits(s->lr[o]) };
@@ -182,9 +188,14 @@ static int train_state_load(Run* r) {
     if (step < 0 || (step > 0 && step >= total)) {
         fail("'%s' is corrupt: its next step, %s step %d, is outside the stage's %d steps; start over with --fresh 1", path, stage_name[stage], step, total);
     }
-    if (step > 0 ? adam != step : adam != 0 && adam != before) {
-        char expected[64];
-        if (step > 0) { snprintf(expected, sizeof expected, "%d, the step", step); }
+    // (a progressive stage 2 starts AdamW again with each phase: its count is the steps since the
+    // phase of the last step taken began)
+    int since = step;
+    Phase phase;
+    if (stage == STAGE2 && step > 0 && stage2_phase(&r->s, step - 1, &phase)) { since = step - phase.first; }
+    if (step > 0 ? adam != since : adam != 0 && adam != before) {
+        char expected[96];
+        if (step > 0) { snprintf(expected, sizeof expected, "%d, the steps since the %s began", since, since == step ? "stage" : "phase"); }
         else if (stage > 0) { snprintf(expected, sizeof expected, "0, or %d: the steps of %s", before, stage_name[stage - 1]); }
         else { snprintf(expected, sizeof expected, "0"); }
         fail("'%s' is corrupt: its AdamW step count is %d at %s step %d (expected %s); start over with --fresh 1", path, adam,

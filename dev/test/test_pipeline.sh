@@ -15,9 +15,9 @@ check() { # name, status: the condition's exit status, taken before the name is 
 }
 result() { grep '^RESULT' "$1" | sed 's/ minutes=.*//'; }
 # two training states hold the same run at the same point: equal but for the wall time each stage
-# took (doc/formats.md: 8-byte seconds per stage at bytes 592..631), and so their CRC32 (the last 4 bytes)
+# took (doc/formats.md: 8-byte seconds per stage at bytes 640..679), and so their CRC32 (the last 4 bytes)
 same_state() {
-  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[592:632] = b[592:632] = bytes(40); sys.exit(a[:-4] != b[:-4])' "$1" "$2"
+  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[640:680] = b[640:680] = bytes(40); sys.exit(a[:-4] != b[:-4])' "$1" "$2"
 }
 # a copy of SRC at DST with edits OFFSET:FORMAT:VALUE (VALUE packed at byte OFFSET with struct's
 # FORMAT, little-endian; FORMAT x: the byte XORed with VALUE), then its CRC32 trailer made right
@@ -215,6 +215,36 @@ cp -r "$dir/a" "$dir/fz"
 [ $? = 0 ] && [ "$(grep -E '^stage1 .*, [1-9][0-9]* clipped at z\)' "$dir/fz/log.txt" | wc -l)" = 4 ] && ! grep -q "^stage2 .*clipped" "$dir/fz/log.txt" &&
   ! cmp -s "$dir/a/model.bin" "$dir/fz/model.bin"
 check "--clip_z 1 clips stage-1 images at z (counted in each progress line) and changes the weights" $?
+# a progressive stage 2 (--steps2_prefix/_llm/_encoder, the paper's unfreezing): each phase trains
+# its parts alone (counted as the tensors that moved from stage1.bin: the prefix MLP's 4, then the
+# caption LLM's, then the encoder's too), a run stopped inside phase 2 resumes to the same bits,
+# and --steps2 beside the phases is refused
+unphased=(); skip=0
+for f in "${tiny[@]}"; do
+  if [ $skip = 1 ]; then skip=0; continue; fi
+  if [ "$f" = --steps2 ]; then skip=1; continue; fi
+  unphased+=("$f")
+done
+trained_tensors() { ./test_vlv --close "$1/model.bin" "$1/model.bin" "$1/stage1.bin" 0 | sed -n 's/.*agree *\([0-9]*\) tensors trained.*/\1/p'; }
+for p in 1 2 3; do
+  phases=(--steps2_prefix 6 --steps2_llm $(( p >= 2 ? 6 : 0 )) --steps2_encoder $(( p == 3 ? 8 : 0 )) --lr2_encoder 1e-4)
+  cp -r "$dir/a" "$dir/ph$p"
+  ./train_vlv "${unphased[@]}" --out "$dir/ph$p" --from 2 "${phases[@]}" > "$dir/ph$p.log" 2>&1 || echo "     phase run $p failed: $(tail -n 2 "$dir/ph$p.log")"
+done
+n1=$(trained_tensors "$dir/ph1"); n2=$(trained_tensors "$dir/ph2"); n3=$(trained_tensors "$dir/ph3")
+[ "$n1" = 4 ] && [ "${n2:-0}" -gt 4 ] && [ "${n3:-0}" -gt "${n2:-0}" ] && [ "$(grep -c '^stage2  phase [123] at step' "$dir/ph3.log")" = 3 ] &&
+  cmp -s "$dir/ph3/stage1.bin" "$dir/a/stage1.bin"
+check "progressive stage 2: the tensors trained by phases 1, 1-2, 1-3: ${n1:-?}, ${n2:-?}, ${n3:-?}; three phase lines" $?
+cp -r "$dir/a" "$dir/phr"
+./train_vlv "${unphased[@]}" --out "$dir/phr" --from 2 "${phases[@]}" --stop_after 9 > "$dir/phr1.log" 2>&1
+s1=$?
+./train_vlv "${unphased[@]}" --out "$dir/phr" "${phases[@]}" > "$dir/phr2.log" 2>&1
+s2=$?
+[ $s1 = 0 ] && [ $s2 = 0 ] && grep -q "resuming .* at stage2, step 9" "$dir/phr2.log" && cmp -s "$dir/ph3/model.bin" "$dir/phr/model.bin"
+check "a progressive stage 2 stopped in phase 2 resumes to the uninterrupted run's weights" $?
+./train_vlv "${tiny[@]}" --out "$dir/phx" --steps2_prefix 5 > /dev/null 2> "$dir/phx.err"
+[ $? = 1 ] && grep -q "stage 2's steps are its phases' sum" "$dir/phx.err" && [ ! -e "$dir/phx" ]
+check "--steps2 beside the phases' steps is refused before the run folder exists" $?
 # --t_draws 1: stage 1's timesteps uniform instead of the largest of 2 draws: stage 1's weights change
 cp -r "$dir/a" "$dir/ft"
 ./train_vlv "${tiny[@]}" --out "$dir/ft" --from 1 --t_draws 1 > "$dir/ft.log" 2>&1
@@ -326,16 +356,16 @@ edited "$dir/a/model.bin" "$dir/crafted.bin" crc 8:i:65536 12:i:1  # header slot
 ./caption -m "$dir/crafted.bin" "$dir/a/t2i.png" > "$dir/d.log" 2>&1
 [ $? = 1 ] && grep -q "img_size = 65536 is out of range" "$dir/d.log"; check "caption refuses it too" $?
 # The training state of step 10 of stage 0 (doc/formats.md: the header; at byte 256 the stage, the
-# step, AdamW's step count and the batch; at 528 the SHA-256 of the pretrained parts; at 592 the
-# stage times; at 632 the invocations and a zero; at 640 the weights, AdamW's first and second
+# step, AdamW's step count and the batch; at 576 the SHA-256 of the pretrained parts; at 640 the
+# stage times; at 680 the invocations and a zero; at 688 the weights, AdamW's first and second
 # moments, the EMA), changed: a changed byte is refused by the CRC32; with the CRC32 made right
 # again, each field out of range is refused by name.
 n=$(od -An -t d4 -j 96 -N 4 "$dir/e10_state.bin" | tr -d ' ')
-second=$((640 + 8 * n)) # the first of AdamW's second moments
+second=$((688 + 8 * n)) # the first of AdamW's second moments
 state_cases=(
   "a header byte changed (nh_v 2 -> 3)|keep|36:x:1|is corrupt: its CRC32 is"
-  "an EMA weight's byte changed|keep|$((640 + 12 * n + 1)):x:1|is corrupt: its CRC32 is"
-  "version 4|keep|4:i:4|training state of version 4; this program reads version 5"
+  "an EMA weight's byte changed|keep|$((688 + 12 * n + 1)):x:1|is corrupt: its CRC32 is"
+  "version 5|keep|4:i:5|training state of version 5; this program reads version 6"
   "a reserved header slot set|crc|120:i:1|reserved slot 30 is 1, not 0"
   "stage 6|crc|256:i:6|its next stage is 6"
   "step 30 of stage 0's 30|crc|260:i:30 264:i:30|its next step, stage0 step 30, is outside the stage's 30 steps"
@@ -345,10 +375,10 @@ state_cases=(
   "AdamW's step 10 at stage 0's start|crc|260:i:0|its AdamW step count is 10 at stage0 step 0"
   "AdamW's moments before its first step|crc|260:i:0 264:i:0|its AdamW first moments are not zero"
   "batch 7|crc|268:i:7|its batch size is 7, its --batch 8"
-  "a SHA-256 of no hex digits|crc|528:B:120|SHA-256 is neither 64 hex digits nor zeros"
-  "a negative stage time|crc|592:d:-1|stage0 took -1 s"
-  "0 invocations|crc|632:i:0|0 invocations"
-  "the int32 after the invocations set|crc|636:i:1|the int32 after its invocation count is 1"
+  "a SHA-256 of no hex digits|crc|576:B:120|SHA-256 is neither 64 hex digits nor zeros"
+  "a negative stage time|crc|640:d:-1|stage0 took -1 s"
+  "0 invocations|crc|680:i:0|0 invocations"
+  "the int32 after the invocations set|crc|684:i:1|the int32 after its invocation count is 1"
   "a negative second moment|crc|$second:f:-0.5|its AdamW second moments hold a negative number (entry 0 is -0.5)"
   "a NaN second moment|crc|$second:I:2143289344|NaN or infinity in its AdamW second moments"
 )
@@ -510,7 +540,8 @@ same = sum(r[3] == t[2] for r, t in zip(regen, t2i) if r[1] == r[2])
 print(f"{len(exact)} of {len(regen)} captioned exactly, {same} of them read as in t2i.tsv")
 sys.exit(0 if len(regen) == len(t2i) == 32 and len(exact) >= 24 and same == len(exact) else 1)
 PY
-[ $status = 0 ] && [ $? = 0 ] && grep -qE '^RESULT .* regen_exact=[0-9.]+ ' "$dir/regen.log" &&
+py=$?
+[ $status = 0 ] && [ $py = 0 ] && grep -qE '^RESULT .* regen_exact=[0-9.]+ ' "$dir/regen.log" &&
   grep -q '^| regeneration exact (caption -> decoder -> oracle) | ' "$dir/regen.log" && grep -q '^| regeneration ceiling' "$dir/regen.log"
 check "--regen 1: $(cat "$dir/regen.check"); RESULT regen_exact=$(grep -oE 'regen_exact=[0-9.]+' "$dir/regen.log" | cut -d= -f2)" $?
 
