@@ -118,6 +118,40 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
     return sc;
 }
 
+// The regeneration of one evaluation batch: r->generated's captions as the decoder's prompts,
+// the oracle's reading of each drawing scored against r->truth. The noise is eval_t2i's, so a
+// caption equal to the truth is drawn exactly as the text-to-image score drew the truth: the
+// two differ only on the scenes captioned wrong. A caption that does not fit the decoder's N_q
+// tokens cannot be drawn: it scores as wrong.
+static void regenerate(Run* r, int first, Score* regen, FILE* tsv) {
+    const Config* c = model_config(r->model);
+    char text[CAPTION_MAX];
+    unsigned char* drawable = (unsigned char*)mallocCheck((size_t)r->B);
+    for (int b = 0; b < r->B; b++) {
+        int* row = r->text_tokens + (size_t)b * c->n_q;
+        vocab_decode(&r->vocab, r->generated + (size_t)b * c->cap_len, c->cap_len, text, sizeof text);
+        drawable[b] = vocab_encode(&r->vocab, text, row, c->n_q) > 0;
+        if (!drawable[b]) { empty_caption(row, c->n_q); }
+    }
+    text_context(r->model, run_batch(r).text_tokens, r->ctx);
+    sample_images(r, stream_seed(r->s.seed, 98, (uint64_t)first)); // eval_t2i's noise
+    for (int b = 0; b < r->B && first + b < r->s.eval_n; b++) {
+        Scene seen;
+        memset(&seen, 0, sizeof seen);
+        if (drawable[b]) { oracle_parse(&seen, r->recon + (size_t)b * (r->img / r->B), r->H); }
+        else { seen.n = -1; }
+        score_add(regen, &r->truth[b], &seen);
+        if (tsv) {
+            char read[CAPTION_MAX];
+            vocab_decode(&r->vocab, r->generated + (size_t)b * c->cap_len, c->cap_len, text, sizeof text);
+            scene_caption(read, sizeof read, &seen);
+            fprintf(tsv, "%d\t%s\t%s\t%s\n", first + b, r->captions[b], text,
+                    !drawable[b] ? "(too long to draw)" : seen.n > 0 ? read : "(no shape read)");
+        }
+    }
+    free(drawable);
+}
+
 // captions (written to captions_file) and, unless roundtrip is NULL, round trips of held-out
 // images, whose files then go to RUN/test_images (for ./caption, or --data folder:RUN/test_images).
 // Each rank captions and samples its rows, every rank scores every example, rank 0 writes.
@@ -125,7 +159,6 @@ static Score eval_t2i(Run* r, const char* grid, const char* tsv) {
 // in exact form: each predicted caption drawn by the frozen decoder, the drawing read by the
 // oracle and scored against the true scene (what it read: regen_<captions_file>). Its ceiling
 // is the true captions drawn the same way: the text-to-image score.
-static void regenerate(Run* r, int first, Score* regen, FILE* tsv);
 static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* roundtrip, Score* regen) {
     char path[1100];
     FILE* test_images = NULL, *out = NULL, *regen_tsv = NULL;
@@ -229,40 +262,6 @@ static void eval_vlv(Run* r, const char* captions_file, Score* captions, Score* 
         atomic_commit(out, path);
     }
     if (roundtrip) { roundtrip->mse /= roundtrip->n ? roundtrip->n : 1; }
-}
-
-// The regeneration of one evaluation batch: r->generated's captions as the decoder's prompts,
-// the oracle's reading of each drawing scored against r->truth. The noise is eval_t2i's, so a
-// caption equal to the truth is drawn exactly as the text-to-image score drew the truth: the
-// two differ only on the scenes captioned wrong. A caption that does not fit the decoder's N_q
-// tokens cannot be drawn: it scores as wrong.
-static void regenerate(Run* r, int first, Score* regen, FILE* tsv) {
-    const Config* c = model_config(r->model);
-    char text[CAPTION_MAX];
-    unsigned char* drawable = (unsigned char*)mallocCheck((size_t)r->B);
-    for (int b = 0; b < r->B; b++) {
-        int* row = r->text_tokens + (size_t)b * c->n_q;
-        vocab_decode(&r->vocab, r->generated + (size_t)b * c->cap_len, c->cap_len, text, sizeof text);
-        drawable[b] = vocab_encode(&r->vocab, text, row, c->n_q) > 0;
-        if (!drawable[b]) { empty_caption(row, c->n_q); }
-    }
-    text_context(r->model, run_batch(r).text_tokens, r->ctx);
-    sample_images(r, stream_seed(r->s.seed, 98, (uint64_t)first)); // eval_t2i's noise
-    for (int b = 0; b < r->B && first + b < r->s.eval_n; b++) {
-        Scene seen;
-        memset(&seen, 0, sizeof seen);
-        if (drawable[b]) { oracle_parse(&seen, r->recon + (size_t)b * (r->img / r->B), r->H); }
-        else { seen.n = -1; }
-        score_add(regen, &r->truth[b], &seen);
-        if (tsv) {
-            char read[CAPTION_MAX];
-            vocab_decode(&r->vocab, r->generated + (size_t)b * c->cap_len, c->cap_len, text, sizeof text);
-            scene_caption(read, sizeof read, &seen);
-            fprintf(tsv, "%d\t%s\t%s\t%s\n", first + b, r->captions[b], text,
-                    !drawable[b] ? "(too long to draw)" : seen.n > 0 ? read : "(no shape read)");
-        }
-    }
-    free(drawable);
 }
 
 #endif
