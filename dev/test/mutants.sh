@@ -60,7 +60,7 @@ mutants=(
   "gradient norm: half of the accumulators left out@@+ ((acc[4] + acc[5]) + (acc[6] + acc[7]));@@+ 0.0;"
   "exp: the polynomial's r^2 coefficient off by 1%@@p = p * r + 5.0000001201e-1f;@@p = p * r + 5.05e-1f;"
   "clip at z: the lower median taken one rank up@@if (rank == (B - 1) / 2) { return v[b]; }@@if (rank == B / 2) { return v[b]; }"
-  "clip at z: rows scaled by the bound itself@@float scale = bound / norms[b];@@float scale = bound;"
+  "clip at z: rows scaled by the bound itself@@float scale = bound / mine[b];@@float scale = bound;"
   "AdamW: no bias correction of v@@(sqrtf(vel[j] / bc2) + eps)@@(sqrtf(vel[j]) + eps)"
   "AdamW: weight decay on biases and norms too@@float decay = t->ndim >= 2 ?@@float decay = t->ndim >= 1 ?"
   "AdamW: gradient clipping ignored@@if (clip > 1.0f) { clip = 1.0f; }@@clip = 1.0f;"
