@@ -154,11 +154,18 @@ mpi 2 "${long[@]}" --out "$dir/killed" > "$dir/killed.log" 2> "$dir/killed.err" 
 launcher=$!
 for _ in $(seq 600); do [ -s "$dir/killed/train_state.bin" ] && break; sleep 0.1; done
 root_pid=$(cat "$dir/killed/lock" 2>/dev/null)
-victim=$(pgrep -f "^build/train_vlv_mpi .*--out $dir/killed" | grep -vx "${root_pid:-none}" | head -n 1) # the ranks, not mpirun
+ranks_of() { # OUT: the pids of the ranks (not mpirun) training into OUT, read from /proc (no procps needed)
+  local f
+  for f in /proc/[0-9]*/cmdline; do
+    tr '\0' ' ' < "$f" 2>/dev/null | grep -q "^build/train_vlv_mpi .*--out $1 " && basename "$(dirname "$f")"
+  done
+  return 0
+}
+victim=$(ranks_of "$dir/killed" | grep -vx "${root_pid:-none}" | head -n 1)
 [ -n "$victim" ] && kill -9 "$victim"
 wait "$launcher"; status=$?
 sleep 0.5
-[ -n "$victim" ] && [ $status != 0 ] && ! pgrep -f "^build/train_vlv_mpi .*--out $dir/killed" > /dev/null; status=$?
+[ -n "$victim" ] && [ $status != 0 ] && [ -z "$(ranks_of "$dir/killed")" ]; status=$?
 check "rank 1 killed: mpirun fails and stops rank 0 ($(grep -m1 -oE 'exited on signal [0-9]+|killed|terminated' "$dir/killed.err"))" $status
 mpi 2 "${long[@]}" --out "$dir/killed" > "$dir/killed2.log" 2>&1
 status=$?
