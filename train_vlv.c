@@ -1300,7 +1300,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
         }
         diffusion_inputs(m, batch->images, batch->noise, batch->timesteps);
         dit_forward(&a->dit, m->xt, batch->timesteps, a->textenc.ln_f.out, &m->p.dit, m->pos2d, c, B);
-        m->loss = dist_sum_float(mse_forward(a->dit.out, m->target, image_numel(m), image_numel(m) * dist_ranks()));
+        m->loss = (float)dist_sum_double(mse_forward(a->dit.out, m->target, image_numel(m), image_numel(m) * dist_ranks()));
     } else {
         check_tokens(batch->caption_tokens, (size_t)B * Tc, c->vocab, "caption tokens");
         for (int b = 0; b < B; b++) {
@@ -1309,8 +1309,8 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
             }
         }
         capdec_forward(&a->capdec, o == STAGE2 ? a->textenc.ln_f.out : NULL, batch->caption_tokens, &m->p.capdec, c, B);
-        m->loss_count = (int)dist_sum_long(count_targets(m->targets, B * Tc));
-        m->loss = dist_sum_float(crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, m->loss_count));
+        m->loss_count = (int)dist_sum_double(count_targets(m->targets, B * Tc));
+        m->loss = (float)dist_sum_double(crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, m->loss_count));
     }
     return m->loss;
 }

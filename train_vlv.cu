@@ -1787,7 +1787,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
         to_device(m->in_timesteps, batch->timesteps, B * sizeof(int));
         diffusion_inputs(m, m->in_images, m->in_noise, m->in_timesteps);
         dit_forward(&a->dit, m->xt, m->in_timesteps, a->textenc.ln_f.out, &m->p.dit, m->pos2d, c, B);
-        m->loss = dist_sum_float(mse_forward(a->dit.out, m->target, img, img * dist_ranks()));
+        m->loss = (float)dist_sum_double(mse_forward(a->dit.out, m->target, img, img * dist_ranks()));
     } else {
         check_tokens(batch->caption_tokens, (size_t)B * Tc, c->vocab, "caption tokens");
         int* targets = m->int_host;
@@ -1799,8 +1799,8 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
         to_device(m->targets, targets, (size_t)B * Tc * sizeof(int));
         to_device(m->in_caption_tokens, batch->caption_tokens, (size_t)B * Tc * sizeof(int));
         capdec_forward(&a->capdec, o == STAGE2 ? a->textenc.ln_f.out : NULL, m->in_caption_tokens, &m->p.capdec, c, B);
-        m->loss_count = (int)dist_sum_long(count_targets(targets, B * Tc));
-        m->loss = dist_sum_float(crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, m->loss_count));
+        m->loss_count = (int)dist_sum_double(count_targets(targets, B * Tc));
+        m->loss = (float)dist_sum_double(crossentropy_forward(a->capdec.probs, a->capdec.logits, m->targets, B * Tc, c->vocab, m->loss_count));
     }
     return m->loss;
 }

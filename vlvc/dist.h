@@ -9,7 +9,7 @@ would choose, so a run gives the same result each time for the same N:
   dist_sum_floats   reduce-scatter (MPI_Alltoallv: rank k receives every rank's k-th chunk),
                     the rank-order sum of each chunk, then MPI_Allgatherv of the sums: each rank
                     sends and receives 2 (N-1)/N of the buffer, as a ring all-reduce does
-  dist_sum_float    one number (a loss): gathered, then summed in rank order
+  dist_sum_double   one number (a loss, a count, a squared norm): gathered, summed in rank order
 Built with neither USE_MPI nor USE_NCCL there is one rank and every call returns at once.
 
 USE_NCCL (train_vlv.cu): the host collectives go through NCCL on a device staging buffer, and
@@ -249,28 +249,8 @@ static inline void dist_gather_blocks(void* buf, size_t bytes) {
 #endif
 }
 
-// the sum over ranks of x, in rank order
-static inline float dist_sum_float(float x) {
-    if (dist_ranks_ == 1) { return x; }
-    float all[DIST_MAX_RANKS];
-    all[dist_rank_] = x;
-    dist_gather_blocks(all, sizeof(float));
-    float sum = all[0];
-    for (int k = 1; k < dist_ranks_; k++) { sum += all[k]; }
-    return sum;
-}
-
-// the sum over ranks of an integer (exact)
-static inline long dist_sum_long(long x) {
-    if (dist_ranks_ == 1) { return x; }
-    long all[DIST_MAX_RANKS], sum = 0;
-    all[dist_rank_] = x;
-    dist_gather_blocks(all, sizeof(long));
-    for (int k = 0; k < dist_ranks_; k++) { sum += all[k]; }
-    return sum;
-}
-
-// the sum over ranks of x, in rank order (a gradient's squared norm, summed over the shards)
+// the sum over ranks of x, in rank order, in double: a loss, a count (exact below 2^53), a
+// gradient's squared norm summed over the shards
 static inline double dist_sum_double(double x) {
     if (dist_ranks_ == 1) { return x; }
     double all[DIST_MAX_RANKS];

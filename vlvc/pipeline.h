@@ -126,6 +126,16 @@ static void check_same_command(const Run* r) {
     }
 }
 
+// rank 0's model buffer `which` (vlv.h: 0 weights, 1 and 2 AdamW's moments, 3 the EMA) on every rank
+static void broadcast_model_buffer(Run* r, int which) {
+    size_t n = model_num_params(r->model);
+    float* buf = (float*)mallocCheck(n * sizeof(float));
+    model_buffer_read(r->model, which, buf);
+    dist_broadcast(buf, n * sizeof(float));
+    model_buffer_write(r->model, which, buf);
+    free(buf);
+}
+
 // Rank 0 alone reads the run folder (its training state, or the checkpoint of --from); then
 // its weights, AdamW state, EMA and the run's position go to every rank, so that the ranks
 // start alike whatever the other machines hold.
@@ -148,26 +158,13 @@ static void share_run_state(Run* r, int* from_parts) {
     *from_parts = where.from_parts;
     memcpy(r->stage_seconds, where.stage_seconds, sizeof where.stage_seconds);
     memcpy(r->pretrained_sha, where.sha, sizeof where.sha);
-    size_t n = model_num_params(r->model);
-    float* buf = (float*)mallocCheck(n * sizeof(float));
-    for (int k = 0; k < 4; k++) {
-        model_buffer_read(r->model, k, buf);
-        dist_broadcast(buf, n * sizeof(float));
-        model_buffer_write(r->model, k, buf);
-    }
-    free(buf);
+    for (int k = 0; k < 4; k++) { broadcast_model_buffer(r, k); }
 }
 
 // a checkpoint's weights into the model: rank 0 reads the file, every rank gets the weights
 static void run_load_weights(Run* r, const char* path) {
     if (r->root) { model_load_weights(r->model, path); }
-    if (dist_ranks() == 1) { return; }
-    size_t n = model_num_params(r->model);
-    float* buf = (float*)mallocCheck(n * sizeof(float));
-    model_buffer_read(r->model, 0, buf);
-    dist_broadcast(buf, n * sizeof(float));
-    model_buffer_write(r->model, 0, buf);
-    free(buf);
+    if (dist_ranks() > 1) { broadcast_model_buffer(r, 0); }
 }
 
 // the whole pipeline; returns the exit status

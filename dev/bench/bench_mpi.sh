@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel scaling on one machine (doc/distributed.md): images/s of the default preset's
 # training steps as one process with T threads, as 1 MPI rank with 1 thread, and as T ranks of 1
-# thread each, the same global batch (--batch, default 32) in every case.
+# thread each, the preset's global batch (32) in every case.
 #
 #   dev/bench/bench_mpi.sh [--threads T] [--steps S] [--rounds R]   (after make train_vlv build/train_vlv_mpi)
 #

@@ -9,11 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-passed=0; failed=0
-check() { # name, status: the condition's exit status, taken before the name is expanded
-  if [ "$2" = 0 ]; then echo "ok   $1"; passed=$((passed + 1)); else echo "FAIL $1"; failed=$((failed + 1)); fi
-}
-result() { grep '^RESULT' "$1" | sed 's/ minutes=.*//'; }
+source dev/test/lib.sh # check, result, same_state
 # Open MPI: root is allowed (CI runs as root), more ranks than cores, no binding to cores (the
 # ranks share this machine's 2), and shared memory without cross-memory attach, which
 # containers often forbid
@@ -126,9 +122,6 @@ check "2 ranks stopped twice and resumed: the uninterrupted run's checkpoints, b
 # training state (its moments gathered from both ranks) included.
 mpi 2 "${tiny[@]}" --zero 1 --out "$dir/zero" > "$dir/zero.log" 2>&1
 status=$?
-same_state() { # two training states alike but for the wall time of each stage (bytes 640..679) and so the CRC32
-  "${PYTHON:-/usr/bin/python3}" -c 'import sys; a, b = (bytearray(open(f, "rb").read()) for f in sys.argv[1:3]); a[640:680] = b[640:680] = bytes(40); sys.exit(a[:-4] != b[:-4])' "$1" "$2"
-}
 [ $status = 0 ] && grep -q "ZeRO-1: each of the 2 ranks keeps AdamW's moments of" "$dir/zero.log" &&
   same_files "$dir/two" "$dir/zero" "${stages[@]}" captions.tsv && same_state "$dir/two/train_state.bin" "$dir/zero/train_state.bin"
 check "ZeRO-1 on 2 ranks: the same checkpoints, captions and training state as without, bit for bit" $?
