@@ -1,6 +1,6 @@
 /*
 Stage 1's per-image clip of the gradient at z (--clip_z k). Now and then the frozen text
-encoder's Jacobian at one z position is 10^3-10^4 times its usual size (doc/results.md,
+encoder's Jacobian at one z position is 10^3-10^4 times its usual size (doc/results/history.md,
 measurement 9), and that one image's gradient then outweighs the other B - 1 together. Each
 image's row of dz [B, n] is scaled to at most k times the batch's lower median row norm. The
 bound is found on the host in both builds; train_vlv.cu scales the rows on the device. With

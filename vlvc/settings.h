@@ -69,11 +69,11 @@ static void settings_preset(Settings* s, const char* name) {
     s->model = m;
     s->batch = 32;
     // stages 0 and 0b: the recipe of the shipped data/pretrained.bin (T2I 83.0% on 512 prompts,
-    // place 100%: results.md, measurement 13); stage 1: what fits the 15-minute default run;
+    // place 100%: results/history.md, measurement 13); stage 1: what fits the 15-minute default run;
     // stage 2: 2,000 steps caption 1.7 and 2.6 points more than 1,000 (seeds 1 and 2, measurement 14)
     int steps[NUM_OBJECTIVES] = { 36000, 3000, 4000, 2000 };
     // stage 1 at 3e-4: at 1e-3 z grew to 6x the token embeddings' norm (v-prediction) and the
-    // captioner learned less (doc/results.md: 15.6% vs 57.0% exact with the same decoder)
+    // captioner learned less (doc/results/history.md, measurement 2: 15.6% vs 57.0% exact with the same decoder)
     float lr[NUM_OBJECTIVES] = { 1e-3f, 1e-3f, 3e-4f, 1e-3f };
     memcpy(s->steps, steps, sizeof steps);
     memcpy(s->lr, lr, sizeof lr);
@@ -83,25 +83,25 @@ static void settings_preset(Settings* s, const char* name) {
     // stage 1 (and 2) against gradient spikes: single images whose gradient at z the frozen
     // text encoder amplifies ~2000x (--clip_z clips them), a global clip at ~8x the usual norm,
     // and a second moment with a 20-step memory instead of 1,000, so that a spike stops damping
-    // the steps after a few hundred; without them stage 1 collapsed (doc/results.md, measurements 8-10)
+    // the steps after a few hundred; without them stage 1 collapsed (doc/results/history.md, measurements 8-10)
     float clip[NUM_OBJECTIVES] = { 1.0f, 1.0f, 0.05f, 0.05f }, beta2[NUM_OBJECTIVES] = { 0.999f, 0.999f, 0.95f, 0.95f };
     memcpy(s->grad_clip, clip, sizeof clip);
     memcpy(s->beta2, beta2, sizeof beta2);
     s->clip_z = 10.0f;
     // stage 1's t drawn with a density rising as t (the largest of 2 uniform draws): with uniform
     // t, z read the place's axis but not its side (place 42%); with this, 99.6% (88.3% exact
-    // captions against 36.5%, the same 3,000 steps: results.md, measurement 13)
+    // captions against 36.5%, the same 3,000 steps: results/history.md, measurement 13)
     s->t_draws = 2;
     s->ema_decay = 0.999f;
     s->caption_dropout = 0.1f;
     s->K = 500;
-    s->vit_from_dit = 1; // 5x more of the caption's gain recovered at 2,000 stage-1 steps (results.md, measurement 12)
+    s->vit_from_dit = 1; // 5x more of the caption's gain recovered at 2,000 stage-1 steps (results/history.md, measurement 12)
     s->max_objects = 1;
     snprintf(s->data, sizeof s->data, "shapes");
     s->seed = 1337;
     s->eval_n = 512;
     s->sample_steps = 25;
-    s->guidance = 1.0f; // w = 2 (the paper's) turns this decoder's shapes into speckled blobs: results.md, measurement 6
+    s->guidance = 1.0f; // w = 2 (the paper's) turns this decoder's shapes into speckled blobs: results/history.md, measurement 6
     s->log_every = 50;
     s->eval_every = 1000;
     s->ckpt_every = 500;

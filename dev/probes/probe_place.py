@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 Which context positions the frozen decoder reads, and whether it tells the place words apart
-(doc/results.md, measurement 7: the full preset's decoder mirrored places because it ignored
+(doc/results/history.md, measurement 7: the full preset's decoder mirrored places because it ignored
 the first place word).
 
     /usr/bin/python3 dev/probes/probe_place.py RUN/model.bin RUN/vocab.txt

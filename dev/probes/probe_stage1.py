@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-What stage 1 faces on a frozen decoder (doc/results.md, measurement 12): where in t the caption
+What stage 1 faces on a frozen decoder (doc/results/history.md, measurement 12): where in t the caption
 helps the decoder, how far the context of an untrained encoder lies from anything the decoder
 was trained on, and how fast a z optimised freely per image (no encoder) recovers the caption's
 gain, which bounds what the encoder has to learn from.

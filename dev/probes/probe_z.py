@@ -2,7 +2,7 @@
 """
 What the stage-1 encoder's z says about an image's place: linear probes on z and on the
 context TextEnc(z), for the row (top / middle / bottom) and the column (left / centre / right)
-of the object (doc/results.md, measurement 9: the captions swap top and bottom).
+of the object (doc/results/history.md, measurement 9: the captions swap top and bottom).
 
     ./train_vlv --preset full --seed S --export 2000 --out DATA     # the run's world
     /usr/bin/python3 dev/probes/probe_z.py RUN/model.bin DATA
