@@ -201,6 +201,10 @@ build/cpu/%: dev/cpu/%.c train_vlv.c $(HEADERS)
 	$(CC) $(CFLAGS) -Werror -o $@ $< -lz -lm
 cpu-labs: $(CPU_LABS)
 
+# the compiler flags of every C build here, for scripts that build their own drivers (dev/cpu/step_flops.py)
+print-cflags:
+	@echo $(CFLAGS)
+
 # every header in vlvc/ is a leaf: it compiles on its own (a file that includes only it,
 # warnings as errors) and so uses no name of the file that includes it
 check-headers:
@@ -289,4 +293,4 @@ clean:
 	rm -rf $(EMU_DIR)
 	rm -rf $(TESTDIR)
 
-.PHONY: setup-build setup-test check-headers test check check-anchors test-data test-pipeline test-asan test-ofast test-mutants test-cuemu fuzz fuzz-toolchain cpu-labs cuda cuda-labs checkcu clean
+.PHONY: setup-build setup-test check-headers test check check-anchors test-data test-pipeline test-asan test-ofast test-mutants test-cuemu fuzz fuzz-toolchain cpu-labs print-cflags cuda cuda-labs checkcu clean

@@ -238,6 +238,38 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
     }
 }
 
+// Row sums in LANES interleaved partial sums (element c goes to lane c % LANES), added up at
+// the end in one fixed order: the loops over a row vectorize at any vector width, and the bits
+// are the same at any width and thread count. A plain `sum += x[c]` stays scalar (reordering it
+// would change the rounding), one dependent add per element.
+#define LANES 16
+
+// the LANES partial sums, added pairwise in a fixed order
+static inline float lanes_total(float part[LANES]) {
+    for (int w = LANES / 2; w > 0; w /= 2) {
+        for (int j = 0; j < w; j++) { part[j] += part[j + w]; }
+    }
+    return part[0];
+}
+
+// a row's sum, and its dot product with another row, each in LANES partial results
+static inline float row_sum(const float* x, int n) {
+    float part[LANES] = { 0.0f };
+    for (int c0 = 0; c0 < n; c0 += LANES) {
+        int lanes = n - c0 < LANES ? n - c0 : LANES;
+        for (int j = 0; j < lanes; j++) { part[j] += x[c0 + j]; }
+    }
+    return lanes_total(part);
+}
+static inline float row_dot(const float* x, const float* y, int n) {
+    float part[LANES] = { 0.0f };
+    for (int c0 = 0; c0 < n; c0 += LANES) {
+        int lanes = n - c0 < LANES ? n - c0 : LANES;
+        for (int j = 0; j < lanes; j++) { part[j] += x[c0 + j] * y[c0 + j]; }
+    }
+    return lanes_total(part);
+}
+
 // LayerNorm over the last dimension: out = (x - mean) * rstd * w + b, rstd = 1/sqrt(var + 1e-5).
 // weight == NULL means no affine (the DiT's modulated norms). mean and rstd [N] are kept.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
@@ -246,13 +278,13 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
     for (int n = 0; n < N; n++) {
         const float* x = inp + (size_t)n * C;
         float* y = out + (size_t)n * C;
-        float m = 0.0f;
-        for (int c = 0; c < C; c++) { m += x[c]; }
-        m /= C;
-        float v = 0.0f;
-        for (int c = 0; c < C; c++) { float xm = x[c] - m; v += xm * xm; }
-        v /= C;
-        float s = 1.0f / sqrtf(v + 1e-5f);
+        float m = row_sum(x, C) / C;
+        float part[LANES] = { 0.0f };
+        for (int c0 = 0; c0 < C; c0 += LANES) {
+            int lanes = C - c0 < LANES ? C - c0 : LANES;
+            for (int j = 0; j < lanes; j++) { float xm = x[c0 + j] - m; part[j] += xm * xm; }
+        }
+        float s = 1.0f / sqrtf(lanes_total(part) / C + 1e-5f);
         for (int c = 0; c < C; c++) {
             float norm = (x[c] - m) * s;
             y[c] = weight ? norm * weight[c] + bias[c] : norm;
@@ -274,14 +306,16 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
             const float* x = inp + (size_t)n * C;
             float* dx = dinp + (size_t)n * C;
             float m = mean[n], s = rstd[n];
-            float g_mean = 0.0f, gn_mean = 0.0f;
-            for (int c = 0; c < C; c++) {
-                float g = weight ? dy[c] * weight[c] : dy[c];
-                g_mean += g;
-                gn_mean += g * (x[c] - m) * s;
+            float g_part[LANES] = { 0.0f }, gn_part[LANES] = { 0.0f };
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                int lanes = C - c0 < LANES ? C - c0 : LANES;
+                for (int j = 0; j < lanes; j++) {
+                    float g = weight ? dy[c0 + j] * weight[c0 + j] : dy[c0 + j];
+                    g_part[j] += g;
+                    gn_part[j] += g * (x[c0 + j] - m) * s;
+                }
             }
-            g_mean /= C;
-            gn_mean /= C;
+            float g_mean = lanes_total(g_part) / C, gn_mean = lanes_total(gn_part) / C;
             for (int c = 0; c < C; c++) {
                 float g = weight ? dy[c] * weight[c] : dy[c];
                 dx[c] += s * (g - g_mean - (x[c] - m) * s * gn_mean);
@@ -289,16 +323,24 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
         }
     }
     if (dweight || dbias) {
+        // LANES columns at a time, the rows in order: each column's sum is over n in order
         #pragma omp parallel for
-        for (int c = 0; c < C; c++) {
-            float dw = 0.0f, db = 0.0f;
+        for (int c0 = 0; c0 < C; c0 += LANES) {
+            float dw[LANES] = { 0.0f }, db[LANES] = { 0.0f };
+            int nc = C - c0 < LANES ? C - c0 : LANES;
             for (int n = 0; n < N; n++) {
-                float dy = dout[(size_t)n * C + c];
-                dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
-                db += dy;
+                const float* dy = dout + (size_t)n * C + c0;
+                const float* x = inp + (size_t)n * C + c0;
+                float m = mean[n], s = rstd[n];
+                for (int j = 0; j < nc; j++) {
+                    dw[j] += dy[j] * (x[j] - m) * s;
+                    db[j] += dy[j];
+                }
             }
-            if (dweight) { dweight[c] += dw; }
-            if (dbias) { dbias[c] += db; }
+            for (int j = 0; j < nc; j++) {
+                if (dweight) { dweight[c0 + j] += dw[j]; }
+                if (dbias) { dbias[c0 + j] += db[j]; }
+            }
         }
     }
 }
@@ -529,8 +571,7 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
                 const float* a = ah + (size_t)i * Tk;
                 float* da = dsh + (size_t)i * Tk;
                 int jend = causal ? i + 1 : Tk;
-                float a_da = 0.0f;
-                for (int j = 0; j < Tk; j++) { a_da += a[j] * da[j]; }
+                float a_da = row_dot(a, da, Tk);
                 for (int j = 0; j < jend; j++) {
                     float ds = a[j] * (da[j] - a_da) * scale;
                     da[j] = ds;

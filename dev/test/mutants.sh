@@ -41,7 +41,7 @@ done
 # dev/vlv.py together; \n is a newline. A mutant that changes dev/vlv.py is a C-and-twin mutant.
 mutants=(
   "layernorm backward: sign of the n*mean(g*n) term@@dx[c] += s * (g - g_mean - (x[c] - m) * s * gn_mean);@@dx[c] += s * (g - g_mean + (x[c] - m) * s * gn_mean);"
-  "layernorm backward: weight gradient not normalized@@dw += dy * (inp[(size_t)n * C + c] - mean[n]) * rstd[n];@@dw += dy * inp[(size_t)n * C + c];"
+  "layernorm backward: weight gradient not normalized@@dw[j] += dy[j] * (x[j] - m) * s;@@dw[j] += dy[j] * x[j];"
   "attention backward: dk from dO instead of q@@dsh, 1, Tk, qh, q_stride, 1, NULL, 0,@@dsh, 1, Tk, doh, C, 1, NULL, 0,"
   "attention backward: softmax's centering term dropped@@float ds = a[j] * (da[j] - a_da) * scale;@@float ds = a[j] * da[j] * scale;"
   "gelu backward: 0.5 (1 + tanh) term dropped@@float grad = 0.5f * (1.0f + th) + 0.5f@@float grad = 0.5f"

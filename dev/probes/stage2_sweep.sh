@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Issue "The paper's experiments in miniature": stage 2 (and the no-stage-1 baseline) run again
+# on finished default runs, several ways, over seeds. Each seed's stage0b.bin and stage1.bin are
+# copied into a folder per case, so the run folders are left alone.
+#
+#   dev/probes/stage2_sweep.sh EXPERIMENT OUT SEED:RUN_FOLDER...
+#     e.g. dev/probes/stage2_sweep.sh unfreeze ~/vlv-runs/unfreeze 1:$HOME/vlv-runs/seed1 2:...
+#
+# EXPERIMENT
+#   unfreeze   progressive unfreezing, 2,000 steps each, scored with the regeneration score.
+#              The paper's Table 4 rows are the first three:
+#     prefix_only   the prefix MLP alone
+#     prefix_llm    the prefix MLP alone (500), then + the caption LLM (1,500)
+#     progressive   the prefix MLP alone (500), + the caption LLM (1,000), + the vision encoder
+#                   and adapter (500, lr 1e-4)
+#     one_phase     the default: the prefix MLP and the caption LLM together
+#     all_at_once   the prefix MLP, LLM, encoder and adapter from the start (--unfreeze 1)
+#   k_curve    VLV's stage 2 and the baseline (its own lr 3e-4 and 1,000 steps, the default) at
+#              K = 100, 500 and 2,000 captioned pairs: K100, K500, K2000
+#
+# The folders are finished default runs of the given seeds. Each case runs with 1 thread, two
+# at a time. OUT/EXPERIMENT.md gets a table of the mean and standard deviation over the seeds
+# and the RESULT line of every run; it covers every case's log in OUT, so cases run in several
+# invocations add up. VLV_RECIPES: run only these cases (e.g. "prefix_only prefix_llm").
+# VLV_FLAGS: flags added to every run (the run folders' model flags, if not the default preset's).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ $# -ge 3 ] || { echo "usage: $0 unfreeze|k_curve OUT SEED:RUN_FOLDER..." >&2; exit 2; }
+experiment=$1 out=$2; shift 2
+[ -x train_vlv ] || { echo "build first: make train_vlv" >&2; exit 1; }
+declare -A recipe title
+case "$experiment" in
+  unfreeze)
+    common="--baseline 0 --regen 1"
+    order="prefix_only prefix_llm progressive one_phase all_at_once"
+    recipe=([prefix_only]="--steps2_prefix 2000" [prefix_llm]="--steps2_prefix 500 --steps2_llm 1500"
+            [progressive]="--steps2_prefix 500 --steps2_llm 1000 --steps2_encoder 500 --lr2_encoder 1e-4"
+            [one_phase]="" [all_at_once]="--unfreeze 1")
+    title=([prefix_only]="prefix only" [prefix_llm]="prefix, + LLM" [progressive]="prefix, + LLM, + encoder"
+           [one_phase]="one phase (prefix and LLM)" [all_at_once]="all at once (--unfreeze 1)") ;;
+  k_curve)
+    common="--baseline 1"
+    order="K100 K500 K2000"
+    recipe=([K100]="--K 100" [K500]="--K 500" [K2000]="--K 2000")
+    title=([K100]="K = 100" [K500]="K = 500" [K2000]="K = 2,000") ;;
+  *) echo "no experiment $experiment: unfreeze or k_curve" >&2; exit 2 ;;
+esac
+mkdir -p "$out"
+jobs=()
+for pair in "$@"; do
+  seed=${pair%%:*} src=${pair#*:}
+  for f in stage0b.bin stage1.bin; do [ -s "$src/$f" ] || { echo "$src has no $f: give a finished run folder" >&2; exit 1; }; done
+  for name in ${VLV_RECIPES:-$order}; do
+    [ -n "${recipe[$name]+set}" ] || { echo "no case $name in $experiment: $order" >&2; exit 2; }
+    dir="$out/$name-$seed"
+    mkdir -p "$dir"
+    cp "$src/stage0b.bin" "$src/stage1.bin" "$dir/"
+    jobs+=("./train_vlv --seed $seed --from 2 $common --threads 1 ${VLV_FLAGS:-} ${recipe[$name]} --out $dir")
+  done
+done
+t0=$SECONDS
+printf '%s\n' "${jobs[@]}" | xargs -P 2 -I{} bash -c '{} > "$(echo "{}" | sed "s/.*--out //").log" 2>&1 || echo "failed: {}" >&2'
+minutes=$(( (SECONDS - t0 + 30) / 60 ))
+cases=$(for name in $order; do printf '%s=%s\n' "$name" "${title[$name]}"; done)
+python3 - "$out" "$minutes" "$(lscpu | sed -n 's/^Model name: *//p')" "$cases" > "$out/$experiment.md" <<'PY'
+import glob, os, re, statistics, sys
+out, minutes, cpu, cases = sys.argv[1:5]
+cases = [line.split("=", 1) for line in cases.splitlines()]
+columns = [("caption exact", r"caption_exact=([0-9.]+)"), ("baseline exact", r"baseline_exact=([0-9.]+)"),
+           ("regeneration exact", r"regen_exact=([0-9.]+)"), ("round trip exact", r"roundtrip_exact=([0-9.]+)")]
+def figures(log):  # caption exact, shape, place, then the RESULT fields present (fractions)
+    text = open(log).read()
+    result = re.search(r"^RESULT .*", text, re.M)
+    attrs = re.search(r"^\| caption attributes \| [0-9.]+% \(shape ([0-9.]+)%, colour [0-9.]+%, size [0-9.]+%, place ([0-9.]+)%\)", text, re.M)
+    if not result or not attrs:
+        return None
+    found = {name: float(m[1]) for name, pattern in columns if (m := re.search(pattern, result[0]))}
+    found["shape"], found["place"] = float(attrs[1]) / 100, float(attrs[2]) / 100
+    return found
+def cell(xs):
+    return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}%" if len(xs) > 1 else f"{100 * xs[0]:.1f}%"
+runs = {name: [f for f in (figures(log) for log in sorted(glob.glob(f"{out}/{name}-*.log"))) if f] for name, _ in cases}
+shown = ["caption exact", "shape", "place"] + [c for c, _ in columns[1:] if any(c in r for rs in runs.values() for r in rs)]
+print("| stage 2 | seeds | " + " | ".join(shown) + " |")
+print("|---" * (len(shown) + 2) + "|")
+for name, title in cases:
+    if runs[name]:
+        print(f"| {title} | {len(runs[name])} | " + " | ".join(cell([r[c] for r in runs[name]]) for c in shown) + " |")
+    else:
+        print(f"| {title} | 0 | no RESULT |" + " |" * (len(shown) - 1))
+print(f"\nTwo runs at a time at 1 thread each: {minutes} minutes for the last invocation, on {cpu}.\n")
+for log in sorted(glob.glob(f"{out}/*.log")):
+    found = re.search(r"^RESULT .*", open(log).read(), re.M)
+    print(f"* {os.path.basename(log)[:-4]}: `{found[0] if found else 'no RESULT'}`")
+PY
+cat "$out/$experiment.md"
