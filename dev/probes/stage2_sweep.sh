@@ -17,6 +17,9 @@
 #     all_at_once   the prefix MLP, LLM, encoder and adapter from the start (--unfreeze 1)
 #   k_curve    VLV's stage 2 and the baseline (its own lr 3e-4 and 1,000 steps, the default) at
 #              K = 100, 500 and 2,000 captioned pairs: K100, K500, K2000
+#   baseline   the baseline's own sweep, beside the default stage 2: lr 1e-4, 3e-4 and 1e-3, each
+#              for 1,000 and 2,000 steps (lr1e-4_s1000 ... lr1e-3_s2000); K from VLV_FLAGS
+#              (e.g. VLV_FLAGS="--K 100"), else 500
 #
 # The folders are finished default runs of the given seeds. Each case runs with 1 thread, two
 # at a time. OUT/EXPERIMENT.md gets a table of the mean and standard deviation over the seeds
@@ -25,7 +28,7 @@
 # VLV_FLAGS: flags added to every run (the run folders' model flags, if not the default preset's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ $# -ge 3 ] || { echo "usage: $0 unfreeze|k_curve OUT SEED:RUN_FOLDER..." >&2; exit 2; }
+[ $# -ge 3 ] || { echo "usage: $0 unfreeze|k_curve|baseline OUT SEED:RUN_FOLDER..." >&2; exit 2; }
 experiment=$1 out=$2; shift 2
 [ -x train_vlv ] || { echo "build first: make train_vlv" >&2; exit 1; }
 declare -A recipe title
@@ -43,7 +46,18 @@ case "$experiment" in
     order="K100 K500 K2000"
     recipe=([K100]="--K 100" [K500]="--K 500" [K2000]="--K 2000")
     title=([K100]="K = 100" [K500]="K = 500" [K2000]="K = 2,000") ;;
-  *) echo "no experiment $experiment: unfreeze or k_curve" >&2; exit 2 ;;
+  baseline)
+    common="--baseline 1"
+    order=""
+    for lr in 1e-4 3e-4 1e-3; do
+      for steps in 1000 2000; do
+        name=lr${lr}_s$steps
+        order+=" $name"
+        recipe[$name]="--lr_base $lr --steps_base $steps"
+        title[$name]="baseline lr $lr, $steps steps"
+      done
+    done ;;
+  *) echo "no experiment $experiment: unfreeze, k_curve or baseline" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
 jobs=()
