@@ -41,7 +41,7 @@ ifneq ($(NO_NATIVE),1)
     # 512-bit vectors wherever the target has AVX-512. gcc's Intel tunings prefer 256 bits (to
     # spare old Xeons the 512-bit clock drop), which halves the matmul tile's FLOPs per FMA on
     # chips with two 512-bit FMA ports: llvm-mca puts the 12 x 16 tile at 12 cycles per k with
-    # ymm and 6.5 with zmm on Sapphire Rapids (dev/cpu/tile_mca.sh). Zen 4 gets zmm either way.
+    # ymm and 7.0 with zmm on Sapphire Rapids (dev/cpu/tile_mca.sh). Zen 4 gets zmm either way.
     ifneq ($(shell $(CC) -march=native -dM -E -x c /dev/null 2>/dev/null | grep -c '__AVX512F__ '),0)
       CFLAGS += -mprefer-vector-width=512
     endif
