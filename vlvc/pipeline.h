@@ -298,7 +298,7 @@ static int vlv_main(int argc, char** argv) {
     int groups[NUM_OBJECTIVES] = { objective_groups(STAGE0), objective_groups(STAGE0B), objective_groups(STAGE1),
                                    objective_groups(STAGE2) | (s->unfreeze_encoder ? ENCODER_GROUPS : 0) };
     if (r->next_stage < ALL_DONE) { run_calibrate(r); }
-    int retrained = strcmp(s->from_stage, "1") == 0 || strcmp(s->from_stage, "2") == 0; // stages 0, 0b not from this run
+    int retrained = s->from_stage[0] && strcmp(s->from_stage, "0b") != 0; // stages 0, 0b not from this run
     for (int o = r->next_stage; o < NUM_OBJECTIVES; o++) {
         if (o == STAGE1 && r->next_step == 0 && !r->pretrained_sha[0] && !retrained) { pretrained_write(r); }
         run_stage(r, o, (Objective)o, groups[o]);

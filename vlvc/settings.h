@@ -193,7 +193,7 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--out", FLAG_STR, s->out_dir, "run folder: log, checkpoints, vocabulary, PNG grids");
     FLAG("--fresh", FLAG_BOOL, &s->fresh, "1: start over even if the run folder holds a run");
     FLAG("--pretrained", FLAG_STR, s->pretrained, "a pretrained.bin (decoder + caption LM, with its provenance .txt beside it): start at stage 1 from it; none: pretrain them here (stages 0 and 0b)");
-    FLAG("--from", FLAG_STR, s->from_stage, "0b, 1 or 2: train again from this stage on, starting from the run folder's checkpoint of the stage before");
+    FLAG("--from", FLAG_STR, s->from_stage, "0b, 1, 2 or baseline: train again from this stage on, starting from the run folder's checkpoint of the stage before (baseline: the stage-2 model is evaluated again, the baseline trains again from stage0b.bin)");
     FLAG("--stop_after", FLAG_INT, &s->stop_after, "stop after this many training steps (0: never); rerun to resume");
     FLAG("--eval_model", FLAG_STR, s->eval_model, "only evaluate this checkpoint (its config; vocab.txt of the shapes world)");
     FLAG("--export", FLAG_INT, &s->export_n, "N: write the splits (N stage-0 and N stage-1 images, the K pairs, the test set) as dataset files (doc/data.md) and stop");
@@ -297,10 +297,10 @@ static void usage(const char* prog, Settings* s) {
     settings_list(stdout, s, 1);
 }
 
-// the stage that --from names (0b, 1 or 2: the objective), -1 if none of them
+// the stage that --from names (0b, 1 or 2: the objective; baseline: BASELINE), -1 if none of them
 static int from_stage_objective(const char* v) {
     for (int o = STAGE0B; o < NUM_OBJECTIVES; o++) { if (strcmp(v, stage_flag[o]) == 0) { return o; } }
-    return -1;
+    return strcmp(v, "baseline") == 0 ? BASELINE : -1;
 }
 
 // parses the command line into s; a bad flag or value exits with a message
@@ -368,7 +368,8 @@ static void settings_parse(Settings* s, int argc, char** argv) {
         }
     }
     if (strcmp(s->pretrained, "none") == 0) { s->pretrained[0] = '\0'; }
-    if (s->from_stage[0] && from_stage_objective(s->from_stage) < 0) fail("--from: '%s' is not 0b, 1 or 2", s->from_stage);
+    if (s->from_stage[0] && from_stage_objective(s->from_stage) < 0) fail("--from: '%s' is not 0b, 1, 2 or baseline", s->from_stage);
+    if (strcmp(s->from_stage, "baseline") == 0 && !s->baseline) fail("--from baseline trains the baseline again: not with --baseline 0");
     if (s->batch < 1) fail("--batch must be at least 1");
     if (s->threads > THREADS_MAX) fail("--threads %d: at most %d (0: all cores)", s->threads, THREADS_MAX);
     if (s->max_objects < 1 || s->max_objects > 3) fail("--objects must be 1, 2 or 3");

@@ -19,7 +19,7 @@ table on the default model's attention shapes (B = 32). The lab includes train_v
   v5  v4 with `omp simd` reductions in the softmax (forward only; the backward is v4's)
 
 Build and run (from the repository root):
-  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/attention dev/cpu/attention.c -lm
+  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/attention dev/cpu/attention.c -lm -lz
   /tmp/attention [check|bench] [--threads 1,2] [--reps 21]
 */
 #include <stdio.h>

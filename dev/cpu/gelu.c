@@ -7,7 +7,7 @@ float64 over x in [-12, 12] (max absolute error of the output and of the gradien
 norm-wise relative error the tests use), then times N = 2048 x 512 (one MLP's hidden layer of
 the full model at B = 32) at 1 and 2 threads.
 
-  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/gelu dev/cpu/gelu.c -lm && /tmp/gelu
+  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/gelu dev/cpu/gelu.c -lm -lz && /tmp/gelu
 */
 #include <stdio.h>
 #include <stdlib.h>

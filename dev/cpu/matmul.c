@@ -14,7 +14,7 @@ matmul_backward: the lab includes train_vlv.c itself (with VLV_NO_MAIN, so witho
 and pipeline), so it checks and times exactly the code the model runs.
 
 Build and run (from the repository root):
-  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/matmul dev/cpu/matmul.c -lm
+  gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/matmul dev/cpu/matmul.c -lm -lz
   /tmp/matmul check          correctness: every version, many sizes, 1 and 2 threads
   /tmp/matmul bench          timing table at 1 and 2 threads (median of repeats)
   /tmp/matmul                both

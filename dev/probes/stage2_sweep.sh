@@ -17,12 +17,13 @@
 #     all_at_once   the prefix MLP, LLM, encoder and adapter from the start (--unfreeze 1)
 #   k_curve    VLV's stage 2 and the baseline (its own lr 3e-4 and 1,000 steps, the default) at
 #              K = 100, 500 and 2,000 captioned pairs: K100, K500, K2000
-#   baseline   the baseline's own sweep, beside the default stage 2: lr 1e-4, 3e-4 and 1e-3, each
-#              for 1,000 and 2,000 steps (lr1e-4_s1000 ... lr1e-3_s2000); K from VLV_FLAGS
-#              (e.g. VLV_FLAGS="--K 100"), else 500
+#   baseline   the baseline's own sweep: lr 1e-4, 3e-4 and 1e-3, each for 1,000 and 2,000 steps
+#              (lr1e-4_s1000 ... lr1e-3_s2000), trained again alone (--from baseline) beside the run
+#              folder's stage-2 model; K from VLV_FLAGS (e.g. VLV_FLAGS="--K 100"), else 500: give
+#              the folders' own K, as their stage-2 model is scored again, not trained
 #
-# The folders are finished default runs of the given seeds. Each case runs with 1 thread, two
-# at a time. OUT/EXPERIMENT.md gets a table of the mean and standard deviation over the seeds
+# The folders are finished default runs of the given seeds (stage0b.bin, stage1.bin, and for
+# baseline model.bin are copied). Each case runs with 1 thread, two at a time. OUT/EXPERIMENT.md gets a table of the mean and standard deviation over the seeds
 # and the RESULT line of every run; it covers every case's log in OUT, so cases run in several
 # invocations add up. VLV_RECIPES: run only these cases (e.g. "prefix_only prefix_llm").
 # VLV_FLAGS: flags added to every run (the run folders' model flags, if not the default preset's).
@@ -32,6 +33,7 @@ cd "$(dirname "$0")/../.."
 experiment=$1 out=$2; shift 2
 [ -x train_vlv ] || { echo "build first: make train_vlv" >&2; exit 1; }
 declare -A recipe title
+from=2 copied="stage0b.bin stage1.bin"
 case "$experiment" in
   unfreeze)
     common="--baseline 0 --regen 1"
@@ -48,6 +50,7 @@ case "$experiment" in
     title=([K100]="K = 100" [K500]="K = 500" [K2000]="K = 2,000") ;;
   baseline)
     common="--baseline 1"
+    from=baseline copied+=" model.bin"
     order=""
     for lr in 1e-4 3e-4 1e-3; do
       for steps in 1000 2000; do
@@ -63,13 +66,13 @@ mkdir -p "$out"
 jobs=()
 for pair in "$@"; do
   seed=${pair%%:*} src=${pair#*:}
-  for f in stage0b.bin stage1.bin; do [ -s "$src/$f" ] || { echo "$src has no $f: give a finished run folder" >&2; exit 1; }; done
+  for f in $copied; do [ -s "$src/$f" ] || { echo "$src has no $f: give a finished run folder" >&2; exit 1; }; done
   for name in ${VLV_RECIPES:-$order}; do
     [ -n "${recipe[$name]+set}" ] || { echo "no case $name in $experiment: $order" >&2; exit 2; }
     dir="$out/$name-$seed"
     mkdir -p "$dir"
-    cp "$src/stage0b.bin" "$src/stage1.bin" "$dir/"
-    jobs+=("./train_vlv --seed $seed --from 2 $common --threads 1 ${VLV_FLAGS:-} ${recipe[$name]} --out $dir")
+    for f in $copied; do cp "$src/$f" "$dir/"; done
+    jobs+=("./train_vlv --seed $seed --from $from $common --threads 1 ${VLV_FLAGS:-} ${recipe[$name]} --out $dir")
   done
 done
 t0=$SECONDS

@@ -254,7 +254,16 @@ cp -r "$dir/a" "$dir/fl"
 [ $? = 0 ] && grep -A2 "^baseline: " "$dir/fl.log" | grep -q "^  10 steps of 8 images, lr 0.0003," && grep -q "^baseline .*step  *10/10 " "$dir/fl.log" &&
   cmp -s "$dir/a/model.bin" "$dir/fl/model.bin" && ! cmp -s "$dir/a/baseline.bin" "$dir/fl/baseline.bin"
 check "--steps_base 10 --lr_base 3e-4: the baseline's own schedule, stage 2 unchanged" $?
-./train_vlv "${tiny[@]}" --out "$dir/f" --from 3 > "$dir/f3.log" 2>&1; [ $? = 1 ] && grep -q "not 0b, 1 or 2" "$dir/f3.log"
+# --from baseline: only the baseline trains again (from stage0b.bin), to the same weights and scores
+cp -r "$dir/a" "$dir/fbase"
+./train_vlv "${tiny[@]}" --out "$dir/fbase" --from baseline > "$dir/fbase.log" 2>&1
+[ $? = 0 ] && grep -q "starting again at baseline from .*model.bin" "$dir/fbase.log" && ! grep -q "^stage2 .*step" "$dir/fbase.log" &&
+  grep -q "^baseline .*step" "$dir/fbase.log" && cmp -s "$dir/a/baseline.bin" "$dir/fbase/baseline.bin" &&
+  cmp -s "$dir/a/model.bin" "$dir/fbase/model.bin" && [ "$(result "$dir/a.log")" = "$(result "$dir/fbase.log")" ]
+check "--from baseline trains the baseline alone again, to the same weights and scores" $?
+./train_vlv "${tiny[@]}" --out "$dir/fbase" --from baseline --baseline 0 > /dev/null 2> "$dir/fbase0.err"
+[ $? = 1 ] && grep -q "not with --baseline 0" "$dir/fbase0.err"; check "--from baseline with --baseline 0 is refused" $?
+./train_vlv "${tiny[@]}" --out "$dir/f" --from 3 > "$dir/f3.log" 2>&1; [ $? = 1 ] && grep -q "not 0b, 1, 2 or baseline" "$dir/f3.log"
 check "--from 3 is refused" $?
 ./train_vlv "${tiny[@]}" --out "$dir/f_empty" --from 2 > "$dir/f4.log" 2>&1; [ $? = 1 ] && grep -q "stage1.bin" "$dir/f4.log"
 check "--from 2 without a stage-1 checkpoint names the missing file" $?
@@ -435,7 +444,7 @@ refused_rerun "another model width" "holds a run of a model with --d_g 32, where
 refused_rerun "another prediction" "holds a run of a model with --prediction eps, where this run's model has --prediction v." --prediction v
 refused_rerun "other pretrained parts" "pretrained.bin' holds a model with --d_v 96, where this run's model has --d_v 32" \
   --pretrained data/pretrained.bin
-refused_rerun "--from 3" "--from: '3' is not 0b, 1 or 2" --from 3
+refused_rerun "--from 3" "--from: '3' is not 0b, 1, 2 or baseline" --from 3
 refused_rerun "--threads 100000000" "--threads 100000000: at most 1024" --threads 100000000
 timeout 60 ./train_vlv "${tiny[@]}" --out "$dir/new3" --from 3 > /dev/null 2>&1
 [ $? = 1 ] && [ ! -e "$dir/new3" ]; check "--from 3 into a new folder is refused without creating it" $?
