@@ -246,27 +246,33 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
 
 // the LANES partial sums, added pairwise in a fixed order
 static inline float lanes_total(float part[LANES]) {
+    #pragma GCC unroll 4
     for (int w = LANES / 2; w > 0; w /= 2) {
         for (int j = 0; j < w; j++) { part[j] += part[j + w]; }
     }
     return part[0];
 }
 
-// a row's sum, and its dot product with another row, each in LANES partial results
+// a row's sum, and its dot product with another row, each in LANES partial results: whole
+// groups of LANES (a loop of constant length keeps the lanes in a register), then the tail
 static inline float row_sum(const float* x, int n) {
     float part[LANES] = { 0.0f };
-    for (int c0 = 0; c0 < n; c0 += LANES) {
-        int lanes = n - c0 < LANES ? n - c0 : LANES;
-        for (int j = 0; j < lanes; j++) { part[j] += x[c0 + j]; }
+    int c0 = 0;
+    for (; c0 + LANES <= n; c0 += LANES) {
+        #pragma omp simd
+        for (int j = 0; j < LANES; j++) { part[j] += x[c0 + j]; }
     }
+    for (int j = 0; c0 + j < n; j++) { part[j] += x[c0 + j]; }
     return lanes_total(part);
 }
 static inline float row_dot(const float* x, const float* y, int n) {
     float part[LANES] = { 0.0f };
-    for (int c0 = 0; c0 < n; c0 += LANES) {
-        int lanes = n - c0 < LANES ? n - c0 : LANES;
-        for (int j = 0; j < lanes; j++) { part[j] += x[c0 + j] * y[c0 + j]; }
+    int c0 = 0;
+    for (; c0 + LANES <= n; c0 += LANES) {
+        #pragma omp simd
+        for (int j = 0; j < LANES; j++) { part[j] += x[c0 + j] * y[c0 + j]; }
     }
+    for (int j = 0; c0 + j < n; j++) { part[j] += x[c0 + j] * y[c0 + j]; }
     return lanes_total(part);
 }
 
@@ -519,15 +525,16 @@ void attention_forward(float* out, float* att, const float* q, int q_stride, con
             // S[Tq, Tk] = Q K^T: A(i, c) = q_i[c], B(c, j) = k_j[c]
             matmul_units(s, Tk, qh, q_stride, 1, kh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, s_units);
             // a numerically safe softmax of each row (-FLT_MAX, not -INFINITY: -Ofast
-            // assumes there are no infinities)
+            // assumes there are no infinities). Every loop vectorizes: the max is exact in any
+            // order, the exponentials are a loop of their own, the sum is row_sum's 16 lanes.
             for (int i = 0; i < Tq; i++) {
                 float* a = s + (size_t)i * Tk;
                 int jend = causal ? i + 1 : Tk;
                 float maxv = -FLT_MAX;
+                #pragma omp simd reduction(max:maxv)
                 for (int j = 0; j < jend; j++) { a[j] *= scale; maxv = a[j] > maxv ? a[j] : maxv; }
-                float sum = 0.0f;
-                for (int j = 0; j < jend; j++) { a[j] = exp_vec(a[j] - maxv); sum += a[j]; }
-                float inv = 1.0f / sum;
+                for (int j = 0; j < jend; j++) { a[j] = exp_vec(a[j] - maxv); }
+                float inv = 1.0f / row_sum(a, jend);
                 for (int j = 0; j < jend; j++) { a[j] *= inv; }
                 for (int j = jend; j < Tk; j++) { a[j] = 0.0f; }
             }

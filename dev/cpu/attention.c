@@ -13,10 +13,13 @@ table on the default model's attention shapes (B = 32). The lab includes train_v
       query row at a time vectorized over the keys; dk and dv summed in stack rows and added
       once; datt is not touched (the one row of da lives on the stack). Falls back to v2's
       loops when hs * Tk > ATT_TILE (the stack copy would not fit).
-  v4  train_vlv.c's attention_forward / attention_backward: per (b, h) the four products as
-      small matmuls on train_vlv.c's matmul register tile (matmul_units: S = Q K^T, O = A V;
-      dV, dA, dQ, dK), a row softmax
-  v5  v4 with `omp simd` reductions in the softmax (forward only; the backward is v4's)
+  v4  per (b, h) the four products as small matmuls on train_vlv.c's matmul register tile
+      (matmul_units: S = Q K^T, O = A V; dV, dA, dQ, dK), a row softmax of scalar loops (its
+      sum a serial chain, so its exponentials stay scalar too); the backward is v5's
+  v5  train_vlv.c's attention_forward / attention_backward: v4 with a softmax whose loops all
+      vectorize (the max as an `omp simd` reduction, which is exact in any order; the
+      exponentials in a loop of their own; the sum in row_sum's 16 lanes, the same bits at
+      any vector width)
 
 Build and run (from the repository root):
   gcc -O3 -march=native -fopenmp -std=gnu11 -Wall -Wextra -o /tmp/attention dev/cpu/attention.c -lm -lz
@@ -34,7 +37,7 @@ Build and run (from the repository root):
 #endif
 
 // the current kernels: attention_forward, attention_backward and the matmul_units / MM_MR /
-// MM_NR they (and v5) run on, straight from train_vlv.c without its main
+// MM_NR they (and v4) run on, straight from train_vlv.c without its main
 #define VLV_NO_MAIN
 #include "../../train_vlv.c"
 
@@ -358,19 +361,9 @@ void attention_backward3(float* dq, float* dk, float* dv, float* datt, const flo
 }
 
 // ----------------------------------------------------------------------------
-// v4: train_vlv.c's attention_forward / attention_backward (included at the top): per
-// (b, h), the four products as small matmuls on its matmul register tile (matmul_units), and
-// a row softmax in between
+// v4: the four products on matmul_units, as in train_vlv.c, and a softmax of scalar loops
 
-#define attention_forward4 attention_forward
-#define attention_backward4 attention_backward
-
-
-// ----------------------------------------------------------------------------
-// v5: v4 with the softmax's max and sum as `omp simd` reductions (vector partial sums: other
-// bits than v4's serial sum). Its exp is train_vlv.c's exp_vec, like v4's.
-
-void attention_forward5(float* out, float* att, const float* q, int q_stride, const float* k,
+void attention_forward4(float* out, float* att, const float* q, int q_stride, const float* k,
                         const float* v, int kv_stride, int B, int Tq, int Tk, int C, int NH, int causal) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -388,10 +381,8 @@ void attention_forward5(float* out, float* att, const float* q, int q_stride, co
                 float* a = s + (size_t)i * Tk;
                 int jend = causal ? i + 1 : Tk;
                 float maxv = -FLT_MAX;
-                #pragma omp simd reduction(max:maxv)
                 for (int j = 0; j < jend; j++) { a[j] *= scale; maxv = a[j] > maxv ? a[j] : maxv; }
                 float sum = 0.0f;
-                #pragma omp simd reduction(+:sum)
                 for (int j = 0; j < jend; j++) { a[j] = exp_vec(a[j] - maxv); sum += a[j]; }
                 float inv = 1.0f / sum;
                 for (int j = 0; j < jend; j++) { a[j] *= inv; }
@@ -402,11 +393,17 @@ void attention_forward5(float* out, float* att, const float* q, int q_stride, co
     }
 }
 
+// ----------------------------------------------------------------------------
+// v5: train_vlv.c's attention_forward / attention_backward (included at the top)
+
+#define attention_forward5 attention_forward
+#define attention_backward5 attention_backward
+
 typedef void (*afwd_fn)(float*, float*, const float*, int, const float*, const float*, int, int, int, int, int, int, int);
 typedef void (*abwd_fn)(float*, float*, float*, float*, const float*, const float*, const float*, int, const float*,
                         const float*, int, int, int, int, int, int, int);
 static const afwd_fn fwd_v[] = { NULL, attention_forward1, attention_forward2, attention_forward3, attention_forward4, attention_forward5 };
-static const abwd_fn bwd_v[] = { NULL, attention_backward1, attention_backward2, attention_backward3, attention_backward4, attention_backward4 };
+static const abwd_fn bwd_v[] = { NULL, attention_backward1, attention_backward2, attention_backward3, attention_backward5, attention_backward5 };
 #define NV 5
 
 // ----------------------------------------------------------------------------
@@ -549,7 +546,7 @@ static int run_checks(const int* threads, int nthreads) {
             fails += check_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6], threads[t], &worst);
         }
     }
-    // train_vlv.c's attention (v4) must give bitwise the same at 1 and 2 threads
+    // train_vlv.c's attention (v5) must give bitwise the same at 1 and 2 threads
     int det = 0;
     for (int i = 0; i < n; i++) {
         const int* cs = cases[i];
@@ -565,8 +562,8 @@ static int run_checks(const int* threads, int nthreads) {
             out[r] = calloc((size_t)B * Tq * C, 4); att[r] = calloc(natt, 4); datt[r] = calloc(natt, 4);
             dq[r] = calloc(nq, 4); dkv[r] = cross ? calloc(nkv, 4) : dq[r];
             set_threads(r + 1);
-            attention_forward4(out[r], att[r], q, q_stride, k, v, kv_stride, B, Tq, Tk, C, NH, causal);
-            attention_backward4(dq[r], cross ? dkv[r] : dq[r] + C, cross ? dkv[r] + C : dq[r] + 2 * C, datt[r], dout, att[r],
+            attention_forward5(out[r], att[r], q, q_stride, k, v, kv_stride, B, Tq, Tk, C, NH, causal);
+            attention_backward5(dq[r], cross ? dkv[r] : dq[r] + C, cross ? dkv[r] + C : dq[r] + 2 * C, datt[r], dout, att[r],
                                 q, q_stride, k, v, kv_stride, B, Tq, Tk, C, NH, causal);
         }
         if (memcmp(out[0], out[1], (size_t)B * Tq * C * 4) || memcmp(att[0], att[1], natt * 4) || memcmp(dq[0], dq[1], nq * 4) ||
@@ -575,7 +572,7 @@ static int run_checks(const int* threads, int nthreads) {
         free(qb); if (cross) { free(kvb); } free(dout);
     }
     printf("check: %d cases x %d versions x %d thread counts: %d failures; worst norm-wise relative error %.3g; "
-           "train_vlv.c's v4 bitwise identical at 1 and 2 threads: %s\n", n, NV, nthreads, fails, worst, det ? "NO" : "yes");
+           "train_vlv.c's v5 bitwise identical at 1 and 2 threads: %s\n", n, NV, nthreads, fails, worst, det ? "NO" : "yes");
     return fails + det;
 }
 
