@@ -130,12 +130,13 @@ test_vlv_asan: test_vlv.c train_vlv.c $(HEADERS) $(TEST_HEADERS) | setup-build
 
 # ---------------------------------------------------------------------------
 # the reference: dev/vlv.py writes a checkpoint and a debug state per config. The configs
-# differ on purpose: an odd batch, head counts other than 2, N_q != number of patches,
-# unequal widths for the parts, single-block parts, and v-prediction.
+# differ on purpose: an odd batch, head counts other than 2, N_q != number of patches, fewer
+# learned queries than text-encoder positions (n_z < n_q), unequal widths for the parts,
+# single-block parts, and v-prediction.
 TESTDIR = data/test
 TEST_CONFIGS = small awkward
 CFG_small = --batch 3 --seed 1
-CFG_awkward = --batch 5 --seed 2 --img_size 12 --patch 4 --n_q 6 --vocab 13 --cap_len 7 \
+CFG_awkward = --batch 5 --seed 2 --img_size 12 --patch 4 --n_q 6 --n_z 4 --vocab 13 --cap_len 7 \
   --d_v 24 --nh_v 3 --L_v 1 --L_a 2 --nh_a 4 --d_t 16 --nh_t 4 --L_t 1 \
   --d_d 20 --nh_d 5 --L_d 2 --d_freq 8 --d_g 12 --nh_g 3 --L_g 1 --prediction v
 

@@ -896,9 +896,9 @@ void vit_backward(ViTA* d, const ViTP* g, const ViTA* a, const ViTP* p, const Co
     matmul_backward(NULL, g->patch.w, g->patch.b, d->patch_out, a->patches, p->patch.w, B * Np, PD, C);
 }
 
-// adapter: visual tokens vis [B,Np,d_v] -> z = a->z [B,N_q,d_t]
+// adapter: visual tokens vis [B,Np,d_v] -> z = a->z [B,n_z,d_t], one row per learned query
 void adapter_forward(AdapterA* a, const float* vis, const AdapterP* p, const Config* c, int B) {
-    int Np = config_num_patches(c), Nq = c->n_q, C = c->d_v;
+    int Np = config_num_patches(c), Nq = c->n_z, C = c->d_v;
     embed_forward(a->x0, NULL, NULL, NULL, p->queries, B, Nq, 0, C); // the same queries for every image
     const float* x = a->x0;
     for (int l = 0; l < c->L_a; l++) {
@@ -913,7 +913,7 @@ void adapter_forward(AdapterA* a, const float* vis, const AdapterP* p, const Con
 // gradient of z in d->z; adds the visual tokens' gradient into dvis (NULL: not needed)
 void adapter_backward(float* dvis, AdapterA* d, const AdapterP* g, const AdapterA* a, const float* vis,
                       const AdapterP* p, const Config* c, int B) {
-    int Np = config_num_patches(c), Nq = c->n_q, C = c->d_v, L = c->L_a;
+    int Np = config_num_patches(c), Nq = c->n_z, C = c->d_v, L = c->L_a;
     matmul_backward(d->h1_gelu, g->out2.w, g->out2.b, d->z, a->h1_gelu, p->out2.w, B * Nq, c->d_t, c->d_t);
     gelu_backward(d->h1, a->h1, d->h1_gelu, (size_t)B * Nq * c->d_t);
     matmul_backward(d->ln_f.out, g->out1.w, g->out1.b, d->h1, a->ln_f.out, p->out1.w, B * Nq, C, c->d_t);
@@ -926,24 +926,24 @@ void adapter_backward(float* dvis, AdapterA* d, const AdapterP* g, const Adapter
     embed_backward(NULL, NULL, g->queries, d->x0, NULL, B, Nq, 0, C);
 }
 
-// text encoder: token ids [B,N_q] or, when tokens is NULL, embeddings z [B,N_q,d_t]
+// text encoder: token ids tokens [B,N_q] (z NULL), or z [B,n_z,d_t] in the first n_z positions
+// and tokens [B,N_q-n_z] in the rest (the PAD token, as a caption of n_z tokens is padded)
 // -> context c = a->ln_f.out [B,N_q,d_t]
 void textenc_forward(TextEncA* a, const int* tokens, const float* z, const TextEncP* p, const Config* c, int B) {
-    int Nq = c->n_q, C = c->d_t;
-    if (tokens) { embed_forward(a->x0, NULL, tokens, p->wte, p->wpe, B, 0, Nq, C); }
-    else { embed_forward(a->x0, z, NULL, NULL, p->wpe, B, Nq, 0, C); }
+    int Nq = c->n_q, Nz = z ? c->n_z : 0, C = c->d_t;
+    embed_forward(a->x0, z, tokens, p->wte, p->wpe, B, Nz, Nq - Nz, C);
     const float* x = blocks_forward(a->blocks, a->x0, p->blocks, c->L_t, B, Nq, C, c->nh_t, 1);
     norm_forward(&a->ln_f, x, &p->ln_f, B * Nq, C);
 }
-// gradient of c in d->ln_f.out; adds into dz when the input was z
+// gradient of c in d->ln_f.out; adds into dz when the input was z (dz not NULL: the z path,
+// whose tokens are the PAD rows after z)
 void textenc_backward(float* dz, TextEncA* d, const TextEncP* g, const TextEncA* a, const int* tokens,
                       const TextEncP* p, const Config* c, int B) {
-    int Nq = c->n_q, C = c->d_t, L = c->L_t;
+    int Nq = c->n_q, Nz = dz ? c->n_z : 0, C = c->d_t, L = c->L_t;
     float* dx = L ? d->blocks[L - 1].res2 : d->x0;
     norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res2 : a->x0, &p->ln_f, B * Nq, C);
     blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, Nq, C, c->nh_t, 1);
-    if (tokens) { embed_backward(NULL, g->wte, g->wpe, d->x0, tokens, B, 0, Nq, C); }
-    else { embed_backward(dz, NULL, g->wpe, d->x0, NULL, B, Nq, 0, C); }
+    embed_backward(dz, g->wte, g->wpe, d->x0, tokens, B, Nz, Nq - Nz, C);
 }
 
 // the timestep conditioning s = SiLU(temb(t)) [B, d_d] that feeds every adaLN: sinusoidal
@@ -1076,6 +1076,7 @@ struct Model {
     float *ctx_cond, *ctx_empty; // [B,N_q,d_t] contexts for guided sampling
     int* targets;             // [B,T_c] next-token targets (PAD: ignored)
     int* tokens;              // [B,N_q] token scratch (the empty caption)
+    int* pad_tokens;          // [B,N_q-n_z] the PAD token: the text encoder's positions after z
     int* timesteps;           // [B] timestep scratch (sampling)
     float loss;               // of the last forward
     int loss_count;           // tokens the last cross-entropy counted
@@ -1135,6 +1136,8 @@ void model_build(Model* m, const Config* c, int B) {
     m->ctx_empty = (float*)mallocCheck(ctx * sizeof(float));
     m->targets = (int*)mallocCheck((size_t)B * c->cap_len * sizeof(int));
     m->tokens = (int*)mallocCheck((size_t)B * c->n_q * sizeof(int));
+    m->pad_tokens = (int*)mallocCheck(((size_t)B * (c->n_q - c->n_z) + 1) * sizeof(int));
+    for (size_t i = 0; i < (size_t)B * (c->n_q - c->n_z); i++) { m->pad_tokens[i] = TOKEN_PAD; }
     m->timesteps = (int*)mallocCheck(B * sizeof(int));
 }
 
@@ -1149,7 +1152,7 @@ void model_free(Model* m) {
     free(m->acts_memory); free(m->dacts_memory);
     free(m->alphas_cumprod); free(m->pos2d);
     free(m->xt); free(m->target); free(m->guided); free(m->ctx_cond); free(m->ctx_empty);
-    free(m->targets); free(m->tokens); free(m->timesteps);
+    free(m->targets); free(m->tokens); free(m->pad_tokens); free(m->timesteps);
 }
 
 // the pipeline holds the model through vlvc/vlv.h, which hides its fields
@@ -1339,7 +1342,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
     if (o == STAGE1 || o == STAGE2) {
         vit_forward(&a->vit, batch->images, &m->p.vit, c, B);
         adapter_forward(&a->adapter, a->vit.ln_f.out, &m->p.adapter, c, B);
-        textenc_forward(&a->textenc, NULL, a->adapter.z, &m->p.textenc, c, B);
+        textenc_forward(&a->textenc, m->pad_tokens, a->adapter.z, &m->p.textenc, c, B);
     }
     if (o == STAGE0 || o == STAGE1) {
         if (o == STAGE0) {
@@ -1394,10 +1397,10 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float c
         dit_backward(ctx_grad ? d->textenc.ln_f.out : NULL, &d->dit, &g.dit, &a->dit, a->textenc.ln_f.out, &m->p.dit, c, B);
         if (ctx_grad) {
             textenc_backward(o == STAGE1 ? d->adapter.z : NULL, &d->textenc, &g.textenc, &a->textenc,
-                             o == STAGE0 ? batch->text_tokens : NULL, &m->p.textenc, c, B);
+                             o == STAGE0 ? batch->text_tokens : m->pad_tokens, &m->p.textenc, c, B);
         }
         if (o == STAGE1 && clip_z > 0.0f) {
-            m->z_clipped = clip_rows_to_median(d->adapter.z, m->z_norms, B, (size_t)c->n_q * c->d_t, clip_z);
+            m->z_clipped = clip_rows_to_median(d->adapter.z, m->z_norms, B, (size_t)c->n_z * c->d_t, clip_z);
         }
     } else {
         crossentropy_backward(d->capdec.logits, a->capdec.probs, m->targets, B * c->cap_len, c->vocab, m->loss_count);
@@ -1405,7 +1408,7 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float c
         capdec_backward(through_encoder ? d->textenc.ln_f.out : NULL, &d->capdec, &g.capdec, &a->capdec, ctx,
                         batch->caption_tokens, &m->p.capdec, c, B);
         if (through_encoder) {
-            textenc_backward(d->adapter.z, &d->textenc, &g.textenc, &a->textenc, NULL, &m->p.textenc, c, B);
+            textenc_backward(d->adapter.z, &d->textenc, &g.textenc, &a->textenc, m->pad_tokens, &m->p.textenc, c, B);
         }
     }
     if (through_encoder) {
@@ -1587,7 +1590,7 @@ void image_context(Model* m, const float* images, float* ctx) {
     const Config* c = &m->config;
     vit_forward(&m->a.vit, images, &m->p.vit, c, m->B);
     adapter_forward(&m->a.adapter, m->a.vit.ln_f.out, &m->p.adapter, c, m->B);
-    textenc_forward(&m->a.textenc, NULL, m->a.adapter.z, &m->p.textenc, c, m->B);
+    textenc_forward(&m->a.textenc, m->pad_tokens, m->a.adapter.z, &m->p.textenc, c, m->B);
     memcpy(ctx, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
 }
 

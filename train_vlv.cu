@@ -1248,9 +1248,9 @@ void vit_backward(ViTA* d, const ViTP* g, const ViTA* a, const ViTP* p, const Co
     matmul_backward(NULL, g->patch.w, g->patch.b, d->patch_out, a->patches, p->patch.w, B * Np, PD, C);
 }
 
-// adapter: visual tokens vis [B,Np,d_v] -> z = a->z [B,N_q,d_t]
+// adapter: visual tokens vis [B,Np,d_v] -> z = a->z [B,n_z,d_t], one row per learned query
 void adapter_forward(AdapterA* a, const float* vis, const AdapterP* p, const Config* c, int B) {
-    int Np = config_num_patches(c), Nq = c->n_q, C = c->d_v;
+    int Np = config_num_patches(c), Nq = c->n_z, C = c->d_v;
     embed_forward(a->x0, NULL, NULL, NULL, p->queries, B, Nq, 0, C); // the same queries for every image
     const float* x = a->x0;
     for (int l = 0; l < c->L_a; l++) {
@@ -1265,7 +1265,7 @@ void adapter_forward(AdapterA* a, const float* vis, const AdapterP* p, const Con
 // gradient of z in d->z; adds the visual tokens' gradient into dvis (NULL: not needed)
 void adapter_backward(float* dvis, AdapterA* d, const AdapterP* g, const AdapterA* a, const float* vis,
                       const AdapterP* p, const Config* c, int B) {
-    int Np = config_num_patches(c), Nq = c->n_q, C = c->d_v, L = c->L_a;
+    int Np = config_num_patches(c), Nq = c->n_z, C = c->d_v, L = c->L_a;
     matmul_backward(d->h1_gelu, g->out2.w, g->out2.b, d->z, a->h1_gelu, p->out2.w, B * Nq, c->d_t, c->d_t);
     gelu_backward(d->h1, a->h1, d->h1_gelu, (size_t)B * Nq * c->d_t);
     matmul_backward(d->ln_f.out, g->out1.w, g->out1.b, d->h1, a->ln_f.out, p->out1.w, B * Nq, C, c->d_t);
@@ -1278,24 +1278,24 @@ void adapter_backward(float* dvis, AdapterA* d, const AdapterP* g, const Adapter
     embed_backward(NULL, NULL, g->queries, d->x0, NULL, B, Nq, 0, C, c->vocab);
 }
 
-// text encoder: token ids [B,N_q] or, when tokens is NULL, embeddings z [B,N_q,d_t]
+// text encoder: token ids tokens [B,N_q] (z NULL), or z [B,n_z,d_t] in the first n_z positions
+// and tokens [B,N_q-n_z] in the rest (the PAD token, as a caption of n_z tokens is padded)
 // -> context c = a->ln_f.out [B,N_q,d_t]
 void textenc_forward(TextEncA* a, const int* tokens, const float* z, const TextEncP* p, const Config* c, int B) {
-    int Nq = c->n_q, C = c->d_t;
-    if (tokens) { embed_forward(a->x0, NULL, tokens, p->wte, p->wpe, B, 0, Nq, C); }
-    else { embed_forward(a->x0, z, NULL, NULL, p->wpe, B, Nq, 0, C); }
+    int Nq = c->n_q, Nz = z ? c->n_z : 0, C = c->d_t;
+    embed_forward(a->x0, z, tokens, p->wte, p->wpe, B, Nz, Nq - Nz, C);
     const float* x = blocks_forward(a->blocks, a->x0, p->blocks, c->L_t, B, Nq, C, c->nh_t, 1);
     norm_forward(&a->ln_f, x, &p->ln_f, B * Nq, C);
 }
-// gradient of c in d->ln_f.out; adds into dz when the input was z
+// gradient of c in d->ln_f.out; adds into dz when the input was z (dz not NULL: the z path,
+// whose tokens are the PAD rows after z)
 void textenc_backward(float* dz, TextEncA* d, const TextEncP* g, const TextEncA* a, const int* tokens,
                       const TextEncP* p, const Config* c, int B) {
-    int Nq = c->n_q, C = c->d_t, L = c->L_t;
+    int Nq = c->n_q, Nz = dz ? c->n_z : 0, C = c->d_t, L = c->L_t;
     float* dx = L ? d->blocks[L - 1].res2 : d->x0;
     norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res2 : a->x0, &p->ln_f, B * Nq, C);
     blocks_backward(d->x0, d->blocks, g->blocks, a->blocks, a->x0, p->blocks, L, B, Nq, C, c->nh_t, 1);
-    if (tokens) { embed_backward(NULL, g->wte, g->wpe, d->x0, tokens, B, 0, Nq, C, c->vocab); }
-    else { embed_backward(dz, NULL, g->wpe, d->x0, NULL, B, Nq, 0, C, c->vocab); }
+    embed_backward(dz, g->wte, g->wpe, d->x0, tokens, B, Nz, Nq - Nz, C, c->vocab);
 }
 
 // the timestep conditioning s = SiLU(temb(t)) [B, d_d] that feeds every adaLN: sinusoidal
@@ -1429,6 +1429,7 @@ struct Model {
     float *ctx_cond, *ctx_empty; // [B,N_q,d_t] contexts for guided sampling
     int* targets;             // [B,T_c] next-token targets (PAD: ignored)
     int* tokens;              // [B,N_q] token scratch (the empty caption)
+    int* pad_tokens;          // [B,N_q-n_z] the PAD token: the text encoder's positions after z
     int* timesteps;           // [B] timestep scratch (sampling)
     int* greedy_tokens;       // [B,T_c] the caption being decoded
     float* sample_x;          // [B,H,W,3] the image being sampled (ddim_sample)
@@ -1519,6 +1520,12 @@ void model_build(Model* m, const Config* c, int B) {
     m->ctx_empty = device_floats(ctx, "the empty context");
     m->targets = device_ints((size_t)B * c->cap_len, "the targets");
     m->tokens = device_ints((size_t)B * c->n_q, "the token scratch");
+    size_t pads = (size_t)B * (c->n_q - c->n_z);
+    m->pad_tokens = device_ints(pads, "the PAD tokens after z");
+    int* pad_host = (int*)mallocCheck((pads + 1) * sizeof(int));
+    for (size_t i = 0; i < pads; i++) { pad_host[i] = TOKEN_PAD; }
+    to_device(m->pad_tokens, pad_host, pads * sizeof(int));
+    free(pad_host);
     m->timesteps = device_ints(B, "the timestep scratch");
     m->z_norms = device_floats(B, "the gradient norms at z");
     m->z_norms_host = (float*)mallocCheck((size_t)B * dist_ranks() * sizeof(float));
@@ -1541,7 +1548,7 @@ void model_free(Model* m) {
     acts_views_free(&m->d);
     float* device[] = { m->params, m->grads, m->m, m->v, m->ema, m->sample_x, (float*)m->param_info, m->acts_memory, m->dacts_memory,
                         m->alphas_cumprod, m->pos2d, m->xt, m->target, m->guided, m->ctx_cond, m->ctx_empty,
-                        (float*)m->targets, (float*)m->tokens, (float*)m->timesteps, (float*)m->greedy_tokens,
+                        (float*)m->targets, (float*)m->tokens, (float*)m->pad_tokens, (float*)m->timesteps, (float*)m->greedy_tokens,
                         m->in_images, m->in_noise, (float*)m->in_text_tokens, (float*)m->in_caption_tokens,
                         (float*)m->in_timesteps, m->z_norms };
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++) { cudaCheck(cudaFree(device[i])); }
@@ -1770,7 +1777,7 @@ float vlv_forward(Model* m, Objective o, const Batch* batch) {
         to_device(m->in_images, batch->images, img * sizeof(float));
         vit_forward(&a->vit, m->in_images, &m->p.vit, c, B);
         adapter_forward(&a->adapter, a->vit.ln_f.out, &m->p.adapter, c, B);
-        textenc_forward(&a->textenc, NULL, a->adapter.z, &m->p.textenc, c, B);
+        textenc_forward(&a->textenc, m->pad_tokens, a->adapter.z, &m->p.textenc, c, B);
     }
     if (o == STAGE0 || o == STAGE1) {
         if (o == STAGE0) {
@@ -1864,11 +1871,11 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float c
         dit_backward(ctx_grad ? d->textenc.ln_f.out : NULL, &d->dit, &g.dit, &a->dit, a->textenc.ln_f.out, &m->p.dit, c, B);
         if (ctx_grad) {
             textenc_backward(o == STAGE1 ? d->adapter.z : NULL, &d->textenc, &g.textenc, &a->textenc,
-                             o == STAGE0 ? m->in_text_tokens : NULL, &m->p.textenc, c, B);
+                             o == STAGE0 ? m->in_text_tokens : m->pad_tokens, &m->p.textenc, c, B);
         }
         if (o == STAGE1 && clip_z > 0.0f) {
             m->z_clipped = clip_rows_to_median_device(d->adapter.z, m->z_norms, m->z_norms_host, B,
-                                                      (size_t)c->n_q * c->d_t, clip_z);
+                                                      (size_t)c->n_z * c->d_t, clip_z);
         }
     } else {
         crossentropy_backward(d->capdec.logits, a->capdec.probs, m->targets, B * c->cap_len, c->vocab, m->loss_count);
@@ -1876,7 +1883,7 @@ void vlv_backward(Model* m, Objective o, const Batch* batch, int groups, float c
         capdec_backward(through_encoder ? d->textenc.ln_f.out : NULL, &d->capdec, &g.capdec, &a->capdec, ctx,
                         m->in_caption_tokens, &m->p.capdec, c, B);
         if (through_encoder) {
-            textenc_backward(d->adapter.z, &d->textenc, &g.textenc, &a->textenc, NULL, &m->p.textenc, c, B);
+            textenc_backward(d->adapter.z, &d->textenc, &g.textenc, &a->textenc, m->pad_tokens, &m->p.textenc, c, B);
         }
     }
     if (through_encoder) {
@@ -2043,7 +2050,7 @@ void image_context(Model* m, const float* images, float* ctx) {
     to_device(m->in_images, images, image_numel(m) * sizeof(float));
     vit_forward(&m->a.vit, m->in_images, &m->p.vit, c, m->B);
     adapter_forward(&m->a.adapter, m->a.vit.ln_f.out, &m->p.adapter, c, m->B);
-    textenc_forward(&m->a.textenc, NULL, m->a.adapter.z, &m->p.textenc, c, m->B);
+    textenc_forward(&m->a.textenc, m->pad_tokens, m->a.adapter.z, &m->p.textenc, c, m->B);
     to_host(ctx, m->a.textenc.ln_f.out, (size_t)m->B * c->n_q * c->d_t * sizeof(float));
 }
 
@@ -2167,7 +2174,7 @@ static int model_check(int argc, char** argv) {
     Config c = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = 64, .cap_len = 24,
                  .d_v = 128, .L_v = 4, .nh_v = 4, .L_a = 2, .nh_a = 4,
                  .d_t = 128, .L_t = 2, .nh_t = 4, .d_d = 128, .L_d = 6, .nh_d = 4, .d_freq = 64,
-                 .d_g = 128, .L_g = 4, .nh_g = 4, .prediction = PREDICT_EPS, .n_timesteps = 1000 };
+                 .d_g = 128, .L_g = 4, .nh_g = 4, .prediction = PREDICT_EPS, .n_timesteps = 1000, .n_z = 16 };
     int B = 16, steps = 10;
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 >= argc) fail("flag %s needs a value (see -h)", argv[i]);

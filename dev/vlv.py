@@ -41,7 +41,7 @@ assert sys.byteorder == 'little', 'the file formats are little-endian; this writ
 
 
 # ----------------------------------------------------------------------------------------------
-# Configuration: the fields, in the order of header slots 2..23 (doc/formats.md)
+# Configuration: the fields in the order of header slots 2..23 (doc/formats.md), then n_z
 
 @dataclass
 class Config:
@@ -67,6 +67,10 @@ class Config:
     nh_g: int = 2
     prediction: int = 0  # 0 = ε, 1 = v
     n_timesteps: int = 1000
+    n_z: int = 0  # the adapter's learned queries, z's rows (the paper's N_q), 1..n_q; 0 stands for n_q
+
+    def __post_init__(self):
+        self.n_z = self.n_z or self.n_q
 
     @property
     def n_patches(self):  # Np
@@ -75,6 +79,12 @@ class Config:
     @property
     def patch_dim(self):  # P·P·3
         return self.patch * self.patch * 3
+
+
+# slot 24 holds num_params; slot 25 holds n_z when it is below n_q, else 0 (so that a model with
+# n_z = n_q has the header it had without n_z); slots 26..63 are 0
+HEADER_FIELDS = tuple(f.name for f in fields(Config) if f.name != 'n_z')  # slots 2..23
+N_Z_SLOT = 3 + len(HEADER_FIELDS)
 
 
 class FormatError(Exception):
@@ -95,6 +105,9 @@ def check_config(cfg, where):
         if f.name == 'prediction':
             if value not in (0, 1):
                 problems.append(f'prediction = {value} (must be 0 or 1)')
+        elif f.name == 'n_z':
+            if not 1 <= value <= cfg.n_q:
+                problems.append(f'n_z = {value} (the learned queries must be 1 to n_q = {cfg.n_q})')
         elif not 0 < value <= CONFIG_MOST[f.name]:
             problems.append(f'{f.name} = {value} (must be in [1, {CONFIG_MOST[f.name]}])')
     if not problems:
@@ -143,7 +156,7 @@ def expected_params(cfg):
         block(f'vit.blocks.{l}', c.d_v)
     norm('vit.ln_f', c.d_v)
 
-    out.append(('adapter.queries', (c.n_q, c.d_v)))
+    out.append(('adapter.queries', (c.n_z, c.d_v)))
     for l in range(c.L_a):
         b = f'adapter.blocks.{l}'
         norm(f'{b}.ln1', c.d_v), self_attn(f'{b}.attn', c.d_v), norm(f'{b}.ln2', c.d_v)
@@ -350,13 +363,13 @@ class ViT(InOrder):
 class Adapter(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.queries = nn.Parameter(torch.zeros(cfg.n_q, cfg.d_v))
+        self.queries = nn.Parameter(torch.zeros(cfg.n_z, cfg.d_v))
         self.blocks = nn.ModuleList(AdapterBlock(cfg.d_v, cfg.nh_a) for _ in range(cfg.L_a))
         self.ln_f = nn.LayerNorm(cfg.d_v)
         self.out1 = nn.Linear(cfg.d_v, cfg.d_t)
         self.out2 = nn.Linear(cfg.d_t, cfg.d_t)
 
-    def forward(self, visual):  # -> z [B, N_q, d_t], the continuous caption embeddings
+    def forward(self, visual):  # -> z [B, n_z, d_t], the continuous caption embeddings
         x = self.queries.expand(visual.shape[0], -1, -1)
         for block in self.blocks:
             x = block(x, visual)
@@ -371,8 +384,13 @@ class TextEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg.d_t, cfg.nh_t, causal=True) for _ in range(cfg.L_t))
         self.ln_f = nn.LayerNorm(cfg.d_t)
 
-    def forward(self, tokens=None, z=None):  # tokens [B, N_q] or z [B, N_q, d_t] -> c [B, N_q, d_t]
-        x = (F.embedding(tokens, self.wte) if z is None else z) + self.wpe
+    def forward(self, tokens=None, z=None):  # tokens [B, N_q] or z [B, n_z, d_t] -> c [B, N_q, d_t]
+        if z is None:
+            x = F.embedding(tokens, self.wte)
+        else:  # z at the first n_z positions, the PAD token after, as a caption of n_z tokens is padded
+            pad = self.wte[PAD].expand(z.shape[0], self.wpe.shape[0] - z.shape[1], -1)
+            x = torch.cat([z, pad], dim=1)
+        x = x + self.wpe
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
@@ -652,7 +670,7 @@ def greedy_caption(model, c, T_c):
 # Files (doc/formats.md)
 
 def header_bytes(cfg, magic, version, n_params):
-    ints = [magic, version] + [getattr(cfg, f.name) for f in fields(cfg)] + [n_params]
+    ints = [magic, version] + [getattr(cfg, name) for name in HEADER_FIELDS] + [n_params, cfg.n_z if cfg.n_z < cfg.n_q else 0]
     return struct.pack(f'<{HEADER_INTS}i', *(ints + [0] * (HEADER_INTS - len(ints))))
 
 
@@ -681,7 +699,7 @@ def read_checkpoint(path):
     the CRC32, the header's fields."""
     with open(path, 'rb') as f:
         data = f.read()
-    n_header, n_fields = 4 * HEADER_INTS, len(fields(Config))
+    n_header, n_fields = 4 * HEADER_INTS, len(HEADER_FIELDS)
     if len(data) < n_header + CRC_BYTES:
         raise FormatError(f'{path}: truncated: {len(data)} bytes, shorter than a header and a CRC32 ({n_header + CRC_BYTES})')
     header = struct.unpack(f'<{HEADER_INTS}i', data[:n_header])
@@ -694,10 +712,14 @@ def read_checkpoint(path):
         what = 'truncated' if len(data) < n_header + 4 * n + CRC_BYTES else 'trailing bytes'
         raise FormatError(f'{path}: {what}: {len(data)} bytes, expected {n_header + 4 * n + CRC_BYTES} for its {n} parameters')
     check_crc(data, path)
-    reserved = [i for i in range(3 + n_fields, HEADER_INTS) if header[i] != 0]
+    n_q, n_z = header[2 + HEADER_FIELDS.index('n_q')], header[N_Z_SLOT]
+    if n_z != 0 and not 1 <= n_z < n_q:
+        raise FormatError(f'{path}: header slot {N_Z_SLOT} (n_z) is {n_z}; it holds 1 to n_q - 1 = {n_q - 1}, '
+                          'or 0 for n_z = n_q')
+    reserved = [i for i in range(N_Z_SLOT + 1, HEADER_INTS) if header[i] != 0]
     if reserved:
         raise FormatError(f'{path}: reserved header slot {reserved[0]} is {header[reserved[0]]}, not 0')
-    cfg = Config(*header[2:2 + n_fields])
+    cfg = Config(*header[2:2 + n_fields], n_z=n_z)
     check_config(cfg, path)
     if n != num_params(cfg):
         raise FormatError(f'{path}: num_params is {n} but the config implies {num_params(cfg)}')
@@ -967,7 +989,7 @@ def encode(vocab, captions, L):
 
 def clip_rows_to_median(g, k):
     """Stage 1's per-image clip at z (--clip_z; vlvc/clip_z.h clip_rows_to_median): each image's
-    gradient at z [B, N_q, d_t] scaled to at most k times the batch's lower median norm."""
+    gradient at z [B, n_z, d_t] scaled to at most k times the batch's lower median norm."""
     norms = g.flatten(1).double().norm(dim=1).float()
     bound = k * norms.sort().values[(norms.shape[0] - 1) // 2]
     return g * torch.where(norms > bound, bound / norms, torch.ones_like(norms)).view(-1, 1, 1)
@@ -1477,7 +1499,7 @@ def main():
     t.add_argument('--data', required=True, help='the folder ./train_vlv --export wrote')
     t.add_argument('--out', required=True)
     defaults = dict(img_size=32, patch=4, n_q=16, vocab=0, cap_len=16, d_v=96, L_v=3, nh_v=3, L_a=2, nh_a=3, d_t=96,
-                    L_t=2, nh_t=3, d_d=96, L_d=4, nh_d=3, d_freq=64, d_g=96, L_g=2, nh_g=3, n_timesteps=1000)
+                    L_t=2, nh_t=3, d_d=96, L_d=4, nh_d=3, d_freq=64, d_g=96, L_g=2, nh_g=3, n_timesteps=1000, n_z=0)
     for f in fields(Config):  # the C default preset's sizes
         if f.name == 'prediction':
             t.add_argument('--prediction', choices=('eps', 'v'), default='eps')

@@ -25,7 +25,7 @@ enum { GROUP_VIT, GROUP_ADAPTER, GROUP_TEXTENC, GROUP_DIT, GROUP_PREFIX, GROUP_G
 typedef struct {
     int img_size;    // H = W of the RGB images
     int patch;       // P: patches are P x P x 3
-    int n_q;         // N_q: learned queries = text-encoder sequence length
+    int n_q;         // the text encoder's sequence length (the decoder's context rows)
     int vocab;       // V: word-level vocabulary incl. the 4 specials
     int cap_len;     // T_c: caption-decoder token length
     int d_v, L_v, nh_v;        // vision encoder (the adapter shares its width d_v)
@@ -35,10 +35,14 @@ typedef struct {
     int d_g, L_g, nh_g;        // caption decoder (GPT)
     int prediction;            // PREDICT_EPS or PREDICT_V
     int n_timesteps;           // diffusion steps T
+    int n_z;                   // N_q of the paper: learned queries = z's rows, 1..n_q; in the text
+                               // encoder z fills the first n_z positions, the PAD token the rest
 } Config;
 
-// header slots 2..23 hold the fields in this order; slot 24 holds num_params
+// header slots 2..23 hold the fields in this order; slot 24 holds num_params; slot 25 holds n_z
+// when it is below n_q, else 0 (so a model with n_z = n_q has the header it had without n_z)
 #define CONFIG_FIELDS 22
+#define HEADER_N_Z (3 + CONFIG_FIELDS)
 static inline int* config_field(Config* c, int i) {
     int* fields[CONFIG_FIELDS] = {
         &c->img_size, &c->patch, &c->n_q, &c->vocab, &c->cap_len,
@@ -70,6 +74,10 @@ static inline int config_difference(const Config* stored, const Config* given, c
         } else {
             snprintf(out, cap, "--%s %d, where this run's model has --%s %d", name, a, name, b);
         }
+        return 1;
+    }
+    if (stored->n_z != given->n_z) {
+        snprintf(out, cap, "--n_z %d, where this run's model has --n_z %d", stored->n_z, given->n_z);
         return 1;
     }
     return 0;
@@ -111,6 +119,10 @@ static inline const char* config_problem(const Config* c) {
     if (c->prediction != PREDICT_EPS && c->prediction != PREDICT_V) return "prediction is neither 0 (eps) nor 1 (v)";
     if (c->vocab <= TOKEN_FIRST_WORD) return "vocab has no room for words after the 4 special tokens";
     if (c->n_q < 2 || c->cap_len < 2) return "n_q and cap_len must be at least 2 (BOS and EOS)";
+    if (c->n_z < 1 || c->n_z > c->n_q) {
+        snprintf(msg, sizeof msg, "n_z = %d: the learned queries must be 1 to n_q = %d", c->n_z, c->n_q);
+        return msg;
+    }
     long long grid = c->img_size / c->patch;
     if (grid * grid > 16384) return "more than 16384 patches (img_size / patch > 128)";
     return NULL;
@@ -173,6 +185,7 @@ static inline void header_write(FILE* fp, const char* path, const FileFormat* f,
     header[1] = f->version;
     for (int i = 0; i < CONFIG_FIELDS; i++) header[2 + i] = *config_field((Config*)c, i);
     header[2 + CONFIG_FIELDS] = num_params;
+    header[HEADER_N_Z] = c->n_z < c->n_q ? c->n_z : 0;
     fwriteCheck(header, sizeof(int), HEADER_INTS, fp, path);
 }
 
@@ -187,15 +200,21 @@ static inline void header_start(FILE* fp, const char* path, const FileFormat* f,
     }
 }
 
-// the config of a header, every field in range and the slots after num_params zero; returns
+// the config of a header, every field in range and the slots after n_z zero; returns
 // num_params (slot 24)
 static inline int header_config(const int* header, const char* path, const FileFormat* f, Config* c) {
     for (int i = 0; i < CONFIG_FIELDS; i++) *config_field(c, i) = header[2 + i];
+    int n_z = header[HEADER_N_Z];
+    if (n_z != 0 && (n_z < 1 || n_z >= c->n_q)) {
+        fail("'%s' has a bad header: slot %d (n_z) is %d; it holds 1 to n_q - 1 = %d, or 0 for n_z = n_q\n  %s", path,
+             HEADER_N_Z, n_z, c->n_q - 1, f->remedy);
+    }
+    c->n_z = n_z ? n_z : c->n_q;
     const char* problem = config_problem(c);
     if (problem) fail("'%s' has a bad config in its header: %s\n  %s", path, problem, f->remedy);
     int num_params = header[2 + CONFIG_FIELDS];
     if (num_params < 0) fail("'%s' has a bad header: num_params = %d is negative\n  %s", path, num_params, f->remedy);
-    for (int i = 3 + CONFIG_FIELDS; i < HEADER_INTS; i++) {
+    for (int i = HEADER_N_Z + 1; i < HEADER_INTS; i++) {
         if (header[i] != 0) fail("'%s' has a bad header: reserved slot %d is %d, not 0\n  %s", path, i, header[i], f->remedy);
     }
     return num_params;
@@ -267,10 +286,8 @@ static inline int header_read_crc(FILE* fp, const char* path, const FileFormat* 
 }
 
 static inline void config_print(const Config* c, FILE* out) {
-    for (int i = 0; i < CONFIG_FIELDS; i++) {
-        fprintf(out, "%s=%d%s", config_field_name(i), *config_field((Config*)c, i),
-                i + 1 < CONFIG_FIELDS ? " " : "\n");
-    }
+    for (int i = 0; i < CONFIG_FIELDS; i++) { fprintf(out, "%s=%d ", config_field_name(i), *config_field((Config*)c, i)); }
+    fprintf(out, "n_z=%d\n", c->n_z);
 }
 
 #endif

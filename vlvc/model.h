@@ -134,7 +134,7 @@ static inline void params_layout(ParamViews* p, Arena* a, const Config* c) {
 
     a->group = GROUP_ADAPTER;
     int C = c->d_v;
-    p->adapter.queries = take_tensor(a, "adapter", "queries", c->n_q, C);
+    p->adapter.queries = take_tensor(a, "adapter", "queries", c->n_z, C);
     p->adapter.blocks = (AdapterBlockP*)blocks_alloc(c->L_a, sizeof(AdapterBlockP));
     for (int l = 0; l < c->L_a; l++) {
         char prefix[48];
@@ -280,25 +280,26 @@ static inline void acts_layout(ActViews* v, Arena* a, const Config* c, int B) {
     take_normA(a, &v->vit.ln_f, BNp, c->d_v);
     // adapter
     a->part_start[ACTS_ADAPTER] = a->used;
-    int C = c->d_v;
-    v->adapter.x0 = take(a, BNq * C);
+    int C = c->d_v, Nz = c->n_z; // the adapter's rows: the learned queries
+    size_t BNz = (size_t)B * Nz;
+    v->adapter.x0 = take(a, BNz * C);
     v->adapter.blocks = (AdapterBlockA*)blocks_alloc(c->L_a, sizeof(AdapterBlockA));
     for (int l = 0; l < c->L_a; l++) {
         AdapterBlockA* b = &v->adapter.blocks[l];
-        take_normA(a, &b->ln1, BNq, C);
-        take_self_attnA(a, &b->attn, B, Nq, C, c->nh_a);
-        b->res1 = take(a, BNq * C);
-        take_normA(a, &b->ln2, BNq, C);
-        take_cross_attnA(a, &b->cross, B, Nq, Np, C, c->nh_a);
-        b->res2 = take(a, BNq * C);
-        take_normA(a, &b->ln3, BNq, C);
-        take_mlpA(a, &b->mlp, BNq, C);
-        b->res3 = take(a, BNq * C);
+        take_normA(a, &b->ln1, BNz, C);
+        take_self_attnA(a, &b->attn, B, Nz, C, c->nh_a);
+        b->res1 = take(a, BNz * C);
+        take_normA(a, &b->ln2, BNz, C);
+        take_cross_attnA(a, &b->cross, B, Nz, Np, C, c->nh_a);
+        b->res2 = take(a, BNz * C);
+        take_normA(a, &b->ln3, BNz, C);
+        take_mlpA(a, &b->mlp, BNz, C);
+        b->res3 = take(a, BNz * C);
     }
-    take_normA(a, &v->adapter.ln_f, BNq, C);
-    v->adapter.h1 = take(a, BNq * c->d_t);
-    v->adapter.h1_gelu = take(a, BNq * c->d_t);
-    v->adapter.z = take(a, BNq * c->d_t);
+    take_normA(a, &v->adapter.ln_f, BNz, C);
+    v->adapter.h1 = take(a, BNz * c->d_t);
+    v->adapter.h1_gelu = take(a, BNz * c->d_t);
+    v->adapter.z = take(a, BNz * c->d_t);
     // text encoder
     a->part_start[ACTS_TEXTENC] = a->used;
     v->textenc.x0 = take(a, BNq * c->d_t);

@@ -181,6 +181,7 @@ static void pretrained_load(Run* r, const char* bin, char sha[65]) {
     }
     Config c;
     int stored = header_read_crc(fp, bin, &PRETRAINED_FORMAT, &c);
+    c.n_z = model_config(r->model)->n_z; // the parts hold no learned queries: any n_z starts from them
     char differs[256];
     if (config_difference(&c, model_config(r->model), differs, sizeof differs)) {
         fail("'%s' holds a model with %s (a model flag differs from the preset's):\n"

@@ -65,7 +65,7 @@ static void settings_preset(Settings* s, const char* name) {
     Config m = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = 0, .cap_len = 16,
                  .d_v = 96, .L_v = 3, .nh_v = 3, .L_a = 2, .nh_a = 3,
                  .d_t = 96, .L_t = 2, .nh_t = 3, .d_d = 96, .L_d = 4, .nh_d = 3, .d_freq = 64,
-                 .d_g = 96, .L_g = 2, .nh_g = 3, .prediction = PREDICT_EPS, .n_timesteps = 1000 };
+                 .d_g = 96, .L_g = 2, .nh_g = 3, .prediction = PREDICT_EPS, .n_timesteps = 1000, .n_z = 0 };
     s->model = m;
     s->batch = 32;
     // stages 0 and 0b: the recipe of the shipped data/pretrained.bin (T2I 83.0% on 512 prompts,
@@ -242,7 +242,8 @@ static int settings_flags(Settings* s, Flag* f) {
     FLAG("--ckpt_every", FLAG_INT, &s->ckpt_every, "steps between checkpoints");
     FLAG("--img", FLAG_INT, &m->img_size, "image size");
     FLAG("--patch", FLAG_INT, &m->patch, "patch size");
-    FLAG("--n_q", FLAG_INT, &m->n_q, "learned queries = text-encoder length");
+    FLAG("--n_q", FLAG_INT, &m->n_q, "text-encoder length: the decoder's context rows");
+    FLAG("--n_z", FLAG_INT, &m->n_z, "learned queries = z's rows (the paper's N_q), at most --n_q; 0: --n_q. z fills the text encoder's first n_z positions, the PAD token the rest");
     FLAG("--cap_len", FLAG_INT, &m->cap_len, "caption-decoder length");
     FLAG("--d_v", FLAG_INT, &m->d_v, "vision encoder and adapter width");
     FLAG("--L_v", FLAG_INT, &m->L_v, "vision encoder blocks");
@@ -401,6 +402,7 @@ static void settings_parse(Settings* s, int argc, char** argv) {
     if (s->guidance > 20.0f) fail("--guidance %g: classifier-free guidance above 20 only amplifies noise; use one in [0, 20]", s->guidance);
     // the model's flags, checked before any file is written (the vocabulary's size comes from the
     // data later, and model_build checks the whole config again then)
+    if (s->model.n_z == 0) { s->model.n_z = s->model.n_q; }
     Config flags_only = s->model;
     if (flags_only.vocab == 0) { flags_only.vocab = TOKEN_FIRST_WORD + 1; }
     const char* problem = config_problem(&flags_only);

@@ -91,7 +91,7 @@ driver = r"""
 int main(int argc, char** argv) {
     int B = atoi(argv[1]), steps = atoi(argv[2]);
     Config c = { .img_size = 32, .patch = 4, .n_q = 16, .vocab = VOCAB, CFG,
-                 .prediction = PREDICT_EPS, .n_timesteps = 1000 };
+                 .prediction = PREDICT_EPS, .n_timesteps = 1000, .n_z = 16 };
     Model m;
     model_build(&m, &c, B);
     model_init(&m, 1337);

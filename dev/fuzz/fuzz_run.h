@@ -13,7 +13,7 @@ static const Config FUZZ_CONFIG = {
     .img_size = 2, .patch = 2, .n_q = 2, .vocab = 6, .cap_len = 3,
     .d_v = 1, .L_v = 1, .nh_v = 1, .L_a = 1, .nh_a = 1, .d_t = 1, .L_t = 1, .nh_t = 1,
     .d_d = 4, .L_d = 1, .nh_d = 1, .d_freq = 2, .d_g = 1, .L_g = 1, .nh_g = 1,
-    .prediction = PREDICT_EPS, .n_timesteps = 10 };
+    .prediction = PREDICT_EPS, .n_timesteps = 10, .n_z = 2 };
 
 // the run folder dir; 4 steps per stage, so that a mid-stage state has a small step
 static void fuzz_run_init(Run* r, const char* dir) {

@@ -39,7 +39,7 @@ static void write_text(const char* target, const char* name, const char* text) {
 static void checkpoint_seeds(Run* r) {
     model_save(r->model, seed_path("checkpoint", "tiny.bin"));
     Config c = FUZZ_CONFIG; // other shapes: two heads and two blocks where widths allow, v-prediction
-    c.img_size = 4; c.n_q = 3; c.cap_len = 4; c.d_v = 2; c.nh_v = 2; c.L_v = 2; c.d_g = 2; c.nh_g = 2;
+    c.img_size = 4; c.n_q = 3; c.n_z = 3; c.cap_len = 4; c.d_v = 2; c.nh_v = 2; c.L_v = 2; c.d_g = 2; c.nh_g = 2;
     c.prediction = PREDICT_V; c.n_timesteps = 1000;
     Model* m = model_create(&c, 1);
     model_init(m, 7);

@@ -29,6 +29,7 @@
 # VLV_FLAGS: flags added to every run (the run folders' model flags, if not the default preset's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. dev/probes/lib.sh
 [ $# -ge 3 ] || { echo "usage: $0 unfreeze|k_curve|baseline OUT SEED:RUN_FOLDER..." >&2; exit 2; }
 experiment=$1 out=$2; shift 2
 [ -x train_vlv ] || { echo "build first: make train_vlv" >&2; exit 1; }
@@ -75,39 +76,5 @@ for pair in "$@"; do
     jobs+=("./train_vlv --seed $seed --from $from $common --threads 1 ${VLV_FLAGS:-} ${recipe[$name]} --out $dir")
   done
 done
-t0=$SECONDS
-printf '%s\n' "${jobs[@]}" | xargs -P 2 -I{} bash -c '{} > "$(echo "{}" | sed "s/.*--out //").log" 2>&1 || echo "failed: {}" >&2'
-minutes=$(( (SECONDS - t0 + 30) / 60 ))
 cases=$(for name in $order; do printf '%s=%s\n' "$name" "${title[$name]}"; done)
-python3 - "$out" "$minutes" "$(lscpu | sed -n 's/^Model name: *//p')" "$cases" > "$out/$experiment.md" <<'PY'
-import glob, os, re, statistics, sys
-out, minutes, cpu, cases = sys.argv[1:5]
-cases = [line.split("=", 1) for line in cases.splitlines()]
-columns = [("caption exact", r"caption_exact=([0-9.]+)"), ("baseline exact", r"baseline_exact=([0-9.]+)"),
-           ("regeneration exact", r"regen_exact=([0-9.]+)"), ("round trip exact", r"roundtrip_exact=([0-9.]+)")]
-def figures(log):  # caption exact, shape, place, then the RESULT fields present (fractions)
-    text = open(log).read()
-    result = re.search(r"^RESULT .*", text, re.M)
-    attrs = re.search(r"^\| caption attributes \| [0-9.]+% \(shape ([0-9.]+)%, colour [0-9.]+%, size [0-9.]+%, place ([0-9.]+)%\)", text, re.M)
-    if not result or not attrs:
-        return None
-    found = {name: float(m[1]) for name, pattern in columns if (m := re.search(pattern, result[0]))}
-    found["shape"], found["place"] = float(attrs[1]) / 100, float(attrs[2]) / 100
-    return found
-def cell(xs):
-    return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}%" if len(xs) > 1 else f"{100 * xs[0]:.1f}%"
-runs = {name: [f for f in (figures(log) for log in sorted(glob.glob(f"{out}/{name}-*.log"))) if f] for name, _ in cases}
-shown = ["caption exact", "shape", "place"] + [c for c, _ in columns[1:] if any(c in r for rs in runs.values() for r in rs)]
-print("| stage 2 | seeds | " + " | ".join(shown) + " |")
-print("|---" * (len(shown) + 2) + "|")
-for name, title in cases:
-    if runs[name]:
-        print(f"| {title} | {len(runs[name])} | " + " | ".join(cell([r[c] for r in runs[name]]) for c in shown) + " |")
-    else:
-        print(f"| {title} | 0 | no RESULT |" + " |" * (len(shown) - 1))
-print(f"\nTwo runs at a time at 1 thread each: {minutes} minutes for the last invocation, on {cpu}.\n")
-for log in sorted(glob.glob(f"{out}/*.log")):
-    found = re.search(r"^RESULT .*", open(log).read(), re.M)
-    print(f"* {os.path.basename(log)[:-4]}: `{found[0] if found else 'no RESULT'}`")
-PY
-cat "$out/$experiment.md"
+run_and_tabulate "$out" "$experiment" "$cases" "${jobs[@]}"

@@ -225,6 +225,12 @@ static inline void run_reader_checks(const char* ckpt, const char* state, const 
     expect_rejected("checkpoint: 100,000 diffusion steps", tmp, 1, "n_timesteps = 100000 is out of range");
     copy_bytes(ckpt, tmp, size, SLOT * 9, 0, FIX_CRC);
     expect_rejected("checkpoint: no vision heads", tmp, 1, "nh_v = 0 is out of range");
+    char n_z_slot[64]; // n_z: 1 to n_q - 1, or 0 for n_q; n_q itself is not a stored value
+    snprintf(n_z_slot, sizeof n_z_slot, "slot 25 (n_z) is %d", int_at(ckpt, SLOT * 4));
+    copy_bytes(ckpt, tmp, size, SLOT * 25, int_at(ckpt, SLOT * 4), FIX_CRC);
+    expect_rejected("checkpoint: n_z stored as n_q", tmp, 1, n_z_slot);
+    copy_bytes(ckpt, tmp, size, SLOT * 25, -3, FIX_CRC);
+    expect_rejected("checkpoint: a negative n_z", tmp, 1, "slot 25 (n_z) is -3");
     copy_bytes(ckpt, tmp, size, SLOT * 40, 1, FIX_CRC);
     expect_rejected("checkpoint: a reserved header slot not 0", tmp, 1, "reserved slot 40 is 1");
     copy_bytes(ckpt, tmp, size, SLOT * 24, -1, FIX_CRC);

@@ -79,7 +79,7 @@ static void compare_objective_acts(const DebugState* ds, const Model* m, Objecti
             break;
         case STAGE1:
             compare_model_floats(ds, "act.vit.out", m->a.vit.ln_f.out, B * config_num_patches(c) * c->d_v, TOL_ACT);
-            compare_model_floats(ds, "act.z", m->a.adapter.z, ctx, TOL_ACT);
+            compare_model_floats(ds, "act.z", m->a.adapter.z, B * c->n_z * c->d_t, TOL_ACT);
             compare_model_floats(ds, "act.c_z", m->a.textenc.ln_f.out, ctx, TOL_ACT);
             compare_model_floats(ds, "act.dit.out_z", m->a.dit.out, img, TOL_ACT);
             break;

@@ -136,6 +136,17 @@ check "--pretrained starts at stage 1 and says where the parts came from" $?
 cmp -s "$dir/a/stage1.bin" "$dir/p/stage1.bin" && cmp -s "$dir/a/model.bin" "$dir/p/model.bin" && cmp -s "$dir/a/baseline.bin" "$dir/p/baseline.bin" &&
   [ "$(result "$dir/a.log")" = "$(result "$dir/p.log")" ]
 check "and trains the same stage-1, stage-2 and baseline weights and scores as the run that pretrained them" $?
+# --n_z: fewer learned queries than text-encoder positions, from the same parts (they hold no
+# queries); the model file records n_z, and its rerun, resume or caption reads it back
+./train_vlv "${tiny[@]}" --out "$dir/nz" --pretrained "$dir/a/pretrained.bin" --n_z 2 > "$dir/nz.log" 2>&1
+nz_status=$?
+nz_slot=$(od -An -t d4 -j 100 -N 4 "$dir/nz/model.bin" 2> /dev/null | tr -d ' ')
+[ $nz_status = 0 ] && grep -q "^RESULT " "$dir/nz.log" && grep -q " n_z=2$" "$dir/nz/log.txt" && [ "$nz_slot" = 2 ] &&
+  ./caption -m "$dir/nz/model.bin" "$dir/nz/test_images/0000.png" > /dev/null 2>&1
+check "--n_z 2 trains from the parts of an n_z = n_q run; model.bin holds n_z = ${nz_slot:-?} in header slot 25; caption reads it" $?
+./train_vlv "${tiny[@]}" --out "$dir/nz" --pretrained "$dir/a/pretrained.bin" --n_z 3 > /dev/null 2> "$dir/nz3.err"
+[ $? = 1 ] && grep -q "n_z 2, where this run's model has --n_z 3" "$dir/nz3.err"
+check "rerunning it with another --n_z is refused, naming both" $?
 ./train_vlv "${tiny[@]}" --out "$dir/p" > "$dir/p2.log" 2>&1
 [ $? = 1 ] && grep -q "started from the pretrained parts of SHA-256 [0-9a-f]\{64\}; this command gives none" "$dir/p2.log"
 check "resuming it without --pretrained is refused" $?

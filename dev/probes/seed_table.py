@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""The table of a probe over seeds (dev/probes/stage2_sweep.sh, query_count.sh): for each case,
+the mean and standard deviation over its runs' logs OUT/CASE-SEED.log, then every run's RESULT.
+
+  seed_table.py OUT MINUTES CPU CASES
+    CASES: lines "name=title", in the table's order; MINUTES and CPU go into the note under it
+Columns: caption exact, shape, place (from the log's attribute row), then those of baseline
+exact, regeneration exact, round trip exact and round trip pixel MSE that any run reports.
+"""
+import glob, os, re, statistics, sys
+
+out, minutes, cpu, cases = sys.argv[1:5]
+cases = [line.split("=", 1) for line in cases.splitlines()]
+columns = [("baseline exact", r"baseline_exact=([0-9.]+)"), ("regeneration exact", r"regen_exact=([0-9.]+)"),
+           ("round trip exact", r"roundtrip_exact=([0-9.]+)")]
+
+
+def figures(log):  # fractions; None for a run without a RESULT
+    text = open(log).read()
+    result = re.search(r"^RESULT .*", text, re.M)
+    attrs = re.search(r"^\| caption attributes \| [0-9.]+% \(shape ([0-9.]+)%, colour [0-9.]+%, size [0-9.]+%, place ([0-9.]+)%\)", text, re.M)
+    if not result or not attrs:
+        return None
+    found = {"caption exact": float(re.search(r"caption_exact=([0-9.]+)", result[0])[1])}
+    found.update({name: float(m[1]) for name, pattern in columns if (m := re.search(pattern, result[0]))})
+    found["shape"], found["place"] = float(attrs[1]) / 100, float(attrs[2]) / 100
+    mse = re.search(r"^\| round trip pixel MSE \| ([0-9.]+) \|", text, re.M)
+    if mse:
+        found["round trip MSE"] = float(mse[1])
+    return found
+
+
+def cell(column, xs):
+    if column == "round trip MSE":  # a mean squared error, not a share
+        return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+    return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}%" if len(xs) > 1 else f"{100 * xs[0]:.1f}%"
+
+
+runs = {name: [f for f in (figures(log) for log in sorted(glob.glob(f"{out}/{name}-*.log"))) if f] for name, _ in cases}
+optional = [c for c, _ in columns] + ["round trip MSE"]
+shown = ["caption exact", "shape", "place"] + [c for c in optional if any(c in r for rs in runs.values() for r in rs)]
+print("| case | seeds | " + " | ".join(shown) + " |")
+print("|---" * (len(shown) + 2) + "|")
+for name, title in cases:
+    if runs[name]:
+        print(f"| {title} | {len(runs[name])} | " + " | ".join(cell(c, [r[c] for r in runs[name]]) for c in shown) + " |")
+    else:
+        print(f"| {title} | 0 | no RESULT |" + " |" * (len(shown) - 1))
+print(f"\nTwo runs at a time at 1 thread each: {minutes} minutes for the last invocation, on {cpu}.\n")
+for log in sorted(glob.glob(f"{out}/*.log")):
+    found = re.search(r"^RESULT .*", open(log).read(), re.M)
+    print(f"* {os.path.basename(log)[:-4]}: `{found[0] if found else 'no RESULT'}`")
