@@ -5,7 +5,8 @@ the mean and standard deviation over its runs' logs OUT/CASE-SEED.log, then ever
   seed_table.py OUT MINUTES CPU CASES
     CASES: lines "name=title", in the table's order; MINUTES and CPU go into the note under it
 Columns: caption exact, shape, place (from the log's attribute row), then those of baseline
-exact, regeneration exact, round trip exact and round trip pixel MSE that any run reports.
+exact, regeneration exact, round trip exact, round trip pixel MSE and the share of the caption's
+gain that z recovers (stage 1's last health check) that any run reports.
 """
 import glob, os, re, statistics, sys
 
@@ -27,6 +28,9 @@ def figures(log):  # fractions; None for a run without a RESULT
     mse = re.search(r"^\| round trip pixel MSE \| ([0-9.]+) \|", text, re.M)
     if mse:
         found["round trip MSE"] = float(mse[1])
+    health = re.findall(r"^stage1  health [0-9]+: z recovers ([0-9.]+)% of the caption's gain", text, re.M)
+    if health:  # stage 1's last health check (a run from --from 2 has none)
+        found["z recovers"] = float(health[-1]) / 100
     return found
 
 
@@ -37,7 +41,7 @@ def cell(column, xs):
 
 
 runs = {name: [f for f in (figures(log) for log in sorted(glob.glob(f"{out}/{name}-*.log"))) if f] for name, _ in cases}
-optional = [c for c, _ in columns] + ["round trip MSE"]
+optional = [c for c, _ in columns] + ["round trip MSE", "z recovers"]
 shown = ["caption exact", "shape", "place"] + [c for c in optional if any(c in r for rs in runs.values() for r in rs)]
 print("| case | seeds | " + " | ".join(shown) + " |")
 print("|---" * (len(shown) + 2) + "|")
