@@ -35,6 +35,8 @@ def figures(log):  # fractions; None for a run without a RESULT
 
 
 def cell(column, xs):
+    if not xs:  # a column that other cases' runs report
+        return "-"
     if column == "round trip MSE":  # a mean squared error, not a share
         return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
     return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}%" if len(xs) > 1 else f"{100 * xs[0]:.1f}%"
@@ -47,7 +49,7 @@ print("| case | seeds | " + " | ".join(shown) + " |")
 print("|---" * (len(shown) + 2) + "|")
 for name, title in cases:
     if runs[name]:
-        print(f"| {title} | {len(runs[name])} | " + " | ".join(cell(c, [r[c] for r in runs[name]]) for c in shown) + " |")
+        print(f"| {title} | {len(runs[name])} | " + " | ".join(cell(c, [r[c] for r in runs[name] if c in r]) for c in shown) + " |")
     else:
         print(f"| {title} | 0 | no RESULT |" + " |" * (len(shown) - 1))
 print(f"\nTwo runs at a time at 1 thread each: {minutes} minutes for the last invocation, on {cpu}.\n")
