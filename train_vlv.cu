@@ -1250,32 +1250,32 @@ void vit_backward(ViTA* d, const ViTP* g, const ViTA* a, const ViTP* p, const Co
 
 // adapter: visual tokens vis [B,Np,d_v] -> z = a->z [B,n_z,d_t], one row per learned query
 void adapter_forward(AdapterA* a, const float* vis, const AdapterP* p, const Config* c, int B) {
-    int Np = config_num_patches(c), Nq = c->n_z, C = c->d_v;
-    embed_forward(a->x0, NULL, NULL, NULL, p->queries, B, Nq, 0, C); // the same queries for every image
+    int Np = config_num_patches(c), Nz = c->n_z, C = c->d_v;
+    embed_forward(a->x0, NULL, NULL, NULL, p->queries, B, Nz, 0, C); // the same queries for every image
     const float* x = a->x0;
     for (int l = 0; l < c->L_a; l++) {
-        adapter_block_forward(&a->blocks[l], x, vis, &p->blocks[l], B, Nq, Np, C, c->nh_a);
+        adapter_block_forward(&a->blocks[l], x, vis, &p->blocks[l], B, Nz, Np, C, c->nh_a);
         x = a->blocks[l].res3;
     }
-    norm_forward(&a->ln_f, x, &p->ln_f, B * Nq, C);
-    matmul_forward(a->h1, a->ln_f.out, p->out1.w, p->out1.b, B * Nq, C, c->d_t);
-    gelu_forward(a->h1_gelu, a->h1, (size_t)B * Nq * c->d_t);
-    matmul_forward(a->z, a->h1_gelu, p->out2.w, p->out2.b, B * Nq, c->d_t, c->d_t);
+    norm_forward(&a->ln_f, x, &p->ln_f, B * Nz, C);
+    matmul_forward(a->h1, a->ln_f.out, p->out1.w, p->out1.b, B * Nz, C, c->d_t);
+    gelu_forward(a->h1_gelu, a->h1, (size_t)B * Nz * c->d_t);
+    matmul_forward(a->z, a->h1_gelu, p->out2.w, p->out2.b, B * Nz, c->d_t, c->d_t);
 }
 // gradient of z in d->z; adds the visual tokens' gradient into dvis (NULL: not needed)
 void adapter_backward(float* dvis, AdapterA* d, const AdapterP* g, const AdapterA* a, const float* vis,
                       const AdapterP* p, const Config* c, int B) {
-    int Np = config_num_patches(c), Nq = c->n_z, C = c->d_v, L = c->L_a;
-    matmul_backward(d->h1_gelu, g->out2.w, g->out2.b, d->z, a->h1_gelu, p->out2.w, B * Nq, c->d_t, c->d_t);
-    gelu_backward(d->h1, a->h1, d->h1_gelu, (size_t)B * Nq * c->d_t);
-    matmul_backward(d->ln_f.out, g->out1.w, g->out1.b, d->h1, a->ln_f.out, p->out1.w, B * Nq, C, c->d_t);
+    int Np = config_num_patches(c), Nz = c->n_z, C = c->d_v, L = c->L_a;
+    matmul_backward(d->h1_gelu, g->out2.w, g->out2.b, d->z, a->h1_gelu, p->out2.w, B * Nz, c->d_t, c->d_t);
+    gelu_backward(d->h1, a->h1, d->h1_gelu, (size_t)B * Nz * c->d_t);
+    matmul_backward(d->ln_f.out, g->out1.w, g->out1.b, d->h1, a->ln_f.out, p->out1.w, B * Nz, C, c->d_t);
     float* dx = L ? d->blocks[L - 1].res3 : d->x0;
-    norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res3 : a->x0, &p->ln_f, B * Nq, C);
+    norm_backward(dx, &d->ln_f, &g->ln_f, &a->ln_f, L ? a->blocks[L - 1].res3 : a->x0, &p->ln_f, B * Nz, C);
     for (int l = L - 1; l >= 0; l--) {
         adapter_block_backward(l ? d->blocks[l - 1].res3 : d->x0, dvis, &d->blocks[l], &g->blocks[l], &a->blocks[l],
-                               l ? a->blocks[l - 1].res3 : a->x0, vis, &p->blocks[l], B, Nq, Np, C, c->nh_a);
+                               l ? a->blocks[l - 1].res3 : a->x0, vis, &p->blocks[l], B, Nz, Np, C, c->nh_a);
     }
-    embed_backward(NULL, NULL, g->queries, d->x0, NULL, B, Nq, 0, C, c->vocab);
+    embed_backward(NULL, NULL, g->queries, d->x0, NULL, B, Nz, 0, C, c->vocab);
 }
 
 // text encoder: token ids tokens [B,N_q] (z NULL), or z [B,n_z,d_t] in the first n_z positions

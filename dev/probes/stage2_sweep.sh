@@ -23,8 +23,8 @@
 #              the folders' own K, as their stage-2 model is scored again, not trained
 #
 # The folders are finished default runs of the given seeds (stage0b.bin, stage1.bin, and for
-# baseline model.bin are copied). Each case runs with 1 thread, two at a time. OUT/EXPERIMENT.md gets a table of the mean and standard deviation over the seeds
-# and the RESULT line of every run; it covers every case's log in OUT, so cases run in several
+# baseline model.bin are copied). Each case runs with 1 thread, two at a time. OUT/EXPERIMENT.md
+# gets a table of the mean and standard deviation over the seeds and the RESULT line of every run; it covers every case's log in OUT, so cases run in several
 # invocations add up. VLV_RECIPES: run only these cases (e.g. "prefix_only prefix_llm").
 # VLV_FLAGS: flags added to every run (the run folders' model flags, if not the default preset's).
 set -euo pipefail
