@@ -714,7 +714,7 @@ def read_checkpoint(path):
     check_crc(data, path)
     n_q, n_z = header[2 + HEADER_FIELDS.index('n_q')], header[N_Z_SLOT]
     if n_z != 0 and not 1 <= n_z < n_q:
-        raise FormatError(f'{path}: header slot {N_Z_SLOT} (n_z) is {n_z}; it holds 1 to n_q - 1 = {n_q - 1}, '
+        raise FormatError(f'{path}: header slot {N_Z_SLOT} (n_z) is {n_z}; it holds 1 to n_q - 1 (n_q = {n_q}), '
                           'or 0 for n_z = n_q')
     reserved = [i for i in range(N_Z_SLOT + 1, HEADER_INTS) if header[i] != 0]
     if reserved:

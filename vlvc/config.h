@@ -206,8 +206,8 @@ static inline int header_config(const int* header, const char* path, const FileF
     for (int i = 0; i < CONFIG_FIELDS; i++) *config_field(c, i) = header[2 + i];
     int n_z = header[HEADER_N_Z];
     if (n_z != 0 && (n_z < 1 || n_z >= c->n_q)) {
-        fail("'%s' has a bad header: slot %d (n_z) is %d; it holds 1 to n_q - 1 = %d, or 0 for n_z = n_q\n  %s", path,
-             HEADER_N_Z, n_z, c->n_q - 1, f->remedy);
+        fail("'%s' has a bad header: slot %d (n_z) is %d; it holds 1 to n_q - 1 (n_q = %d), or 0 for n_z = n_q\n  %s",
+             path, HEADER_N_Z, n_z, c->n_q, f->remedy);
     }
     c->n_z = n_z ? n_z : c->n_q;
     const char* problem = config_problem(c);

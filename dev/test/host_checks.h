@@ -231,6 +231,9 @@ static inline void run_reader_checks(const char* ckpt, const char* state, const 
     expect_rejected("checkpoint: n_z stored as n_q", tmp, 1, n_z_slot);
     copy_bytes(ckpt, tmp, size, SLOT * 25, -3, FIX_CRC);
     expect_rejected("checkpoint: a negative n_z", tmp, 1, "slot 25 (n_z) is -3");
+    copy_bytes(ckpt, tmp, size, SLOT * 25, 1, KEEP_CRC); // the message names n_q without arithmetic on it
+    copy_bytes(tmp, tmp, size, SLOT * 4, INT_MIN, FIX_CRC);
+    expect_rejected("checkpoint: n_z beside n_q = INT_MIN", tmp, 1, "(n_q = -2147483648)");
     copy_bytes(ckpt, tmp, size, SLOT * 40, 1, FIX_CRC);
     expect_rejected("checkpoint: a reserved header slot not 0", tmp, 1, "reserved slot 40 is 1");
     copy_bytes(ckpt, tmp, size, SLOT * 24, -1, FIX_CRC);
