@@ -82,13 +82,19 @@ void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches)
 
 // register tile: 12 x 16 is 12 zmm or 24 ymm accumulators (32 vector registers with AVX-512);
 // with 16 vector registers (AVX2, NEON) 6 x 16 is 12 ymm accumulators
+#ifndef MM_MR
 #if defined(__AVX512F__)
 #define MM_MR 12
 #else
 #define MM_MR 6
 #endif
+#endif
+#ifndef MM_NR
 #define MM_NR 16
-#define MM_KC 256 // rows of a B panel: 16 KiB, kept in L1 while all of a thread's row tiles use it
+#endif
+// MM_KC: rows of a B panel, kept in L1 while all of a thread's row tiles use it. It alone sets
+// the order of the sums (the tile sizes do not), so it stays the same on every machine.
+#define MM_KC 256
 
 // the multiply-add of the tile as one fused, singly rounded operation wherever the hardware
 // has it: then the result does not depend on the optimization level (gcc fuses a * b + c
