@@ -80,18 +80,35 @@ void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches)
 // Work is split into (row tile, column panel) units, contiguous ranges of them per thread;
 // each unit has exactly one owner, so there are no races and nothing to reduce.
 
-// register tile: 12 x 16 is 12 zmm or 24 ymm accumulators (32 vector registers with AVX-512);
-// with 16 vector registers (AVX2, NEON) 6 x 16 is 12 ymm accumulators
+// The register tile, chosen per microarchitecture at build time (-march=native; dev/cpu/README.md
+// has the timings). Intel's AVX-512 cores have two 512-bit FMA ports: 6 x 64 is 24 zmm
+// accumulators, 6 broadcasts and 4 panel loads per 24 FMAs (12 x 16 needs 13 loads per 12 FMAs,
+// bound by the 2 loads a cycle); its 64 KiB panel streams from L2 fast enough there. AMD's Zen 4
+// runs AVX-512 as two 256-bit halves with a 32 KiB L1d: 12 x 16 (12 zmm) reaches its peak, and
+// gcc 12 calls it znver3. With 16 vector registers (AVX2, NEON) 6 x 16 is 12 ymm accumulators.
+// -DMM_MR=.. -DMM_NR=.. override (a multiple of 16 columns). The sums do not depend on the tile.
+#if defined(__znver1__) || defined(__znver2__) || defined(__znver3__) || defined(__znver4__) || defined(__znver5__)
+#define MM_AMD_ZEN 1
+#else
+#define MM_AMD_ZEN 0
+#endif
 #ifndef MM_MR
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && !MM_AMD_ZEN
+#define MM_MR 6
+#elif defined(__AVX512F__)
 #define MM_MR 12
 #else
 #define MM_MR 6
 #endif
 #endif
 #ifndef MM_NR
+#if defined(__AVX512F__) && !MM_AMD_ZEN
+#define MM_NR 64
+#else
 #define MM_NR 16
 #endif
+#endif
+#define MM_NR_MIN 16 // the narrowest tile a narrow last panel uses: one zmm
 // MM_KC: rows of a B panel, kept in L1 while all of a thread's row tiles use it. It alone sets
 // the order of the sums (the tile sizes do not), so it stays the same on every machine.
 #define MM_KC 256
@@ -111,93 +128,118 @@ void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches)
 #define MM_INLINE static inline
 #endif
 
-// one tile: c[r, j] (+)= sum_k a[r * a_m + k * a_k] * bp[k * MM_NR + j] for r < mr, j < nc.
-// mr is a constant at each call, so the accumulators become registers. first: this is the
-// first K chunk of a forward, so c = bias + sum instead of c += sum.
-MM_INLINE void matmul_tile(float* c, size_t ldc, const float* a, size_t a_m, size_t a_k,
-                           const float* bp, int K, const int mr, int nc, int first, const float* bias) {
+// one tile: C(r, j) (+)= sum_k a[r * a_m + k * a_k] * bp[k * MM_NR + j] for r < mr, j < nc, with
+// C(r, j) = c[r * c_m + j * c_j]. mr and nr (the panel columns computed, nc <= nr <= MM_NR) are
+// constants at each call, so the accumulators become registers. first: this is the first K
+// chunk of a forward, so C = bias + sum instead of C += sum; the bias is per column j, or per
+// row r when C is stored transposed (c_j != 1: the forward of few rows, matmul_forward).
+MM_INLINE void matmul_tile(float* c, size_t c_m, size_t c_j, const float* a, size_t a_m, size_t a_k,
+                           const float* bp, int K, const int mr, const int nr, int nc, int first, const float* bias) {
     float acc[MM_MR][MM_NR];
     for (int r = 0; r < mr; r++) {
-        for (int j = 0; j < MM_NR; j++) { acc[r][j] = 0.0f; }
+        for (int j = 0; j < nr; j++) { acc[r][j] = 0.0f; }
     }
     for (int k = 0; k < K; k++) {
         const float* b = bp + (size_t)k * MM_NR;
         for (int r = 0; r < mr; r++) {
             float av = a[r * a_m + k * a_k];
             #pragma omp simd
-            for (int j = 0; j < MM_NR; j++) { acc[r][j] = MM_FMA(av, b[j], acc[r][j]); }
+            for (int j = 0; j < nr; j++) { acc[r][j] = MM_FMA(av, b[j], acc[r][j]); }
         }
     }
     for (int r = 0; r < mr; r++) {
-        float* cr = c + r * ldc;
-        if (nc == MM_NR) {
+        float* cr = c + r * c_m;
+        if (c_j == 1 && nc == nr) {
             #pragma omp simd
-            for (int j = 0; j < MM_NR; j++) { cr[j] = (first ? (bias ? bias[j] : 0.0f) : cr[j]) + acc[r][j]; }
-        } else {
+            for (int j = 0; j < nr; j++) { cr[j] = (first ? (bias ? bias[j] : 0.0f) : cr[j]) + acc[r][j]; }
+        } else if (c_j == 1) {
             for (int j = 0; j < nc; j++) { cr[j] = (first ? (bias ? bias[j] : 0.0f) : cr[j]) + acc[r][j]; }
+        } else {
+            for (int j = 0; j < nc; j++) { cr[j * c_j] = (first ? (bias ? bias[r] : 0.0f) : cr[j * c_j]) + acc[r][j]; }
+        }
+    }
+}
+
+// the row tiles [i_begin, i_end) of one panel and K chunk, nr columns of it computed (a constant
+// at each call); the last row tile, if short, in sub-tiles of 8 and 4 rows, then single rows
+MM_INLINE void matmul_row_tiles(float* c, size_t c_m, size_t c_j, const float* a, size_t a_m, size_t a_k,
+                                const float* bp, int K, int M, int i_begin, int i_end, const int nr, int nc,
+                                int first, const float* bias) {
+    size_t bias_m = bias && c_j != 1; // the bias steps with the rows when C is stored transposed
+    for (int i = i_begin; i < i_end; i++) {
+        int m0 = i * MM_MR, mr = M - m0 < MM_MR ? M - m0 : MM_MR;
+        for (int r = 0; r < mr;) { // the whole tile, or the last one in sub-tiles
+            float* c_t = c + (size_t)(m0 + r) * c_m;
+            const float* a_t = a + (size_t)(m0 + r) * a_m;
+            const float* bias_t = bias ? bias + (m0 + r) * bias_m : NULL;
+            if (mr == MM_MR) { matmul_tile(c_t, c_m, c_j, a_t, a_m, a_k, bp, K, MM_MR, nr, nc, first, bias_t); r = mr; }
+            else if (MM_MR > 8 && mr - r >= 8) { matmul_tile(c_t, c_m, c_j, a_t, a_m, a_k, bp, K, 8, nr, nc, first, bias_t); r += 8; }
+            else if (mr - r >= 4) { matmul_tile(c_t, c_m, c_j, a_t, a_m, a_k, bp, K, 4, nr, nc, first, bias_t); r += 4; }
+            else { matmul_tile(c_t, c_m, c_j, a_t, a_m, a_k, bp, K, 1, nr, nc, first, bias_t); r += 1; }
         }
     }
 }
 
 // C[M, NC] (+)= A[M, K] B[K, NC] with A(m, k) = a[m * a_m + k * a_k], B(k, j) = b[k * b_k + j * b_j],
-// C(m, j) = c[m * ldc + j]; forward: C = bias + A B (bias may be NULL), else C += A B. Serial:
-// computes the units [u0, u1) (unit u: column panel u / m_tiles, row tile u % m_tiles).
-static void matmul_units(float* c, size_t ldc, const float* a, size_t a_m, size_t a_k,
+// C(m, j) = c[m * c_m + j * c_j]; forward: C = bias + A B (bias may be NULL; per row m if c_j != 1),
+// else C += A B. Serial: computes the units [u0, u1) (unit u: column panel u / m_tiles, row tile
+// u % m_tiles).
+static void matmul_units(float* c, size_t c_m, size_t c_j, const float* a, size_t a_m, size_t a_k,
                          const float* b, size_t b_k, size_t b_j, const float* bias, int forward,
                          int M, int K, int NC, long u0, long u1) {
     int m_tiles = (M + MM_MR - 1) / MM_MR, panels = (NC + MM_NR - 1) / MM_NR;
-    float bp[MM_KC * MM_NR]; // the B panel: 16 KiB of stack, nothing allocated
+    float bp[MM_KC * MM_NR]; // the B panel on the stack, nothing allocated
     for (int p = (int)(u0 / m_tiles); u0 < u1 && p < panels && (long)p * m_tiles < u1; p++) {
         int j0 = p * MM_NR, nc = NC - j0 < MM_NR ? NC - j0 : MM_NR;
+        // the columns computed: a narrow last panel computes a half or a quarter of the tile's
+        int nr = nc > MM_NR / 2 || MM_NR / 2 < MM_NR_MIN ? MM_NR : nc > MM_NR / 4 || MM_NR / 4 < MM_NR_MIN ? MM_NR / 2 : MM_NR / 4;
         long first_unit = (long)p * m_tiles;
         int i_begin = u0 > first_unit ? (int)(u0 - first_unit) : 0;
         int i_end = u1 < first_unit + m_tiles ? (int)(u1 - first_unit) : m_tiles;
         for (int k0 = 0; k0 < K; k0 += MM_KC) {
             int kc = K - k0 < MM_KC ? K - k0 : MM_KC;
-            // the panel: B rows k0..k0+kc, columns j0..j0+nc, zeros beyond nc
+            // the panel: B rows k0..k0+kc, columns j0..j0+nc, zeros from nc to nr
             const float* src = b + (size_t)k0 * b_k + (size_t)j0 * b_j;
-            if (b_j == 1 && nc == MM_NR) { // rows of B: a copy of 16 floats per row
+            if (b_j == 1 && nc == MM_NR) { // rows of B: a copy of MM_NR floats per row
                 for (int k = 0; k < kc; k++) {
                     #pragma omp simd
                     for (int j = 0; j < MM_NR; j++) { bp[k * MM_NR + j] = src[k * b_k + j]; }
                 }
-            } else if (b_k == 1) { // columns of B (the forward's W^T): read along k
-                for (int j = 0; j < MM_NR; j++) {
-                    for (int k = 0; k < kc; k++) { bp[k * MM_NR + j] = j < nc ? src[j * b_j + k] : 0.0f; }
+            } else if (b_j == 1) { // rows of B, nc < MM_NR of them
+                for (int k = 0; k < kc; k++) {
+                    for (int j = 0; j < nc; j++) { bp[k * MM_NR + j] = src[k * b_k + j]; }
+                    for (int j = nc; j < nr; j++) { bp[k * MM_NR + j] = 0.0f; }
+                }
+            } else if (b_k == 1) { // columns of B (the forward's W^T): read along k, 16 rows of
+                // the panel at a time, so that the lines written stay in L1 while j sweeps them
+                for (int kb = 0; kb < kc; kb += 16) {
+                    int ke = kc - kb < 16 ? kc : kb + 16;
+                    for (int j = 0; j < nr; j++) {
+                        for (int k = kb; k < ke; k++) { bp[k * MM_NR + j] = j < nc ? src[j * b_j + k] : 0.0f; }
+                    }
                 }
             } else {
                 for (int k = 0; k < kc; k++) {
-                    for (int j = 0; j < MM_NR; j++) { bp[k * MM_NR + j] = j < nc ? src[k * b_k + j * b_j] : 0.0f; }
+                    for (int j = 0; j < nr; j++) { bp[k * MM_NR + j] = j < nc ? src[k * b_k + j * b_j] : 0.0f; }
                 }
             }
             int first = forward && k0 == 0;
-            const float* bias_p = bias ? bias + j0 : NULL;
+            const float* bias_p = bias && c_j == 1 ? bias + j0 : bias;
             const float* a_k0 = a + (size_t)k0 * a_k;
-            for (int i = i_begin; i < i_end; i++) {
-                int m0 = i * MM_MR, mr = M - m0 < MM_MR ? M - m0 : MM_MR;
-                float* c_t = c + (size_t)m0 * ldc + j0;
-                const float* a_t = a_k0 + (size_t)m0 * a_m;
-                if (mr == MM_MR) { matmul_tile(c_t, ldc, a_t, a_m, a_k, bp, kc, MM_MR, nc, first, bias_p); }
-                else { // the last row tile: sub-tiles of 8 and 4 rows, then single rows
-                    int r = 0;
-                    if (MM_MR > 8 && mr >= 8) {
-                        matmul_tile(c_t, ldc, a_t, a_m, a_k, bp, kc, 8, nc, first, bias_p);
-                        r = 8;
-                    }
-                    for (; r + 4 <= mr; r += 4) {
-                        matmul_tile(c_t + r * ldc, ldc, a_t + r * a_m, a_m, a_k, bp, kc, 4, nc, first, bias_p);
-                    }
-                    for (; r < mr; r++) {
-                        matmul_tile(c_t + r * ldc, ldc, a_t + r * a_m, a_m, a_k, bp, kc, 1, nc, first, bias_p);
-                    }
-                }
+            float* c_p = c + (size_t)j0 * c_j;
+            if (nr == MM_NR) {
+                matmul_row_tiles(c_p, c_m, c_j, a_k0, a_m, a_k, bp, kc, M, i_begin, i_end, MM_NR, nc, first, bias_p);
+            } else if (nr == MM_NR / 2) {
+                matmul_row_tiles(c_p, c_m, c_j, a_k0, a_m, a_k, bp, kc, M, i_begin, i_end, MM_NR / 2, nc, first, bias_p);
+            } else {
+                matmul_row_tiles(c_p, c_m, c_j, a_k0, a_m, a_k, bp, kc, M, i_begin, i_end, MM_NR / 4, nc, first, bias_p);
             }
         }
     }
 }
 
 // the same over all units, split into contiguous ranges over the threads
-static void matmul_blocked(float* c, size_t ldc, const float* a, size_t a_m, size_t a_k,
+static void matmul_blocked(float* c, size_t c_m, size_t c_j, const float* a, size_t a_m, size_t a_k,
                            const float* b, size_t b_k, size_t b_j, const float* bias, int forward,
                            int M, int K, int NC) {
     long units = (long)((M + MM_MR - 1) / MM_MR) * ((NC + MM_NR - 1) / MM_NR);
@@ -208,7 +250,7 @@ static void matmul_blocked(float* c, size_t ldc, const float* a, size_t a_m, siz
         nt = omp_get_num_threads();
         t = omp_get_thread_num();
 #endif
-        matmul_units(c, ldc, a, a_m, a_k, b, b_k, b_j, bias, forward, M, K, NC, units * t / nt, units * (t + 1) / nt);
+        matmul_units(c, c_m, c_j, a, a_m, a_k, b, b_k, b_j, bias, forward, M, K, NC, units * t / nt, units * (t + 1) / nt);
     }
 }
 
@@ -216,15 +258,19 @@ static void matmul_blocked(float* c, size_t ldc, const float* a, size_t a_m, siz
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int N, int C, int OC) {
     flops_counted += 2.0 * N * C * OC;
-    matmul_blocked(out, OC, inp, C, 1, weight, 1, C, bias, 1, N, C, OC);
+    if (N <= 64 && N < OC) { // few rows: out^T = W inp^T, so the panels copied (transposed) are inp's, not W's
+        matmul_blocked(out, 1, OC, weight, C, 1, inp, 1, C, bias, 1, OC, C, N);
+    } else {
+        matmul_blocked(out, OC, 1, inp, C, 1, weight, 1, C, bias, 1, N, C, OC);
+    }
 }
 
 // y = x W^T + b gives dx = dy W, dW = dy^T x, db = sum over rows of dy (all added with +=)
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int C, int OC) {
     flops_counted += 2.0 * N * C * OC * ((dinp != NULL) + (dweight != NULL));
-    if (dinp) { matmul_blocked(dinp, C, dout, OC, 1, weight, C, 1, NULL, 0, N, OC, C); }
-    if (dweight) { matmul_blocked(dweight, C, dout, 1, OC, inp, C, 1, NULL, 0, OC, N, C); }
+    if (dinp) { matmul_blocked(dinp, C, 1, dout, OC, 1, weight, C, 1, NULL, 0, N, OC, C); }
+    if (dweight) { matmul_blocked(dweight, C, 1, dout, 1, OC, inp, C, 1, NULL, 0, OC, N, C); }
     if (dbias) {
         // column sums, MM_NR columns per unit, in MM_KC-row chunks like the products
         #pragma omp parallel for
@@ -529,7 +575,7 @@ void attention_forward(float* out, float* att, const float* q, int q_stride, con
             const float* vh = v + (size_t)b * Tk * kv_stride + h * hs;
             float* s = att + ((size_t)b * NH + h) * Tq * Tk;
             // S[Tq, Tk] = Q K^T: A(i, c) = q_i[c], B(c, j) = k_j[c]
-            matmul_units(s, Tk, qh, q_stride, 1, kh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, s_units);
+            matmul_units(s, Tk, 1, qh, q_stride, 1, kh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, s_units);
             // a numerically safe softmax of each row (-FLT_MAX, not -INFINITY: -Ofast
             // assumes there are no infinities). Every loop vectorizes: the max is exact in any
             // order, the exponentials are a loop of their own, the sum is row_sum's 16 lanes.
@@ -545,7 +591,7 @@ void attention_forward(float* out, float* att, const float* q, int q_stride, con
                 for (int j = jend; j < Tk; j++) { a[j] = 0.0f; }
             }
             // O[Tq, hs] = A V: B(j, c) = v_j[c]
-            matmul_units(out + (size_t)b * Tq * C + h * hs, C, s, Tk, 1, vh, kv_stride, 1, NULL, 1, Tq, Tk, hs, 0, o_units);
+            matmul_units(out + (size_t)b * Tq * C + h * hs, C, 1, s, Tk, 1, vh, kv_stride, 1, NULL, 1, Tq, Tk, hs, 0, o_units);
         }
     }
 }
@@ -574,10 +620,10 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
             const float* ah = att + ((size_t)b * NH + h) * Tq * Tk;
             float* dsh = datt + ((size_t)b * NH + h) * Tq * Tk;
             // dV[Tk, hs] += A^T dO: A(j, i) = a_ij, B(i, c) = do_i[c]
-            matmul_units(dv + (size_t)b * Tk * kv_stride + h * hs, kv_stride, ah, 1, Tk, doh, C, 1, NULL, 0,
+            matmul_units(dv + (size_t)b * Tk * kv_stride + h * hs, kv_stride, 1, ah, 1, Tk, doh, C, 1, NULL, 0,
                          Tk, Tq, hs, 0, tk_tiles * hs_panels);
             // dA[Tq, Tk] = dO V^T: A(i, c) = do_i[c], B(c, j) = v_j[c]
-            matmul_units(dsh, Tk, doh, C, 1, vh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, tq_tiles * tk_panels);
+            matmul_units(dsh, Tk, 1, doh, C, 1, vh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, tq_tiles * tk_panels);
             // dS = A (dA - rowsum(A dA)) scale, in place. The row sum runs over every key (a_ij
             // = 0 where masked); causal: ds_ij = 0 for the keys j > i that query i does not see
             for (int i = 0; i < Tq; i++) {
@@ -592,10 +638,10 @@ void attention_backward(float* dq, float* dk, float* dv, float* datt, const floa
                 for (int j = jend; j < Tk; j++) { da[j] = 0.0f; }
             }
             // dQ[Tq, hs] += dS K: B(j, c) = k_j[c]
-            matmul_units(dq + (size_t)b * Tq * q_stride + h * hs, q_stride, dsh, Tk, 1, kh, kv_stride, 1, NULL, 0,
+            matmul_units(dq + (size_t)b * Tq * q_stride + h * hs, q_stride, 1, dsh, Tk, 1, kh, kv_stride, 1, NULL, 0,
                          Tq, Tk, hs, 0, tq_tiles * hs_panels);
             // dK[Tk, hs] += dS^T Q: A(j, i) = ds_ij, B(i, c) = q_i[c]
-            matmul_units(dk + (size_t)b * Tk * kv_stride + h * hs, kv_stride, dsh, 1, Tk, qh, q_stride, 1, NULL, 0,
+            matmul_units(dk + (size_t)b * Tk * kv_stride + h * hs, kv_stride, 1, dsh, 1, Tk, qh, q_stride, 1, NULL, 0,
                          Tk, Tq, hs, 0, tk_tiles * hs_panels);
         }
     }

@@ -376,7 +376,7 @@ void attention_forward4(float* out, float* att, const float* q, int q_stride, co
             const float* kh = k + (size_t)b * Tk * kv_stride + h * hs;
             const float* vh = v + (size_t)b * Tk * kv_stride + h * hs;
             float* s = att + ((size_t)b * NH + h) * Tq * Tk;
-            matmul_units(s, Tk, qh, q_stride, 1, kh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, s_units);
+            matmul_units(s, Tk, 1, qh, q_stride, 1, kh, 1, kv_stride, NULL, 1, Tq, hs, Tk, 0, s_units);
             for (int i = 0; i < Tq; i++) {
                 float* a = s + (size_t)i * Tk;
                 int jend = causal ? i + 1 : Tk;
@@ -388,7 +388,7 @@ void attention_forward4(float* out, float* att, const float* q, int q_stride, co
                 for (int j = 0; j < jend; j++) { a[j] *= inv; }
                 for (int j = jend; j < Tk; j++) { a[j] = 0.0f; }
             }
-            matmul_units(out + (size_t)b * Tq * C + h * hs, C, s, Tk, 1, vh, kv_stride, 1, NULL, 1, Tq, Tk, hs, 0, o_units);
+            matmul_units(out + (size_t)b * Tq * C + h * hs, C, 1, s, Tk, 1, vh, kv_stride, 1, NULL, 1, Tq, Tk, hs, 0, o_units);
         }
     }
 }

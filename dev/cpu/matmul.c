@@ -462,7 +462,7 @@ static double measure_tile_gflops(void) { // one thread, train_vlv.c's tile on L
     double best = 1e30;
     for (int rep = 0; rep < 100; rep++) { // the fastest of 100 short trials, as for the clock
         double t0 = wall_seconds();
-        for (int i = 0; i < 1000; i++) { matmul_tile(c, MM_NR, a, MM_KC, 1, bp, MM_KC, MM_MR, MM_NR, 0, NULL); }
+        for (int i = 0; i < 1000; i++) { matmul_tile(c, MM_NR, 1, a, MM_KC, 1, bp, MM_KC, MM_MR, MM_NR, MM_NR, 0, NULL); }
         double t = wall_seconds() - t0;
         if (t < best) { best = t; }
     }
