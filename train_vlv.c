@@ -210,13 +210,11 @@ static void matmul_units(float* c, size_t c_m, size_t c_j, const float* a, size_
                     for (int j = 0; j < nc; j++) { bp[k * MM_NR + j] = src[k * b_k + j]; }
                     for (int j = nc; j < nr; j++) { bp[k * MM_NR + j] = 0.0f; }
                 }
-            } else if (b_k == 1) { // columns of B (the forward's W^T): read along k, 16 rows of
-                // the panel at a time, so that the lines written stay in L1 while j sweeps them
-                for (int kb = 0; kb < kc; kb += 16) {
-                    int ke = kc - kb < 16 ? kc : kb + 16;
-                    for (int j = 0; j < nr; j++) {
-                        for (int k = kb; k < ke; k++) { bp[k * MM_NR + j] = j < nc ? src[j * b_j + k] : 0.0f; }
-                    }
+            } else if (b_k == 1) { // columns of B (the forward's W^T): a panel row gathers
+                // one float from each of nc rows of W (vector gathers with AVX-512 and AVX2)
+                for (int k = 0; k < kc; k++) {
+                    #pragma omp simd
+                    for (int j = 0; j < nr; j++) { bp[k * MM_NR + j] = j < nc ? src[j * b_j + k] : 0.0f; }
                 }
             } else {
                 for (int k = 0; k < kc; k++) {
