@@ -5,6 +5,7 @@
 #   make check                         every check against the PyTorch twin (regenerated when it changes)
 #   make test-data                     the shapes world, tokenizer and image readers
 #   make test-pipeline                 ./train_vlv and ./caption end to end on a tiny model
+#   make test-tiles                    every matmul tile and vector width gives the native build's checkpoints, bit for bit
 #   make test-mpi                      data-parallel training under mpirun against one process (Open MPI)
 #   make test-asan                     the same checks under AddressSanitizer + UBSanitizer
 #   make test-ofast                    the same checks built with -Ofast (fast-math)
@@ -183,6 +184,10 @@ test-data: build/test/test_data build/test/test_images
 test-pipeline: train_vlv caption
 	PYTHON=$(PYTHON) dev/test/test_pipeline.sh
 
+# train_vlv built with other register tiles and with AVX2: the same checkpoints, byte for byte
+test-tiles:
+	dev/test/test_tiles.sh
+
 # 2 ranks against 1 process: losses, weights, resume, evaluation, a rank that fails
 test-mpi: train_vlv build/train_vlv_mpi test_vlv
 	dev/test/test_mpi.sh
@@ -215,7 +220,7 @@ check-headers:
 	done; echo "headers: $$n passed, 0 failed"
 
 # all of them, stopping at the first that fails; the last line sums them up
-TEST_PARTS = check-headers check check-anchors test-data test-pipeline test-mpi test-asan test-ofast test-cuemu test-mutants fuzz cpu-labs
+TEST_PARTS = check-headers check check-anchors test-data test-pipeline test-tiles test-mpi test-asan test-ofast test-cuemu test-mutants fuzz cpu-labs
 test: setup-test
 	@mkdir -p $(TESTDIR); rm -f $(TESTDIR)/all.log; \
 	for t in $(TEST_PARTS); do \
@@ -294,4 +299,4 @@ clean:
 	rm -rf $(EMU_DIR)
 	rm -rf $(TESTDIR)
 
-.PHONY: setup-build setup-test check-headers test check check-anchors test-data test-pipeline test-asan test-ofast test-mutants test-cuemu fuzz fuzz-toolchain cpu-labs print-cflags cuda cuda-labs checkcu clean
+.PHONY: setup-build setup-test check-headers test check check-anchors test-data test-pipeline test-tiles test-asan test-ofast test-mutants test-cuemu fuzz fuzz-toolchain cpu-labs print-cflags cuda cuda-labs checkcu clean
