@@ -80,7 +80,7 @@ void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches)
 // Work is split into (row tile, column panel) units, contiguous ranges of them per thread;
 // each unit has exactly one owner, so there are no races and nothing to reduce.
 
-// The register tile, chosen per microarchitecture at build time (-march=native; dev/cpu/README.md
+// The register tile, chosen per microarchitecture at build time (-march=native; doc/speed.md
 // has the timings). Intel's AVX-512 cores have two 512-bit FMA ports: 6 x 64 is 24 zmm
 // accumulators, 6 broadcasts and 4 panel loads per 24 FMAs (12 x 16 needs 13 loads per 12 FMAs,
 // bound by the 2 loads a cycle); its 64 KiB panel streams from L2 fast enough there. AMD's Zen 4
@@ -92,21 +92,21 @@ void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches)
 #else
 #define MM_AMD_ZEN 0
 #endif
-#ifndef MM_MR
 #if defined(__AVX512F__) && !MM_AMD_ZEN
-#define MM_MR 6
+#define MM_MR_NATIVE 6
+#define MM_NR_NATIVE 64
 #elif defined(__AVX512F__)
-#define MM_MR 12
+#define MM_MR_NATIVE 12
+#define MM_NR_NATIVE 16
 #else
-#define MM_MR 6
+#define MM_MR_NATIVE 6
+#define MM_NR_NATIVE 16
 #endif
+#ifndef MM_MR
+#define MM_MR MM_MR_NATIVE
 #endif
 #ifndef MM_NR
-#if defined(__AVX512F__) && !MM_AMD_ZEN
-#define MM_NR 64
-#else
-#define MM_NR 16
-#endif
+#define MM_NR MM_NR_NATIVE
 #endif
 #define MM_NR_MIN 16 // the narrowest tile a narrow last panel uses: one zmm
 // MM_KC: rows of a B panel, kept in L1 while all of a thread's row tiles use it. It alone sets
@@ -165,7 +165,7 @@ MM_INLINE void matmul_tile(float* c, size_t c_m, size_t c_j, const float* a, siz
 MM_INLINE void matmul_row_tiles(float* c, size_t c_m, size_t c_j, const float* a, size_t a_m, size_t a_k,
                                 const float* bp, int K, int M, int i_begin, int i_end, const int nr, int nc,
                                 int first, const float* bias) {
-    size_t bias_m = bias && c_j != 1; // the bias steps with the rows when C is stored transposed
+    size_t bias_m = c_j != 1; // the bias steps with the rows when C is stored transposed
     for (int i = i_begin; i < i_end; i++) {
         int m0 = i * MM_MR, mr = M - m0 < MM_MR ? M - m0 : MM_MR;
         for (int r = 0; r < mr;) { // the whole tile, or the last one in sub-tiles
@@ -192,7 +192,8 @@ static void matmul_units(float* c, size_t c_m, size_t c_j, const float* a, size_
     for (int p = (int)(u0 / m_tiles); u0 < u1 && p < panels && (long)p * m_tiles < u1; p++) {
         int j0 = p * MM_NR, nc = NC - j0 < MM_NR ? NC - j0 : MM_NR;
         // the columns computed: a narrow last panel computes a half or a quarter of the tile's
-        int nr = nc > MM_NR / 2 || MM_NR / 2 < MM_NR_MIN ? MM_NR : nc > MM_NR / 4 || MM_NR / 4 < MM_NR_MIN ? MM_NR / 2 : MM_NR / 4;
+        int nr = MM_NR;
+        while (nr > MM_NR / 4 && nr / 2 >= MM_NR_MIN && nc <= nr / 2) { nr /= 2; }
         long first_unit = (long)p * m_tiles;
         int i_begin = u0 > first_unit ? (int)(u0 - first_unit) : 0;
         int i_end = u1 < first_unit + m_tiles ? (int)(u1 - first_unit) : m_tiles;
@@ -227,7 +228,7 @@ static void matmul_units(float* c, size_t c_m, size_t c_j, const float* a, size_
             float* c_p = c + (size_t)j0 * c_j;
             if (nr == MM_NR) {
                 matmul_row_tiles(c_p, c_m, c_j, a_k0, a_m, a_k, bp, kc, M, i_begin, i_end, MM_NR, nc, first, bias_p);
-            } else if (nr == MM_NR / 2) {
+            } else if (MM_NR / 2 >= MM_NR_MIN && nr == MM_NR / 2) { // (constant: no narrow tiles for 16 columns)
                 matmul_row_tiles(c_p, c_m, c_j, a_k0, a_m, a_k, bp, kc, M, i_begin, i_end, MM_NR / 2, nc, first, bias_p);
             } else {
                 matmul_row_tiles(c_p, c_m, c_j, a_k0, a_m, a_k, bp, kc, M, i_begin, i_end, MM_NR / 4, nc, first, bias_p);
