@@ -18,9 +18,10 @@ Build and run (from the repository root):
   /tmp/matmul check          correctness: every version, many sizes, 1 and 2 threads
   /tmp/matmul bench          timing table at 1 and 2 threads (median of repeats)
   /tmp/matmul                both
-Options: --threads a,b,...  (default 1,2)   --reps R (default 21)   --ghz G (clock for the peak;
-default: measured)   --quick (check: fewer sizes). The bench also reports how much CPU the rest
-of the machine used meanwhile: on a shared machine 2-thread timings are meaningless.
+Options: --threads a,b,...  (default 1,2)   --reps R (default 21)   --quick (check: fewer sizes).
+The peak that the percentages refer to is measured at each thread count by vlvc/fma_peak.h, as
+train_vlv does. The bench also reports how much CPU the rest of the machine used meanwhile: on a
+shared machine 2-thread timings are meaningless.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ of the machine used meanwhile: on a shared machine 2-thread timings are meaningl
 // matmul_units, MM_MR / MM_NR / MM_KC), straight from train_vlv.c without its main
 #define VLV_NO_MAIN
 #include "../../train_vlv.c"
+#include "../../vlvc/fma_peak.h" // the measured peak (train_vlv.c includes it only with its main)
 
 // ----------------------------------------------------------------------------
 // utilities
@@ -290,8 +292,11 @@ typedef void (*fwd_fn)(float*, const float*, const float*, const float*, int, in
 typedef void (*bwd_fn)(float*, float*, float*, const float*, const float*, const float*, int, int, int);
 static const fwd_fn fwd_versions[] = { NULL, matmul_forward1, matmul_forward2, matmul_forward3 };
 static const bwd_fn bwd_versions[] = { NULL, matmul_backward1, matmul_backward2, matmul_backward3 };
-static const char* fwd_names[] = { "", "v1 original (dot, scalar reduction)", "v2 dot 4x4, simd reduction", "v3 packed 12x16 tile (train_vlv.c)" };
-static const char* bwd_names[] = { "", "v1 original (axpy rows)", "v2 register tile, unpacked", "v3 packed 12x16 tile (train_vlv.c)" };
+#define MM_STR_(x) #x
+#define MM_STR(x) MM_STR_(x)
+#define MM_TILE_NAME MM_STR(MM_MR) "x" MM_STR(MM_NR) // the tile this build of train_vlv.c uses
+static const char* fwd_names[] = { "", "v1 original (dot, scalar reduction)", "v2 dot 4x4, simd reduction", "v3 packed " MM_TILE_NAME " tile (train_vlv.c)" };
+static const char* bwd_names[] = { "", "v1 original (axpy rows)", "v2 register tile, unpacked", "v3 packed " MM_TILE_NAME " tile (train_vlv.c)" };
 #define NUM_VERSIONS 3
 
 // ----------------------------------------------------------------------------
@@ -430,37 +435,16 @@ static int run_checks(const int* threads, int nthreads, int quick) {
 }
 
 // ----------------------------------------------------------------------------
-// peak: cores x SIMD lanes x FMA units x 2 FLOP x clock. The clock is measured with a chain
-// of dependent integer adds (1 per cycle on every x86 core since the P6), fastest of many trials; the FMA rate with
-// train_vlv.c's register tile running on data that sits in L1 (the kernel's own ceiling).
+// peak: vlvc/fma_peak.h's FMA chains at each thread count (what the core can do), beside
+// train_vlv.c's register tile on data that sits in L1 (the kernel's own ceiling)
 
-static double measure_ghz(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    // many short trials (~2 ms each), the fastest one: a trial that the scheduler
-    // interrupted (a loaded machine) only reads low
-    long iters = 1000000; unsigned long x = 0;
-    double best = 0.0;
-    for (int rep = 0; rep < 200; rep++) {
-        double t0 = wall_seconds();
-        for (long i = 0; i < iters; i++) {
-            __asm__ volatile("add $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\t"
-                             "add $1,%0\n\tadd $1,%0\n\tadd $1,%0\n\tadd $1,%0" : "+r"(x));
-        }
-        double ghz = iters * 8.0 / (wall_seconds() - t0) / 1e9;
-        if (ghz > best) { best = ghz; }
-    }
-    return best;
-#else
-    return 0.0;
-#endif
-}
 static double measure_tile_gflops(void) { // one thread, train_vlv.c's tile on L1-resident data
     static float a[MM_MR * MM_KC], bp[MM_KC * MM_NR], c[MM_MR * MM_NR];
     for (int i = 0; i < MM_MR * MM_KC; i++) { a[i] = frand() * 1e-3f; }
     for (int i = 0; i < MM_KC * MM_NR; i++) { bp[i] = frand() * 1e-3f; }
     memset(c, 0, sizeof c);
     double best = 1e30;
-    for (int rep = 0; rep < 100; rep++) { // the fastest of 100 short trials, as for the clock
+    for (int rep = 0; rep < 100; rep++) { // the fastest of 100 short trials: an interrupted one only reads slow
         double t0 = wall_seconds();
         for (int i = 0; i < 1000; i++) { matmul_tile(c, MM_NR, 1, a, MM_KC, 1, bp, MM_KC, MM_MR, MM_NR, MM_NR, 0, NULL); }
         double t = wall_seconds() - t0;
@@ -540,21 +524,22 @@ static double process_cpu_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void run_bench(const int* threads, int nthreads, int reps, double ghz) {
+static void run_bench(const int* threads, int nthreads, int reps) {
     static const char* prod_names[3] = { "forward", "bwd-input", "bwd-weight" };
-    double fma1 = measure_tile_gflops();
-    printf("\npeak: clock %.2f GHz (measured: dependent adds), 2 FMA units x 8 fp32 lanes (256-bit; AVX-512 on Zen 4 is\n"
-           "      double-pumped, same rate) x 2 FLOP = 32 FLOP/cycle/core -> %.1f GFLOP/s per core;\n"
-           "      measured: train_vlv.c's %dx%d tile on L1-resident data, 1 thread: %.1f GFLOP/s\n", ghz, 32.0 * ghz, MM_MR, MM_NR, fma1);
+    char how[128];
+    double peak1 = fma_peak_gflops(1, 10, how, sizeof how), tile1 = measure_tile_gflops();
+    printf("\npeak, 1 thread: %.1f GFLOP/s (%s);\n"
+           "      train_vlv.c's %dx%d tile on L1-resident data: %.1f GFLOP/s (%.0f%%)\n",
+           peak1, how, MM_MR, MM_NR, tile1, 100.0 * tile1 / peak1);
     double tot[8][3][NUM_VERSIONS + 1]; // per thread count, product, version: summed time of one step's calls
     memset(tot, 0, sizeof tot);
     double busy0 = machine_busy_seconds(), own0 = process_cpu_seconds(), wall0 = wall_seconds();
     for (int ti = 0; ti < nthreads; ti++) {
         int t = threads[ti];
         set_threads(t);
-        double peak = 32.0 * ghz * t;
-        printf("\n%d thread%s (peak %.0f GFLOP/s); per version: median ms of %d runs (of all the step's calls of that shape),\n"
-               "GFLOP/s at the median and at the fastest run, %% of peak at the median\n", t, t > 1 ? "s" : "", peak, reps);
+        double peak = fma_peak_gflops(t, 10, how, sizeof how);
+        printf("\n%d thread%s (peak %.0f GFLOP/s, %s); per version: median ms of %d runs (of all the step's calls of that shape),\n"
+               "GFLOP/s at the median and at the fastest run, %% of peak at the median\n", t, t > 1 ? "s" : "", peak, how, reps);
         printf("%-26s %-10s", "shape", "product");
         for (int v = 1; v <= NUM_VERSIONS; v++) { printf(" | v%d med ms  GF/s  best  %%pk", v); }
         printf(" | best\n");
@@ -615,17 +600,15 @@ static void run_bench(const int* threads, int nthreads, int reps, double ghz) {
 int main(int argc, char** argv) {
     int do_check = 1, do_bench = 1, quick = 0, reps = 21;
     int threads[8] = { 1, 2 }, nthreads = 2;
-    double ghz = 0.0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "check") == 0) { do_bench = 0; }
         else if (strcmp(argv[i], "bench") == 0) { do_check = 0; }
         else if (strcmp(argv[i], "--quick") == 0) { quick = 1; }
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) { reps = atoi(argv[++i]); }
-        else if (strcmp(argv[i], "--ghz") == 0 && i + 1 < argc) { ghz = atof(argv[++i]); }
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             nthreads = 0;
             for (char* tok = strtok(argv[++i], ","); tok && nthreads < 8; tok = strtok(NULL, ",")) { threads[nthreads++] = atoi(tok); }
-        } else { fprintf(stderr, "usage: %s [check|bench] [--threads 1,2] [--reps 21] [--ghz G] [--quick]\n", argv[0]); return 1; }
+        } else { fprintf(stderr, "usage: %s [check|bench] [--threads 1,2] [--reps 21] [--quick]\n", argv[0]); return 1; }
     }
     if (reps < 1) { reps = 1; }
     printf("matmul lab: tile %d x %d, K chunk %d", MM_MR, MM_NR, MM_KC);
@@ -646,9 +629,7 @@ int main(int argc, char** argv) {
     int fails = 0;
     if (do_check) { fails = run_checks(threads, nthreads, quick); }
     if (do_bench) {
-        if (ghz <= 0.0) { ghz = measure_ghz(); }
-        if (ghz <= 0.0) { ghz = 2.6; printf("clock not measurable here: assuming %.2f GHz (use --ghz)\n", ghz); }
-        run_bench(threads, nthreads, reps, ghz);
+        run_bench(threads, nthreads, reps);
     }
     return fails ? 1 : 0;
 }
