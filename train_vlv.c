@@ -81,18 +81,19 @@ void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches)
 // each unit has exactly one owner, so there are no races and nothing to reduce.
 
 // The register tile, chosen per microarchitecture at build time (-march=native; doc/speed.md
-// has the timings). Intel's AVX-512 cores have two 512-bit FMA ports: 6 x 64 is 24 zmm
-// accumulators, 6 broadcasts and 4 panel loads per 24 FMAs (12 x 16 needs 13 loads per 12 FMAs,
-// bound by the 2 loads a cycle); its 64 KiB panel streams from L2 fast enough there. AMD's Zen 4
-// runs AVX-512 as two 256-bit halves with a 32 KiB L1d: 12 x 16 (12 zmm) reaches its peak, and
-// gcc 12 calls it znver3. With 16 vector registers (AVX2, NEON) 6 x 16 is 12 ymm accumulators.
+// has the timings). Cores with two full-width 512-bit FMA units (Intel's AVX-512 Xeons, AMD's
+// Zen 5 EPYC): 6 x 64 is 24 zmm accumulators, 6 broadcasts and 4 panel loads per 24 FMAs
+// (12 x 16 needs 13 loads per 12 FMAs, bound by the 2 loads a cycle). AMD's Zen 4 runs AVX-512
+// as two 256-bit halves with a 32 KiB L1d: 12 x 16 (12 zmm) reaches its peak. gcc 12 calls Zen 4
+// and Zen 5 znver3 (gcc 13 both znver4); Zen 5 is told apart by VP2INTERSECT, which no earlier
+// AMD core has. With 16 vector registers (AVX2, NEON) 6 x 16 is 12 ymm accumulators.
 // -DMM_MR=.. -DMM_NR=.. override (a multiple of 16 columns). The sums do not depend on the tile.
-#if defined(__znver1__) || defined(__znver2__) || defined(__znver3__) || defined(__znver4__) || defined(__znver5__)
-#define MM_AMD_ZEN 1
+#if (defined(__znver3__) || defined(__znver4__)) && !defined(__AVX512VP2INTERSECT__)
+#define MM_AVX512_HALF_WIDTH 1 // Zen 4 (Zen 1-3 have no AVX-512)
 #else
-#define MM_AMD_ZEN 0
+#define MM_AVX512_HALF_WIDTH 0
 #endif
-#if defined(__AVX512F__) && !MM_AMD_ZEN
+#if defined(__AVX512F__) && !MM_AVX512_HALF_WIDTH
 #define MM_MR_NATIVE 6
 #define MM_NR_NATIVE 64
 #elif defined(__AVX512F__)
