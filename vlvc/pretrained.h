@@ -106,9 +106,16 @@ static void pretrained_write(Run* r) {
     fp = readOpenCheck(bin, format_max_bytes(&PRETRAINED_FORMAT));
     if (!sha256_stream(fp, hex)) fail("could not read back '%s' to hash it: %s", bin, strerror(errno));
     fclose(fp);
-    char vocab[128], attrs[128] = "no oracle for this data";
+    // the score: the oracle reads the samples (only the shapes world has one)
+    char vocab[128], attrs[128], score[300] = "not scored (no oracle for this data)", brief[200];
     vocab_fingerprint(&r->vocab, vocab, sizeof vocab);
-    if (r->src.kind == SOURCE_SHAPES) { score_attrs_text(&t2i, attrs, sizeof attrs); }
+    snprintf(brief, sizeof brief, "%s", score);
+    if (r->src.kind == SOURCE_SHAPES) {
+        score_attrs_text(&t2i, attrs, sizeof attrs);
+        snprintf(score, sizeof score, "%d held-out prompts, DDIM %d steps, guidance %g: exact %.1f%% (%s)", t2i.n,
+                 r->s.sample_steps, r->s.guidance, 100.0f * score_exact(&t2i), attrs);
+        snprintf(brief, sizeof brief, "exact %.1f%% (%s)", 100.0f * score_exact(&t2i), attrs);
+    }
     time_t now = time(NULL);
     char when[32];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -126,12 +133,10 @@ static void pretrained_write(Run* r) {
     fprintf(fp, "hardware: %s\n", r->device);
     fprintf(fp, "wall time: stage 0 %.1f s, stage 0b %.1f s, over %d invocation%s\n", r->stage_seconds[STAGE0],
             r->stage_seconds[STAGE0B], r->invocations, r->invocations == 1 ? "" : "s (resumed)");
-    fprintf(fp, "t2i: %d held-out prompts, DDIM %d steps, guidance %g: exact %.1f%% (%s)\n", t2i.n, r->s.sample_steps,
-            r->s.guidance, 100.0f * score_exact(&t2i), attrs);
+    fprintf(fp, "t2i: %s\n", score);
     fprintf(fp, "written: %s\n", when);
     atomic_commit(fp, txt);
-    say(r, "wrote %s (sha256 %.16s...)\n  and its provenance pretrained.txt: text-to-image exact %.1f%% (%s)\n", bin, hex,
-        100.0f * score_exact(&t2i), attrs);
+    say(r, "wrote %s (sha256 %.16s...)\n  and its provenance pretrained.txt: text-to-image %s\n", bin, hex, brief);
 }
 
 // the value of "key: value" in a provenance file's lines; 0 if absent

@@ -487,6 +487,8 @@ if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   [ $? = 0 ] && grep -q '^RESULT caption_exact=[0-9.]* roundtrip_mse=[0-9.]* baseline_exact=' "$dir/fm.log" \
     && [ "$(cut -f2 "$dir/fm/captions.tsv" | tail -n +2 | grep -c '^a photo of an\? ')" = 16 ] && [ -s "$dir/fm/t2i.png" ]
   check "--data fashion-mnist trains every stage and captions held-out Fashion-MNIST images" $?
+  grep -qx 't2i: not scored (no oracle for this data)' "$dir/fm/pretrained.txt"
+  check "--data fashion-mnist: pretrained.txt says its text-to-image samples are not scored (no oracle), not 0%" $?
 else
   ./train_vlv "${tiny[@]}" --data fashion-mnist --out "$dir/fm" > "$dir/fm.log" 2>&1
   [ $? = 1 ] && grep -q "apt-get install dataset-fashion-mnist" "$dir/fm.log"
