@@ -12,7 +12,8 @@
 # 2. OUT/k_curve: stage 2 and the baseline again from that stage 1 at each K and seed
 #    (dev/probes/stage2_sweep.sh k_curve, 1 thread per run, two at a time).
 # 3. OUT/classifier.md: dev/probes/probe_classifier.py on the decoder folder, at each K ($PYTHON,
-#    else /usr/bin/python3: Debian's python3-torch).
+#    else /usr/bin/python3: Debian's python3-torch; the PyPI wheel ran a classifier in 50 s
+#    where Debian's had not finished one after 3 minutes).
 # Every evaluation scores the first VLV_EVAL_N (default 2,000) of the 10,000 t10k images; caption
 # exact is class accuracy. OUT/fashion.md gets the two tables. VLV_FLAGS: flags added to every
 # train_vlv run (e.g. a smaller model to try the script out); VLV_CLASSIFIER_FLAGS: to the classifier.
