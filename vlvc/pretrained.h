@@ -86,8 +86,14 @@ static void pretrained_write(Run* r) {
     const Config* c = model_config(r->model);
     // the decoder's own score: text-to-image on held-out prompts, read by the oracle (on every
     // rank: the ranks share the sampling); rank 0 writes the files
-    say(r, "scoring the pretrained decoder: text-to-image on %d held-out prompts\n", r->s.eval_n);
-    Score t2i = eval_t2i(r, NULL, NULL);
+    // (only the shapes world has an oracle: elsewhere nothing is sampled)
+    int scored = r->src.kind == SOURCE_SHAPES;
+    Score t2i;
+    memset(&t2i, 0, sizeof t2i);
+    if (scored) {
+        say(r, "scoring the pretrained decoder: text-to-image on %d held-out prompts\n", r->s.eval_n);
+        t2i = eval_t2i(r, NULL, NULL);
+    }
     if (!r->root) { return; }
     size_t n_all = model_num_params(r->model), n;
     float* all = (float*)mallocCheck(n_all * sizeof(float));
@@ -106,15 +112,15 @@ static void pretrained_write(Run* r) {
     fp = readOpenCheck(bin, format_max_bytes(&PRETRAINED_FORMAT));
     if (!sha256_stream(fp, hex)) fail("could not read back '%s' to hash it: %s", bin, strerror(errno));
     fclose(fp);
-    // the score: the oracle reads the samples (only the shapes world has one)
-    char vocab[128], attrs[128], score[300] = "not scored (no oracle for this data)", brief[200];
+    // the score (brief for the console), and with how it was sampled for the provenance
+    char vocab[128], attrs[128], brief[200] = "not scored (no oracle for this data)", score[300];
     vocab_fingerprint(&r->vocab, vocab, sizeof vocab);
-    snprintf(brief, sizeof brief, "%s", score);
-    if (r->src.kind == SOURCE_SHAPES) {
+    snprintf(score, sizeof score, "%s", brief);
+    if (scored) {
         score_attrs_text(&t2i, attrs, sizeof attrs);
-        snprintf(score, sizeof score, "%d held-out prompts, DDIM %d steps, guidance %g: exact %.1f%% (%s)", t2i.n,
-                 r->s.sample_steps, r->s.guidance, 100.0f * score_exact(&t2i), attrs);
         snprintf(brief, sizeof brief, "exact %.1f%% (%s)", 100.0f * score_exact(&t2i), attrs);
+        snprintf(score, sizeof score, "%d held-out prompts, DDIM %d steps, guidance %g: %s", t2i.n, r->s.sample_steps,
+                 r->s.guidance, brief);
     }
     time_t now = time(NULL);
     char when[32];
