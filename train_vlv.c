@@ -85,8 +85,8 @@ void patch_copy(float* patches, float* img, int B, int H, int P, int to_patches)
 // Zen 5 EPYC): 6 x 64 is 24 zmm accumulators, 6 broadcasts and 4 panel loads per 24 FMAs
 // (12 x 16 needs 13 loads per 12 FMAs, bound by the 2 loads a cycle). AMD's Zen 4 runs AVX-512
 // as two 256-bit halves with a 32 KiB L1d: 12 x 16 (12 zmm) reaches its peak. gcc 12 calls Zen 4
-// and Zen 5 znver3 (gcc 13 both znver4); Zen 5 is told apart by VP2INTERSECT, which no earlier
-// AMD core has. With 16 vector registers (AVX2, NEON) 6 x 16 is 12 ymm accumulators.
+// and Zen 5 znver3 (a gcc without znver5 would call both znver4); Zen 5 is told apart by
+// VP2INTERSECT, which no earlier AMD core has. With 16 vector registers (AVX2, NEON) 6 x 16 is 12 ymm accumulators.
 // -DMM_MR=.. -DMM_NR=.. override (a multiple of 16 columns). The sums do not depend on the tile.
 #if (defined(__znver3__) || defined(__znver4__)) && !defined(__AVX512VP2INTERSECT__)
 #define MM_AVX512_HALF_WIDTH 1 // Zen 4 (Zen 1-3 have no AVX-512)
