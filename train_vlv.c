@@ -140,6 +140,14 @@ MM_INLINE void matmul_tile(float* c, size_t c_m, size_t c_j, const float* a, siz
     for (int r = 0; r < mr; r++) {
         for (int j = 0; j < nr; j++) { acc[r][j] = 0.0f; }
     }
+    // C rows that the tile adds to are fetched while the k loop runs: the hardware prefetcher
+    // does not follow a tile's few lines spaced a whole row apart, and the load at the end missed
+    if (!first && c_j == 1) {
+        for (int r = 0; r < mr; r++) {
+            __builtin_prefetch(c + r * c_m, 1);
+            __builtin_prefetch(c + r * c_m + nc - 1, 1);
+        }
+    }
     for (int k = 0; k < K; k++) {
         const float* b = bp + (size_t)k * MM_NR;
         for (int r = 0; r < mr; r++) {
